@@ -1,0 +1,102 @@
+"""InterSHAP from interaction matrices (paper 000 eqs. 5–11).
+
+Global scores use the *signed* mean matrix over samples, then its absolute value (opposing
+effects cancel across the dataset); local scores use each sample's absolute matrix. When a
+model's behaviour is zero (a constant output) there is nothing to attribute: the scores are 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _interaction_fraction(abs_matrices: np.ndarray) -> np.ndarray:
+    """Off-diagonal share of the total of non-negative matrices ``[..., M, M]`` → ``[...]``."""
+    behaviour = abs_matrices.sum(axis=(-2, -1))
+    interactions = behaviour - np.trace(abs_matrices, axis1=-2, axis2=-1)
+    safe = np.where(behaviour > 0, behaviour, 1.0)
+    return np.where(behaviour > 0, interactions / safe, 0.0)
+
+
+def local_intershap(matrices: np.ndarray) -> np.ndarray:
+    """Per-sample InterSHAP ``I_a`` (eq. 10) of matrices ``[..., M, M]`` → ``[...]``, in [0, 1]."""
+    return _interaction_fraction(np.abs(np.asarray(matrices, dtype=np.float64)))
+
+
+@dataclass(frozen=True)
+class GlobalInterSHAP:
+    """Dataset-level InterSHAP terms from the mean signed interaction matrix (eqs. 5–9)."""
+
+    intershap: float  # Interactions / Behaviour
+    interactions: float  # Σ_{i≠j} Φ_ij
+    behaviour: float  # Σ_{i,j} Φ_ij
+    modality_contributions: np.ndarray  # [M] M_i = Φ_ii / Behaviour
+
+
+def global_terms(mean_matrix: np.ndarray) -> GlobalInterSHAP:
+    """Global terms from the mean over samples of the signed matrices ``[M, M]``."""
+    phi = np.abs(np.asarray(mean_matrix, dtype=np.float64))
+    behaviour = float(phi.sum())
+    interactions = behaviour - float(np.trace(phi))
+    contributions = np.diag(phi) / behaviour if behaviour > 0 else np.zeros(len(phi))
+    return GlobalInterSHAP(
+        intershap=float(_interaction_fraction(phi)),
+        interactions=interactions,
+        behaviour=behaviour,
+        modality_contributions=contributions,
+    )
+
+
+def global_intershap(matrices: np.ndarray) -> float:
+    """Global InterSHAP (eq. 8) of per-sample matrices ``[N, M, M]`` (any leading axes)."""
+    matrices = np.asarray(matrices, dtype=np.float64)
+    mean_matrix = matrices.reshape(-1, *matrices.shape[-2:]).mean(axis=0)
+    return global_terms(mean_matrix).intershap
+
+
+def upper_triangle_indices(n_modalities: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the upper triangle with the diagonal, row-major — the order
+    of the ``interaction_<a>__<b>`` score columns."""
+    return np.triu_indices(n_modalities)
+
+
+def symmetric_from_upper(upper: np.ndarray, n_modalities: int) -> np.ndarray:
+    """``[..., M(M+1)/2]`` upper-triangle entries → symmetric ``[..., M, M]``."""
+    rows, cols = upper_triangle_indices(n_modalities)
+    matrix = np.zeros((*upper.shape[:-1], n_modalities, n_modalities))
+    matrix[..., rows, cols] = upper
+    matrix[..., cols, rows] = upper
+    return matrix
+
+
+def summary_terms(
+    mean_upper: np.ndarray,
+    stderr_upper: np.ndarray,
+    local_mean: float,
+    local_stderr: float,
+    modalities: list[str],
+) -> list[tuple[str, float, float | None]]:
+    """Named dataset terms ``(term, value, stderr)`` from merged means of the interaction
+    matrix's upper triangle and of local InterSHAP. Ratios of means get no stderr."""
+    n = len(modalities)
+    terms = global_terms(symmetric_from_upper(mean_upper, n))
+    rows: list[tuple[str, float, float | None]] = [
+        ("global", terms.intershap, None),
+        ("local_mean", local_mean, local_stderr),
+        ("modalities", 1.0 - terms.intershap if terms.behaviour > 0 else 0.0, None),
+        ("interactions", terms.interactions, None),
+        ("behaviour", terms.behaviour, None),
+    ]
+    rows += [
+        (f"modality_{m}", float(c), None)
+        for m, c in zip(modalities, terms.modality_contributions, strict=True)
+    ]
+    for (i, j), value, stderr in zip(
+        zip(*upper_triangle_indices(n), strict=True), mean_upper, stderr_upper, strict=True
+    ):
+        rows.append(
+            (f"mean_interaction_{modalities[i]}__{modalities[j]}", float(value), float(stderr))
+        )
+    return rows

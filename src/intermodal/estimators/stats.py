@@ -1,0 +1,74 @@
+"""Mergeable partial statistics: count, mean and M2 (sum of squared deviations) per group.
+
+Blocks are summarised independently and merged in any order (Chan et al.'s parallel update),
+so a dataset-level mean and its standard error never need the rows in one place. The empty
+value is the identity of ``merge``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Running count, mean and M2 of a vector-valued quantity ``[P]``."""
+
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def empty(cls, size: int) -> Moments:
+        return cls(0, np.zeros(size), np.zeros(size))
+
+    @classmethod
+    def of(cls, rows: np.ndarray) -> Moments:
+        """Moments of ``rows [n, P]``."""
+        rows = np.asarray(rows, dtype=np.float64)
+        if len(rows) == 0:
+            return cls.empty(rows.shape[1])
+        mean = rows.mean(axis=0)
+        return cls(len(rows), mean, ((rows - mean) ** 2).sum(axis=0))
+
+    def merge(self, other: Moments) -> Moments:
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / count)
+        m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / count)
+        return Moments(count, mean, m2)
+
+    def stderr(self) -> np.ndarray:
+        """Standard error of the mean (sample variance / n); NaN below two samples."""
+        if self.count < 2:
+            return np.full_like(self.mean, np.nan)
+        return np.sqrt(self.m2 / (self.count - 1) / self.count)
+
+
+GroupKey = tuple[str, str]  # (group_by column or "" for all rows, group value as text)
+GroupedMoments = dict[GroupKey, Moments]
+
+
+def grouped_moments(rows: np.ndarray, groups: Mapping[str, np.ndarray]) -> GroupedMoments:
+    """Moments of ``rows [n, P]`` over all rows (key ``("", "")``) and per value of each
+    grouping column in ``groups`` (name → ``[n]`` values)."""
+    result: GroupedMoments = {("", ""): Moments.of(rows)}
+    for name, values in groups.items():
+        labels = np.asarray(values).astype(str)
+        for value in np.unique(labels):
+            result[(name, str(value))] = Moments.of(rows[labels == value])
+    return result
+
+
+def merge_grouped(left: GroupedMoments, right: GroupedMoments) -> GroupedMoments:
+    merged = dict(left)
+    for key, moments in right.items():
+        merged[key] = merged[key].merge(moments) if key in merged else moments
+    return merged

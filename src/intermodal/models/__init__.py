@@ -1,0 +1,1 @@
+"""Torch models: the multimodal model protocol, fusion baselines, training."""

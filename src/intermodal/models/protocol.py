@@ -1,0 +1,100 @@
+"""The multimodal model protocol and how a configured model is built.
+
+A model exposes ``modalities``, ``encode(name, x) -> embedding`` per modality and
+``fuse(embeddings) -> logits``. Masking happens at the input (a missing modality is replaced
+by background inputs before ``encode``), so encoder outputs of real and background rows are
+computed once and only ``fuse`` runs per coalition. A plain ``forward(inputs) -> logits``
+module is wrapped with identity encoders.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import fsspec
+import torch
+from torch import Tensor, nn
+
+
+@runtime_checkable
+class MultimodalModel(Protocol):
+    modalities: Sequence[str]
+
+    def encode(self, name: str, x: Tensor) -> Tensor: ...
+
+    def fuse(self, embeddings: Mapping[str, Tensor]) -> Tensor: ...
+
+
+class ForwardModel(nn.Module):
+    """Adapts ``forward(dict[str, Tensor]) -> logits`` to the protocol (identity encoders)."""
+
+    def __init__(self, module: nn.Module, modalities: Sequence[str]) -> None:
+        super().__init__()
+        self.module = module
+        self.modalities = tuple(modalities)
+
+    def encode(self, name: str, x: Tensor) -> Tensor:
+        return x
+
+    def fuse(self, embeddings: Mapping[str, Tensor]) -> Tensor:
+        return self.module(dict(embeddings))
+
+
+def as_multimodal(module: nn.Module, modalities: Sequence[str]) -> MultimodalModel:
+    if isinstance(module, MultimodalModel):
+        missing = set(modalities) - set(module.modalities)
+        if missing:
+            raise ValueError(f"model has no encoder for modalities {sorted(missing)}")
+        return module
+    return ForwardModel(module, modalities)
+
+
+def forward_all(model: MultimodalModel, inputs: Mapping[str, Tensor]) -> Tensor:
+    """Logits with every modality present: ``fuse`` of each modality's ``encode``."""
+    return model.fuse({name: model.encode(name, x) for name, x in inputs.items()})
+
+
+def import_factory(entrypoint: str) -> Any:
+    """The callable named ``package.module:function``; only that module is imported."""
+    module_name, _, attribute = entrypoint.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(
+            f"model.factory '{entrypoint}': cannot import '{module_name}': {error}"
+        ) from None
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ValueError(
+            f"model.factory '{entrypoint}': '{module_name}' has no '{attribute}'"
+        ) from None
+
+
+def load_state_dict(uri: str) -> dict[str, Tensor]:
+    """A checkpoint's tensors; refuses anything that is not a plain state_dict."""
+    with fsspec.open(uri, "rb") as handle:
+        try:
+            state = torch.load(handle, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises UnpicklingError and others for foreign data
+            raise ValueError(f"model.weights '{uri}': not a loadable state_dict: {error}") from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"model.weights '{uri}': expected a state_dict (name → tensor)")
+    return dict(state)
+
+
+def build_model(
+    factory: str, kwargs: Mapping[str, Any], weights: str | None, modalities: Sequence[str]
+) -> MultimodalModel:
+    """Build the configured model in eval mode, weights loaded when given."""
+    module = import_factory(factory)(**kwargs)
+    if not isinstance(module, nn.Module):
+        raise ValueError(
+            f"model.factory '{factory}' returned {type(module).__name__}, not a Module"
+        )
+    if weights is not None:
+        module.load_state_dict(load_state_dict(weights))
+    module.eval()
+    return as_multimodal(module, modalities)

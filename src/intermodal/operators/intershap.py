@@ -1,0 +1,109 @@
+"""The InterSHAP scoring operator for ``Dataset.map_batches`` on an actor pool."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from intermodal.estimators.coalitions import full_coalition
+from intermodal.estimators.intershap import local_intershap
+from intermodal.estimators.shapley import interaction_matrix, shapley_values
+from intermodal.models.protocol import build_model
+from intermodal.operators.coalitions import CoalitionValues
+from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import (
+    LABEL,
+    PRED,
+    SAMPLE_ID,
+    interaction_pairs,
+    intershap_columns,
+    modality_values,
+    target_suffixes,
+)
+
+
+def select_device(gpus: float) -> torch.device:
+    return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def explained_values(
+    probabilities: np.ndarray, target: str, labels: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Coalition values ``[B, T, 2**M]`` of the explained outputs and their class ``[B]``
+    (None when every class is explained) from probabilities ``[B, 2**M, C]``."""
+    if target == "all":
+        return probabilities.transpose(0, 2, 1), None
+    full = probabilities.shape[1] - 1
+    classes = probabilities[:, full].argmax(axis=-1) if target == "predicted" else labels
+    assert classes is not None
+    rows = np.arange(len(probabilities))
+    return probabilities[rows, :, classes][:, None, :], classes
+
+
+def intershap_table(
+    values: np.ndarray, modalities: list[str], target: str, num_classes: int
+) -> dict[str, np.ndarray]:
+    """Score columns of coalition values ``[B, T, 2**M]``."""
+    shapley = shapley_values(values)
+    matrices = interaction_matrix(values)
+    local = local_intershap(matrices)
+    pairs = interaction_pairs(modalities)
+    columns = {}
+    for t, suffix in enumerate(target_suffixes(target, num_classes)):
+        stacked = [
+            values[:, t, -1],
+            values[:, t, 0],
+            *shapley[:, t].T,
+            *(matrices[:, t, i, j] for i, j in pairs),
+            local[:, t],
+        ]
+        columns.update(zip(intershap_columns(modalities, suffix), stacked, strict=True))
+    return columns
+
+
+class InterSHAPOperator:
+    """Scores a normalised input batch (see ``schemas.validation``): for every sample the
+    Shapley values, the interaction matrix and local InterSHAP of the explained output."""
+
+    def __init__(self, config: dict[str, Any], background: dict[str, np.ndarray]) -> None:
+        self.config = JobConfig.model_validate(config)
+        compute = self.config.compute
+        torch.set_num_threads(compute.torch_threads or max(1, int(compute.cpus_per_actor)))
+        self.device = select_device(compute.gpus_per_actor)
+        self.modalities = self.config.modalities
+        model = self.config.model
+        self.model = build_model(
+            model.factory, model.kwargs, model.weights, self.config.modality_names
+        )
+        self.model.to(self.device)  # type: ignore[attr-defined]
+        self.coalitions = CoalitionValues(self.model, self._tensors(background))
+
+    def _tensors(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {
+            m.name: torch.from_numpy(np.ascontiguousarray(columns[m.name]))
+            .view(-1, *m.shape)
+            .to(self.device)
+            for m in self.modalities
+        }
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        inputs = {m.name: modality_values(batch.column(m.name), m.size) for m in self.modalities}
+        probabilities = self.coalitions(self._tensors(inputs)).cpu().numpy()
+        target = self.config.intershap.target
+        labels = batch.column(LABEL).to_numpy() if target == "label" else None
+        values, classes = explained_values(probabilities, target, labels)
+        names = self.config.modality_names
+        columns: dict[str, Any] = {SAMPLE_ID: batch.column(SAMPLE_ID)}
+        if self.config.label_column is not None:
+            columns[LABEL] = batch.column(LABEL)
+        for group in self.config.group_columns:
+            columns[group] = batch.column(group)
+        full = full_coalition(len(names))
+        columns[PRED] = probabilities[:, full].argmax(axis=-1).astype(np.int64)
+        if classes is not None:
+            columns["explained_class"] = classes.astype(np.int64)
+        columns.update(intershap_table(values, names, target, self.config.num_classes))
+        return pa.table(columns)

@@ -1,0 +1,1 @@
+"""Job graphs: score, aggregate, demo and validation suites."""

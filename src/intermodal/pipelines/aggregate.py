@@ -1,0 +1,122 @@
+"""``aggregate``: scores/ → per-block partial statistics → merged → global/ (long table)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from intermodal import storage
+from intermodal.cluster import ensure_ray
+from intermodal.estimators.intershap import summary_terms
+from intermodal.estimators.stats import GroupedMoments, Moments, grouped_moments, merge_grouped
+from intermodal.pipelines.score import RunPaths
+from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import (
+    GLOBAL_SCHEMA,
+    LABEL,
+    PRED,
+    interaction_column,
+    interaction_pairs,
+    target_suffixes,
+)
+
+MEASURE = "intershap"
+
+
+def _statistic_columns(config: JobConfig, suffix: str) -> list[str]:
+    names = config.modality_names
+    pairs = [interaction_column(names[i], names[j], suffix) for i, j in interaction_pairs(names)]
+    return [*pairs, f"intershap_local{suffix}"]
+
+
+def group_columns(config: JobConfig) -> list[str]:
+    """Columns the global table is broken down by: prediction, label, configured groups."""
+    return [PRED, *([LABEL] if config.label_column else []), *config.group_columns]
+
+
+def partial_statistics(batch: pa.Table, config: dict) -> pa.Table:
+    """Ray Data stage over score files (``uri``): one row of moments per explained output and
+    group, for merging on the driver."""
+    job = JobConfig.model_validate(config)
+    records = []
+    for uri in batch.column("uri").to_pylist():
+        scores = storage.read_table(uri)
+        groups = {
+            name: scores.column(name).to_numpy(zero_copy_only=False) for name in group_columns(job)
+        }
+        for suffix in target_suffixes(job.intershap.target, job.num_classes):
+            rows = np.column_stack(
+                [scores.column(c).to_numpy() for c in _statistic_columns(job, suffix)]
+            )
+            for (group_by, group), moments in grouped_moments(rows, groups).items():
+                records.append(
+                    {
+                        "suffix": suffix,
+                        "group_by": group_by,
+                        "group": group,
+                        "count": moments.count,
+                        "mean": moments.mean.tolist(),
+                        "m2": moments.m2.tolist(),
+                    }
+                )
+    return pa.Table.from_pylist(records)
+
+
+def merge_partials(rows: list[dict]) -> dict[str, GroupedMoments]:
+    merged: dict[str, GroupedMoments] = {}
+    for row in rows:
+        moments = Moments(int(row["count"]), np.asarray(row["mean"]), np.asarray(row["m2"]))
+        key = (row["group_by"], row["group"])
+        merged[row["suffix"]] = merge_grouped(merged.get(row["suffix"], {}), {key: moments})
+    return merged
+
+
+def global_table(config: JobConfig, merged: dict[str, GroupedMoments]) -> pa.Table:
+    records = []
+    for suffix, grouped in merged.items():
+        for (group_by, group), moments in sorted(grouped.items()):
+            stderr = moments.stderr()
+            terms = summary_terms(
+                moments.mean[:-1],
+                stderr[:-1],
+                float(moments.mean[-1]),
+                float(stderr[-1]),
+                config.modality_names,
+            )
+            for term, value, term_stderr in terms:
+                records.append(
+                    {
+                        "measure": MEASURE,
+                        "term": term + suffix,
+                        "group_by": group_by,
+                        "group": group,
+                        "value": value,
+                        "n": moments.count,
+                        "stderr": None
+                        if term_stderr is None or np.isnan(term_stderr)
+                        else term_stderr,
+                    }
+                )
+    return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
+
+
+def run_aggregate(run_dir: str, progress=print) -> pa.Table:
+    """Merge the run's scores into ``global/intershap.parquet``; returns the table."""
+    paths = RunPaths(run_dir)
+    manifest = storage.read_json(paths.manifest)
+    config = JobConfig.model_validate(manifest["config"])
+    files = storage.list_parquet(paths.scores)
+    ensure_ray()
+    partials = ray.data.from_items(
+        [{"uri": f} for f in files], override_num_blocks=max(1, len(files))
+    ).map_batches(
+        partial_statistics,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_kwargs={"config": manifest["config"]},
+    )
+    table = global_table(config, merge_partials(partials.take_all()))
+    storage.write_table(table, storage.join(paths.global_, f"{MEASURE}.parquet"))
+    progress(f"[aggregate] {table.num_rows} statistics → {paths.global_}")
+    return table

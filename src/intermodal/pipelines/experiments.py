@@ -1,0 +1,137 @@
+"""HD-XOR experiments shared by ``demo`` and ``validate``: data splits, job configs for the
+XOR function and FCNN models, training, and a run's headline numbers."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from intermodal import storage
+from intermodal.models.fcnn import build_fcnn
+from intermodal.models.training import TrainConfig, TrainResult, train_classifier
+from intermodal.pipelines.aggregate import run_aggregate
+from intermodal.pipelines.score import Progress, RunPaths, run_score
+from intermodal.schemas.config import JobConfig, dump_config, parse_config
+from intermodal.schemas.tables import modality_values
+from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
+
+XOR_FACTORY = "intermodal.synthetic.hdxor:xor_function_model"
+FCNN_FACTORY = "intermodal.models.fcnn:build_fcnn"
+
+
+@dataclass(frozen=True)
+class SplitData:
+    spec: HDXORSpec
+    train: pa.Table  # kept in memory for training
+    test_uri: str  # sharded Parquet, the pipeline's input
+
+
+def split_hdxor(
+    spec: HDXORSpec, data_uri: str, test_fraction: float = 0.3, n_shards: int = 4
+) -> SplitData:
+    """Generate the data set; the last ``test_fraction`` of rows is written as shards."""
+    table = generate(spec)
+    n_test = round(table.num_rows * test_fraction)
+    n_train = table.num_rows - n_test
+    write_table_shards(table.slice(n_train), data_uri, n_shards)
+    return SplitData(spec, table.slice(0, n_train), data_uri)
+
+
+def _job(
+    split: SplitData,
+    run_uri: str,
+    name: str,
+    modalities: list[dict],
+    model: dict,
+    background_size: int,
+) -> JobConfig:
+    return parse_config(
+        {
+            "dataset": f"hdxor_{split.spec.setting}_m{split.spec.n_modalities}",
+            "input": split.test_uri,
+            "output": run_uri,
+            "num_classes": 2,
+            "modalities": modalities,
+            "model": {"name": name, **model},
+            "intershap": {"background_size": background_size, "seed": split.spec.seed},
+        }
+    )
+
+
+def xor_function_job(split: SplitData, run_uri: str, background_size: int) -> JobConfig:
+    """The controlled XOR function, evaluated on the clean ``m<i>_bits`` columns."""
+    spec = split.spec
+    n_bits = 1 if spec.setting == "synergy" else 2
+    modalities = [
+        {"name": m, "column": f"{m}_bits", "shape": [n_bits]} for m in spec.modality_names
+    ]
+    kwargs = {
+        "setting": spec.setting,
+        "n_modalities": spec.n_modalities,
+        "unique_modality": spec.unique_modality,
+    }
+    model = {"factory": XOR_FACTORY, "kwargs": kwargs}
+    return _job(split, run_uri, "xor_function", modalities, model, background_size)
+
+
+def fcnn_job(
+    split: SplitData, run_uri: str, weights_uri: str, fusion: str, background_size: int
+) -> JobConfig:
+    spec = split.spec
+    modalities = [
+        {"name": m, "shape": [d]}
+        for m, d in zip(spec.modality_names, spec.feature_dims, strict=True)
+    ]
+    kwargs = {
+        "modalities": spec.modality_names,
+        "dims": spec.feature_dims,
+        "num_classes": 2,
+        "fusion": fusion,
+    }
+    model = {"factory": FCNN_FACTORY, "kwargs": kwargs, "weights": weights_uri}
+    return _job(split, run_uri, f"fcnn_{fusion}", modalities, model, background_size)
+
+
+def train_fcnn(
+    split: SplitData, weights_uri: str, fusion: str, train: TrainConfig, progress: Progress
+) -> TrainResult:
+    """Train an FCNN on the split's training rows; saves its state_dict at ``weights_uri``."""
+    spec = split.spec
+    model = build_fcnn(spec.modality_names, spec.feature_dims, 2, fusion)
+    inputs = {
+        m: modality_values(split.train.column(m), d)
+        for m, d in zip(spec.modality_names, spec.feature_dims, strict=True)
+    }
+    labels = split.train.column("label").to_numpy()
+    progress(f"[train] fcnn_{fusion} on hdxor_{spec.setting}: {len(labels)} rows")
+    result = train_classifier(model, inputs, labels, train, progress)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    fs, path = storage.filesystem(weights_uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+    return result
+
+
+def run_job(config: JobConfig, progress: Progress) -> pa.Table:
+    """score + aggregate one run; keeps its config as ``config.yaml`` in the run directory."""
+    fs, path = storage.filesystem(RunPaths(config.output).root)
+    fs.makedirs(path, exist_ok=True)
+    with fs.open(f"{path}/config.yaml", "w") as handle:
+        handle.write(dump_config(config))
+    run_score(config, progress)
+    return run_aggregate(config.output, progress)
+
+
+def headline(table: pa.Table, suffix: str = "") -> dict[str, float]:
+    """Global and mean local InterSHAP (fractions) of the whole dataset."""
+    overall = table.filter(pc.equal(table.column("group_by"), ""))
+    terms = dict(
+        zip(overall.column("term").to_pylist(), overall.column("value").to_pylist(), strict=True)
+    )
+    return {"global": terms[f"global{suffix}"], "local_mean": terms[f"local_mean{suffix}"]}

@@ -1,0 +1,155 @@
+"""Reading the input: shard checks before any work, duplicate ids, background rows, and the
+streamed read-and-validate stage that sends bad rows to ``rejects/``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from intermodal import storage
+from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import modality_values
+from intermodal.schemas.validation import InputSchemaError, schema_problems, validate_rows
+
+# Driver threads for per-shard footer and id reads (I/O bound, object stores like many).
+_IO_THREADS = 16
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    uri: str
+    num_rows: int
+    row_group_rows: tuple[int, ...]
+
+
+def inspect_shards(config: JobConfig, uri: str | None = None) -> list[Shard]:
+    """Every shard's schema checked against the config before any work; raises
+    :class:`InputSchemaError` naming each bad file and column."""
+    uri = uri or config.input
+    try:
+        uris = storage.list_parquet(uri)
+    except FileNotFoundError as error:
+        raise InputSchemaError(f"input {error}") from None
+    if not uris:
+        raise InputSchemaError(f"input {uri}: no Parquet files found")
+
+    def inspect(index_uri: tuple[int, str]) -> tuple[Shard, list[str]]:
+        index, shard_uri = index_uri
+        try:
+            metadata = storage.parquet_file(shard_uri).metadata
+        except Exception as error:  # pyarrow raises several types for corrupt files
+            return Shard(index, shard_uri, 0, ()), [f"cannot be read as Parquet: {error}"]
+        problems = schema_problems(metadata.schema.to_arrow_schema(), config)
+        groups = tuple(metadata.row_group(g).num_rows for g in range(metadata.num_row_groups))
+        return Shard(index, shard_uri, metadata.num_rows, groups), problems
+
+    with ThreadPoolExecutor(_IO_THREADS) as pool:
+        results = list(pool.map(inspect, enumerate(uris)))
+    messages = [f"{shard.uri}: {p}" for shard, problems in results for p in problems]
+    if messages:
+        raise InputSchemaError("input does not match the config:\n  " + "\n  ".join(messages))
+    return [shard for shard, _ in results]
+
+
+def fingerprint(shards: list[Shard]) -> str:
+    """Identity of the input: shard names, row counts and sizes."""
+    digest = hashlib.sha256()
+    for shard in shards:
+        fs, path = storage.filesystem(shard.uri)
+        digest.update(f"{shard.uri}\0{shard.num_rows}\0{fs.size(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def duplicate_ids(config: JobConfig, shards: list[Shard]) -> pa.Array:
+    """Ids that occur more than once anywhere in the input.
+
+    Reads only the id column; the counting is on the driver (pyarrow hash counts), which holds
+    one id per row: fine for hundreds of millions of integer ids."""
+
+    def ids(shard: Shard) -> pa.ChunkedArray:
+        return storage.read_table(shard.uri, columns=[config.id_column]).column(0)
+
+    with ThreadPoolExecutor(_IO_THREADS) as pool:
+        chunks = [chunk for column in pool.map(ids, shards) for chunk in column.chunks]
+    if not chunks:
+        return pa.array([], pa.int64())
+    counts = pc.value_counts(pa.chunked_array(chunks).drop_null())
+    return counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+
+
+def _read_rows(shard: Shard, rows: np.ndarray, columns: list[str]) -> pa.Table:
+    """Rows (sorted, within the shard) of a shard, reading only the row groups that hold them."""
+    starts = np.cumsum((0, *shard.row_group_rows))
+    groups = sorted(set(np.searchsorted(starts, rows, side="right") - 1))
+    table = storage.parquet_file(shard.uri).read_row_groups(groups, columns=columns)
+    offsets = {g: int(sum(shard.row_group_rows[h] for h in groups if h < g)) for g in groups}
+    group_of = np.searchsorted(starts, rows, side="right") - 1
+    local = [offsets[g] + int(r - starts[g]) for g, r in zip(group_of, rows, strict=True)]
+    return table.take(pa.array(local, pa.int64()))
+
+
+def sample_rows(
+    config: JobConfig, shards: list[Shard], n_rows: int, seed: int, duplicates: pa.Array
+) -> dict[str, np.ndarray]:
+    """Up to ``n_rows`` valid rows drawn uniformly without replacement from the shards, as
+    ``{modality: [n, size] float32}``; invalid draws are replaced by further draws."""
+    total = sum(shard.num_rows for shard in shards)
+    order = np.random.default_rng(seed).permutation(total)
+    starts = np.cumsum([0, *(shard.num_rows for shard in shards)])
+    label = [config.label_column] if config.label_column else []
+    columns = list(
+        dict.fromkeys(
+            [
+                config.id_column,
+                *label,
+                *config.group_columns,
+                *(m.source_column for m in config.modalities),
+            ]
+        )
+    )
+    collected: list[pa.Table] = []
+    have, position = 0, 0
+    while have < n_rows and position < total:
+        draw = np.sort(order[position : position + 2 * (n_rows - have)])
+        position += len(draw)
+        for index, shard in enumerate(shards):
+            mine = draw[(draw >= starts[index]) & (draw < starts[index + 1])] - starts[index]
+            if len(mine):
+                raw = _read_rows(shard, mine, columns)
+                valid, _ = validate_rows(raw, config, duplicates, shard.uri, 0)
+                collected.append(valid)
+                have += valid.num_rows
+    if have == 0:
+        raise InputSchemaError(f"input {config.input}: no valid row to draw background rows from")
+    rows = pa.concat_tables(collected).slice(0, n_rows)
+    return {m.name: modality_values(rows.column(m.name), m.size) for m in config.modalities}
+
+
+def read_and_validate(
+    batch: pa.Table, config: dict, duplicates: pa.Array, rejects_uri: str
+) -> Iterator[pa.Table]:
+    """Ray Data stage over a table of shards (``uri``, ``index``): streams each shard by row
+    group, writes the group's bad rows to ``rejects/`` (one file per group, named by shard and
+    group so a retried task overwrites rather than duplicates) and yields the valid rows."""
+    job = JobConfig.model_validate(config)
+    for uri, index in zip(
+        batch.column("uri").to_pylist(), batch.column("index").to_pylist(), strict=True
+    ):
+        parquet = storage.parquet_file(uri)
+        first_row = 0
+        for group in range(parquet.num_row_groups):
+            raw = parquet.read_row_group(group)
+            valid, rejects = validate_rows(raw, job, duplicates, uri, first_row)
+            first_row += raw.num_rows
+            if rejects.num_rows:
+                name = f"shard-{index:06d}-group-{group:06d}.parquet"
+                storage.write_table(rejects, storage.join(rejects_uri, name))
+            if valid.num_rows:
+                yield valid

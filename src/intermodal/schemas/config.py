@@ -1,0 +1,134 @@
+"""The job configuration: pydantic models loaded from YAML, every key validated.
+
+Unknown keys are errors (a typo must not silently fall back to a default); messages name the
+file and the dotted key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import fsspec
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModalityConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    column: str | None = None  # input column; defaults to the name
+    shape: list[int] = Field(min_length=1)  # the model's per-sample tensor shape
+
+    @property
+    def source_column(self) -> str:
+        return self.column or self.name
+
+    @property
+    def size(self) -> int:
+        size = 1
+        for extent in self.shape:
+            size *= extent
+        return size
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, shape: list[int]) -> list[int]:
+        if any(extent <= 0 for extent in shape):
+            raise ValueError(f"every extent must be positive, got {shape}")
+        return shape
+
+
+class ModelConfig(_Strict):
+    name: str  # recorded in the manifest and the demo tables
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:function
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = None  # URI of a state_dict, loaded with weights_only=True
+
+
+class InterSHAPConfig(_Strict):
+    # background: expectation over K rows; mean: one row, the background mean; zeros: zeros
+    masking: Literal["background", "mean", "zeros"] = "background"
+    background_size: int = Field(default=32, ge=1, le=4096)
+    background_uri: str | None = None  # default: sampled from the input itself
+    # predicted: the class predicted with all modalities (paper); label; all: every class
+    target: Literal["predicted", "label", "all"] = "predicted"
+    seed: int = 0
+
+
+class ComputeConfig(_Strict):
+    batch_size: int = Field(default=1024, ge=1)
+    actors: int = Field(default=1, ge=1)
+    cpus_per_actor: float = Field(default=1, gt=0)
+    gpus_per_actor: float = Field(default=0, ge=0)
+    # torch threads per actor; default: the actor's CPUs (Ray pins OMP_NUM_THREADS to them)
+    torch_threads: int | None = Field(default=None, ge=1)
+
+
+class JobConfig(_Strict):
+    dataset: str  # a name for the manifest and tables
+    input: str  # fsspec URI of a Parquet file, a directory of shards, or a glob
+    output: str  # run directory URI
+    id_column: str = "sample_id"
+    label_column: str | None = "label"
+    group_columns: list[str] = Field(default_factory=list)
+    num_classes: int = Field(ge=2)
+    modalities: list[ModalityConfig] = Field(min_length=2)
+    model: ModelConfig
+    intershap: InterSHAPConfig = InterSHAPConfig()
+    compute: ComputeConfig = ComputeConfig()
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [modality.name for modality in self.modalities]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobConfig:
+        names = self.modality_names
+        if len(set(names)) != len(names):
+            raise ValueError(f"modality names must be unique, got {names}")
+        if len(names) > 10:
+            raise ValueError(f"at most 10 modalities (2**M coalitions), got {len(names)}")
+        if self.intershap.target == "label" and self.label_column is None:
+            raise ValueError("intershap.target 'label' needs label_column")
+        return self
+
+
+def _format(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> JobConfig:
+    """Validate a mapping as a job config; errors name ``source`` and the dotted key."""
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format(error, source)) from None
+
+
+def load_config(uri: str | Path) -> JobConfig:
+    """Read and validate a YAML job config from a path or fsspec URI."""
+    try:
+        with fsspec.open(str(uri), "r") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{uri}: no such config file") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{uri}: not valid YAML: {error}") from None
+    return parse_config(data, str(uri))
+
+
+def dump_config(config: JobConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,113 @@
+"""Arrow schemas of the input, score, reject and global tables, and their column names.
+
+Input: ``<id_column>`` (int64 or string, unique), one column per modality holding a list of
+numbers (fixed-size list of float32 preferred; the config gives the per-sample shape), an
+optional ``<label_column>`` (int64 in [0, num_classes)) and optional group columns.
+
+Scores (one row per valid input row): ``sample_id``, ``label``, group columns, ``pred`` (class
+predicted with all modalities), then per explained output (suffix ``__class<k>`` when every
+class is explained, no suffix otherwise): ``explained_class``, ``intershap_value_full`` (v of
+all modalities), ``intershap_value_empty`` (v of none), ``shapley_<m>``, the upper triangle
+of the interaction matrix ``interaction_<a>__<b>`` (``a == b``: the main effect φ_aa), and
+``intershap_local``. Values are softmax probabilities of the explained class and their
+Shapley decomposition; local InterSHAP is a fraction in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+SAMPLE_ID = "sample_id"
+LABEL = "label"
+PRED = "pred"
+
+REJECT_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string()),  # as text: the bad row's id may itself be the problem
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("row_index", pa.int64(), nullable=False),  # 0-based row within source_file
+        pa.field("columns", pa.string(), nullable=False),  # offending columns, comma-separated
+        pa.field("reason", pa.string(), nullable=False),
+    ]
+)
+
+GLOBAL_SCHEMA = pa.schema(
+    [
+        pa.field("measure", pa.string(), nullable=False),
+        pa.field("term", pa.string(), nullable=False),
+        pa.field("group_by", pa.string(), nullable=False),  # "" for the whole dataset
+        pa.field("group", pa.string(), nullable=False),  # the group's value as text, "" for all
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("n", pa.int64(), nullable=False),
+        pa.field("stderr", pa.float64()),  # null where no standard error is defined
+    ]
+)
+
+
+def target_suffixes(target: str, num_classes: int) -> list[str]:
+    """Column suffix per explained output: one unsuffixed output, or one per class."""
+    return [f"__class{k}" for k in range(num_classes)] if target == "all" else [""]
+
+
+def shapley_column(modality: str, suffix: str = "") -> str:
+    return f"shapley_{modality}{suffix}"
+
+
+def interaction_column(first: str, second: str, suffix: str = "") -> str:
+    return f"interaction_{first}__{second}{suffix}"
+
+
+def interaction_pairs(modalities: Sequence[str]) -> list[tuple[int, int]]:
+    """Upper triangle with the diagonal, in the order the score columns use."""
+    n = len(modalities)
+    return [(i, j) for i in range(n) for j in range(i, n)]
+
+
+def intershap_columns(modalities: Sequence[str], suffix: str = "") -> list[str]:
+    """Float columns of one explained output, in table order."""
+    return [
+        f"intershap_value_full{suffix}",
+        f"intershap_value_empty{suffix}",
+        *(shapley_column(m, suffix) for m in modalities),
+        *(
+            interaction_column(modalities[i], modalities[j], suffix)
+            for i, j in interaction_pairs(modalities)
+        ),
+        f"intershap_local{suffix}",
+    ]
+
+
+def score_schema(
+    modalities: Sequence[str],
+    target: str,
+    num_classes: int,
+    id_type: pa.DataType,
+    label: bool,
+    group_fields: Sequence[pa.Field] = (),
+) -> pa.Schema:
+    fields = [pa.field(SAMPLE_ID, id_type, nullable=False)]
+    if label:
+        fields.append(pa.field(LABEL, pa.int64()))
+    fields += [*group_fields, pa.field(PRED, pa.int64(), nullable=False)]
+    for suffix in target_suffixes(target, num_classes):
+        if target != "all":
+            fields.append(pa.field("explained_class", pa.int64(), nullable=False))
+        fields += [
+            pa.field(name, pa.float64(), nullable=False)
+            for name in intershap_columns(modalities, suffix)
+        ]
+    return pa.schema(fields)
+
+
+def modality_type(size: int) -> pa.DataType:
+    """The normalised Arrow type of a modality column: fixed-size list of float32."""
+    return pa.list_(pa.float32(), size)
+
+
+def modality_values(column: pa.ChunkedArray | pa.Array, size: int):  # -> np.ndarray [n, size]
+    """A normalised modality column as a ``[n, size]`` float32 array (zero-copy when possible)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, size)

@@ -1,0 +1,195 @@
+"""Input checks: shard schemas before any work, rows per batch.
+
+Schema problems (a missing column, a column of the wrong type, a fixed-size list of the wrong
+length) stop the job before it starts. Row problems (null or duplicate ids, null modality
+values, wrong vector length in a variable-length list, NaN/inf, labels out of range) send the
+row to ``rejects/`` with a reason naming the column; every input row ends in exactly one of
+scores and rejects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import LABEL, REJECT_SCHEMA, SAMPLE_ID, modality_type
+
+
+class InputSchemaError(ValueError):
+    """An input shard that cannot be read as configured; names the file and the column."""
+
+
+def _is_numeric_list(data_type: pa.DataType) -> bool:
+    list_like = pa.types.is_list(data_type) or pa.types.is_large_list(data_type)
+    list_like = list_like or pa.types.is_fixed_size_list(data_type)
+    if not list_like:
+        return False
+    value_type = data_type.value_type
+    return pa.types.is_floating(value_type) or pa.types.is_integer(value_type)
+
+
+def schema_problems(schema: pa.Schema, config: JobConfig) -> list[str]:
+    """What keeps a shard with this schema from being read under ``config`` (empty: fine)."""
+    problems = []
+    names = set(schema.names)
+
+    def require(column: str, what: str) -> pa.DataType | None:
+        if column in names:
+            return schema.field(column).type
+        problems.append(f"column '{column}' ({what}) is missing; columns: {sorted(names)}")
+        return None
+
+    id_type = require(config.id_column, "id_column")
+    if id_type is not None and not (
+        pa.types.is_integer(id_type)
+        or pa.types.is_string(id_type)
+        or pa.types.is_large_string(id_type)
+    ):
+        problems.append(
+            f"column '{config.id_column}' (id_column) must be int or string, got {id_type}"
+        )
+    if config.label_column is not None:
+        label_type = require(config.label_column, "label_column; set it to null if unlabelled")
+        if label_type is not None and not pa.types.is_integer(label_type):
+            problems.append(
+                f"column '{config.label_column}' (label) must be integer, got {label_type}"
+            )
+    for group in config.group_columns:
+        require(group, "group_columns")
+    for modality in config.modalities:
+        column = modality.source_column
+        data_type = require(column, f"modality '{modality.name}'")
+        if data_type is None:
+            continue
+        if not _is_numeric_list(data_type):
+            problems.append(
+                f"column '{column}' (modality '{modality.name}') must be a list of "
+                f"numbers, got {data_type}"
+            )
+        elif pa.types.is_fixed_size_list(data_type) and data_type.list_size != modality.size:
+            problems.append(
+                f"column '{column}' (modality '{modality.name}') holds "
+                f"{data_type.list_size} values per row; shape {modality.shape} needs "
+                f"{modality.size}"
+            )
+    return problems
+
+
+@dataclass
+class _RowProblems:
+    """Reasons collected per row of one batch."""
+
+    n_rows: int
+
+    def __post_init__(self) -> None:
+        self.bad = np.zeros(self.n_rows, dtype=bool)
+        self.columns: dict[int, list[str]] = {}
+        self.reasons: dict[int, list[str]] = {}
+
+    def add(self, mask: np.ndarray, column: str, reason: str | list[str]) -> None:
+        rows = np.flatnonzero(mask)
+        self.bad[rows] = True
+        for position, row in enumerate(rows):
+            self.columns.setdefault(int(row), []).append(column)
+            text = reason if isinstance(reason, str) else reason[position]
+            self.reasons.setdefault(int(row), []).append(text)
+
+
+def _mask(array: pa.Array) -> np.ndarray:
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _modality_matrix(
+    column: pa.Array, size: int, name: str, problems: _RowProblems
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a list column as ``[n_ok, size]`` float32 and the row indices they came from;
+    null, wrong-length and non-finite rows are recorded as problems."""
+    null = _mask(column.is_null())
+    problems.add(null, name, "value is null")
+    lengths = pc.list_value_length(column).fill_null(size).to_numpy()
+    wrong = ~null & (lengths != size)
+    problems.add(wrong, name, [f"expected {size} values, got {n}" for n in lengths[wrong]])
+    shaped = ~null & ~wrong
+    values = column.filter(pa.array(shaped)).flatten().to_numpy(zero_copy_only=False)
+    matrix = values.astype(np.float32, copy=False).reshape(-1, size)
+    rows = np.flatnonzero(shaped)
+    finite = np.isfinite(matrix)
+    bad_values = (~finite).sum(axis=1)
+    nonfinite = np.zeros(problems.n_rows, dtype=bool)
+    nonfinite[rows] = bad_values > 0
+    problems.add(nonfinite, name, [f"{n} NaN/inf values" for n in bad_values[bad_values > 0]])
+    return matrix, rows
+
+
+def validate_rows(
+    batch: pa.Table,
+    config: JobConfig,
+    duplicate_ids: pa.Array,
+    source_file: str,
+    first_row_index: int,
+) -> tuple[pa.Table, pa.Table]:
+    """Split a raw input batch into (valid rows in the normalised layout, rejects).
+
+    The normalised layout: ``sample_id``, ``label`` (when configured), the group columns, then
+    one fixed-size float32 list column per modality named after the modality."""
+    n = batch.num_rows
+    problems = _RowProblems(n)
+    ids = batch.column(config.id_column).combine_chunks()
+    problems.add(_mask(ids.is_null()), config.id_column, "sample_id is null")
+    if len(duplicate_ids):
+        duplicated = _mask(pc.is_in(ids, value_set=duplicate_ids.cast(ids.type)))
+        problems.add(duplicated, config.id_column, "duplicate sample_id (every copy rejected)")
+
+    labels = None
+    if config.label_column is not None:
+        labels = batch.column(config.label_column).combine_chunks().cast(pa.int64())
+        values = labels.fill_null(0).to_numpy()
+        null = _mask(labels.is_null())
+        if config.intershap.target == "label":
+            problems.add(null, config.label_column, "label is null but the label is explained")
+        out_of_range = ~null & ((values < 0) | (values >= config.num_classes))
+        problems.add(
+            out_of_range,
+            config.label_column,
+            [f"label {v} outside [0, {config.num_classes})" for v in values[out_of_range]],
+        )
+
+    matrices = {}
+    for modality in config.modalities:
+        column = batch.column(modality.source_column).combine_chunks()
+        matrices[modality.name] = _modality_matrix(
+            column, modality.size, modality.source_column, problems
+        )
+
+    keep = ~problems.bad
+    keep_array = pa.array(keep)
+    valid = {SAMPLE_ID: ids.filter(keep_array)}
+    if labels is not None:
+        valid[LABEL] = labels.filter(keep_array)
+    for group in config.group_columns:
+        valid[group] = batch.column(group).combine_chunks().filter(keep_array)
+    for modality in config.modalities:
+        matrix, rows = matrices[modality.name]
+        kept = matrix[keep[rows]]
+        valid[modality.name] = pa.FixedSizeListArray.from_arrays(
+            pa.array(kept.reshape(-1)), type=modality_type(modality.size)
+        )
+
+    bad_rows = np.flatnonzero(problems.bad)
+    rejects = pa.table(
+        {
+            "sample_id": ids.take(pa.array(bad_rows, pa.int64())).cast(pa.string()),
+            "source_file": pa.array([source_file] * len(bad_rows), pa.string()),
+            "row_index": pa.array(first_row_index + bad_rows, pa.int64()),
+            "columns": pa.array(
+                [",".join(dict.fromkeys(problems.columns[r])) for r in bad_rows], pa.string()
+            ),
+            "reason": pa.array(["; ".join(problems.reasons[r]) for r in bad_rows], pa.string()),
+        },
+        schema=REJECT_SCHEMA,
+    )
+    return pa.table(valid), rejects

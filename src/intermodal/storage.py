@@ -1,0 +1,78 @@
+"""Files through fsspec: local paths, ``file://``, ``memory://``, ``s3://`` (with s3fs), ...
+
+A leaf module (imports nothing of ours) so every layer reads and writes the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
+
+
+def filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
+    """The filesystem of ``uri`` and the path within it."""
+    return fsspec.core.url_to_fs(str(uri))
+
+
+def arrow_filesystem(fs: AbstractFileSystem) -> pafs.FileSystem:
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([str(uri).rstrip("/"), *parts])
+
+
+def list_parquet(uri: str) -> list[str]:
+    """Parquet files named by ``uri``: one file, every ``*.parquet`` below a directory, or a
+    glob; sorted, spelled as full URIs."""
+    fs, path = filesystem(uri)
+    if any(char in path for char in "*?["):
+        paths = fs.glob(path)
+    elif fs.isdir(path):
+        paths = [p for p in fs.find(path) if p.endswith(".parquet")]
+    elif fs.exists(path):
+        paths = [path]
+    else:
+        raise FileNotFoundError(f"{uri}: no such file or directory")
+    return [fs.unstrip_protocol(p) for p in sorted(paths)]
+
+
+def parquet_file(uri: str) -> pq.ParquetFile:
+    fs, path = filesystem(uri)
+    return pq.ParquetFile(fs.open(path, "rb"))
+
+
+def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
+    fs, path = filesystem(uri)
+    return pq.read_table(path, columns=columns, filesystem=arrow_filesystem(fs))
+
+
+def write_table(table: pa.Table, uri: str, row_group_size: int | None = None) -> None:
+    fs, path = filesystem(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    pq.write_table(table, path, filesystem=arrow_filesystem(fs), row_group_size=row_group_size)
+
+
+def remove(uri: str) -> None:
+    """Delete a file or directory tree if it exists."""
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def write_json(data: Any, uri: str) -> None:
+    fs, path = filesystem(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=False, default=str)
+
+
+def read_json(uri: str) -> Any:
+    with fsspec.open(uri, "r") as handle:
+        return json.load(handle)
