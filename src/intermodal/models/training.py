@@ -71,7 +71,7 @@ def train_classifier(
             loss = loss_fn(model(subset(batch)), targets[batch])
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         model.eval()
         if epoch == config.epochs or epoch % max(1, config.epochs // 5) == 0:
             accuracy = _accuracy(model, subset(validation), targets[validation])

@@ -83,7 +83,8 @@ class InterSHAPOperator:
 
     def _tensors(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {
-            m.name: torch.from_numpy(np.ascontiguousarray(columns[m.name]))
+            # Arrow buffers are read-only; torch wants writable memory (copies only then)
+            m.name: torch.from_numpy(np.require(columns[m.name], requirements=["C", "W"]))
             .view(-1, *m.shape)
             .to(self.device)
             for m in self.modalities

@@ -1,0 +1,70 @@
+"""Job configs: validated keys, errors that name the file and the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from intermodal.schemas.config import ConfigError, load_config, parse_config
+
+VALID = """
+dataset: demo
+input: data/
+output: runs/x
+num_classes: 2
+modalities:
+  - {name: image, shape: [3, 4, 4]}
+  - {name: text, column: text_embedding, shape: [16]}
+model: {name: fcnn, factory: "intermodal.models.fcnn:build_fcnn"}
+"""
+
+
+def test_valid_config_with_defaults(tmp_path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(VALID)
+    config = load_config(path)
+    assert config.modalities[0].size == 48
+    assert config.modalities[1].source_column == "text_embedding"
+    assert config.intershap.masking == "background" and config.intershap.target == "predicted"
+    assert config.compute.gpus_per_actor == 0
+
+
+@pytest.mark.parametrize(
+    ("edit", "key", "message"),
+    [
+        ("intershap: {maskng: zeros}", "intershap.maskng", "unknown key"),
+        ("intershap: {masking: blur}", "intershap.masking", "background"),
+        ("compute: {actors: 0}", "compute.actors", "greater than or equal to 1"),
+        ("typo_key: 1", "typo_key", "unknown key"),
+    ],
+)
+def test_errors_name_the_file_and_key(tmp_path, edit, key, message) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(VALID + edit + "\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+    assert f"{key}: " in str(error.value) and message in str(error.value)
+
+
+def test_semantic_errors() -> None:
+    base = {"dataset": "d", "input": "i", "output": "o", "num_classes": 2,
+            "model": {"name": "m", "factory": "a.b:c"}}
+    with pytest.raises(ConfigError, match="unique"):
+        parse_config({**base, "modalities": [{"name": "x", "shape": [1]}] * 2})
+    with pytest.raises(ConfigError, match="modalities"):
+        parse_config({**base, "modalities": [{"name": "x", "shape": [1]}]})
+    with pytest.raises(ConfigError, match="label_column"):
+        parse_config({**base, "label_column": None, "intershap": {"target": "label"},
+                      "modalities": [{"name": "x", "shape": [1]}, {"name": "y", "shape": [2]}]})
+    with pytest.raises(ConfigError, match="model.factory"):
+        parse_config({**base, "model": {"name": "m", "factory": "not a module"},
+                      "modalities": [{"name": "x", "shape": [1]}, {"name": "y", "shape": [2]}]})
+
+
+def test_missing_and_malformed_files(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
