@@ -47,18 +47,34 @@ def test_errors_name_the_file_and_key(tmp_path, edit, key, message) -> None:
 
 
 def test_semantic_errors() -> None:
-    base = {"dataset": "d", "input": "i", "output": "o", "num_classes": 2,
-            "model": {"name": "m", "factory": "a.b:c"}}
+    base = {
+        "dataset": "d",
+        "input": "i",
+        "output": "o",
+        "num_classes": 2,
+        "model": {"name": "m", "factory": "a.b:c"},
+    }
     with pytest.raises(ConfigError, match="unique"):
         parse_config({**base, "modalities": [{"name": "x", "shape": [1]}] * 2})
     with pytest.raises(ConfigError, match="modalities"):
         parse_config({**base, "modalities": [{"name": "x", "shape": [1]}]})
     with pytest.raises(ConfigError, match="label_column"):
-        parse_config({**base, "label_column": None, "intershap": {"target": "label"},
-                      "modalities": [{"name": "x", "shape": [1]}, {"name": "y", "shape": [2]}]})
+        parse_config(
+            {
+                **base,
+                "label_column": None,
+                "intershap": {"target": "label"},
+                "modalities": [{"name": "x", "shape": [1]}, {"name": "y", "shape": [2]}],
+            }
+        )
     with pytest.raises(ConfigError, match="model.factory"):
-        parse_config({**base, "model": {"name": "m", "factory": "not a module"},
-                      "modalities": [{"name": "x", "shape": [1]}, {"name": "y", "shape": [2]}]})
+        parse_config(
+            {
+                **base,
+                "model": {"name": "m", "factory": "not a module"},
+                "modalities": [{"name": "x", "shape": [1]}, {"name": "y", "shape": [2]}],
+            }
+        )
 
 
 def test_missing_and_malformed_files(tmp_path) -> None:

@@ -48,8 +48,12 @@ def test_summary_terms_from_upper_triangle_match_direct_computation() -> None:
     upper = matrices[:, rows, cols]
     np.testing.assert_array_equal(symmetric_from_upper(upper, 3), matrices)
     local = local_intershap(matrices)
-    terms = dict((t, v) for t, v, _ in summary_terms(
-        upper.mean(0), upper.std(0), float(local.mean()), 0.0, ["a", "b", "c"]))
+    terms = dict(
+        (t, v)
+        for t, v, _ in summary_terms(
+            upper.mean(0), upper.std(0), float(local.mean()), 0.0, ["a", "b", "c"]
+        )
+    )
     assert terms["global"] == pytest.approx(global_intershap(matrices))
     assert terms["local_mean"] == pytest.approx(local.mean())
     assert terms["mean_interaction_a__c"] == pytest.approx(matrices[:, 0, 2].mean())
@@ -76,8 +80,9 @@ def test_grouped_moments_merge_like_one_pass() -> None:
     whole = grouped_moments(rows, groups)
     merged: dict = {}
     for part in np.array_split(np.arange(300), 7):
-        merged = merge_grouped(merged, grouped_moments(
-            rows[part], {k: v[part] for k, v in groups.items()}))
+        merged = merge_grouped(
+            merged, grouped_moments(rows[part], {k: v[part] for k, v in groups.items()})
+        )
     assert merged.keys() == whole.keys()
     assert ("pred", "2") in whole and ("site", "y") in whole and ("", "") in whole
     for key, moments in whole.items():

@@ -69,7 +69,12 @@ def test_training_learns_a_two_modality_rule() -> None:
     labels = ((a[:, 0] > 0) ^ (b[:, 0] > 0)).astype(np.int64)  # needs both modalities
     model = build_fcnn(**KWARGS, fusion="early")
     messages: list[str] = []
-    result = train_classifier(model, {"a": a, "b": b}, labels,
-                              TrainConfig(epochs=60, batch_size=64, lr=3e-3), messages.append)
+    result = train_classifier(
+        model,
+        {"a": a, "b": b},
+        labels,
+        TrainConfig(epochs=60, batch_size=64, lr=3e-3),
+        messages.append,
+    )
     assert result.train_accuracy > 0.85
     assert any("epoch 60/60" in m for m in messages)

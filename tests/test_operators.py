@@ -26,8 +26,10 @@ def _model(fusion: str) -> torch.nn.Module:
 
 def _inputs(n: int, seed: int, dtype=torch.float64) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return {m: torch.randn(n, d, generator=generator, dtype=dtype)
-            for m, d in zip(NAMES, DIMS, strict=True)}
+    return {
+        m: torch.randn(n, d, generator=generator, dtype=dtype)
+        for m, d in zip(NAMES, DIMS, strict=True)
+    }
 
 
 @pytest.mark.parametrize("fusion", ["early", "intermediate", "late"])
@@ -51,27 +53,35 @@ def test_chunking_of_coalitions_does_not_change_values(monkeypatch) -> None:
     inputs, background = _inputs(4, 3), _inputs(3, 4)
     whole = CoalitionValues(model, background)(inputs)
     monkeypatch.setattr(coalitions, "MAX_FUSE_ROWS", 1)  # one coalition per fuse call
-    torch.testing.assert_close(CoalitionValues(model, background)(inputs), whole, rtol=0,
-                               atol=0)
+    torch.testing.assert_close(CoalitionValues(model, background)(inputs), whole, rtol=0, atol=0)
 
 
 def _config(target: str, weights: str) -> dict:
-    return parse_config({
-        "dataset": "unit", "input": "unused", "output": "unused", "num_classes": 3,
-        "modalities": [{"name": m, "shape": [d]} for m, d in zip(NAMES, DIMS, strict=True)],
-        "model": {"name": "late", "factory": "intermodal.models.fcnn:build_fcnn",
-                  "kwargs": {"modalities": NAMES, "dims": DIMS, "num_classes": 3,
-                             "fusion": "late"}, "weights": weights},
-        "intershap": {"target": target},
-    }).model_dump(mode="json")
+    return parse_config(
+        {
+            "dataset": "unit",
+            "input": "unused",
+            "output": "unused",
+            "num_classes": 3,
+            "modalities": [{"name": m, "shape": [d]} for m, d in zip(NAMES, DIMS, strict=True)],
+            "model": {
+                "name": "late",
+                "factory": "intermodal.models.fcnn:build_fcnn",
+                "kwargs": {"modalities": NAMES, "dims": DIMS, "num_classes": 3, "fusion": "late"},
+                "weights": weights,
+            },
+            "intershap": {"target": target},
+        }
+    ).model_dump(mode="json")
 
 
 def _batch(n: int) -> pa.Table:
     inputs = _inputs(n, 5, torch.float32)
     columns = {"sample_id": pa.array(np.arange(n) + 100), "label": pa.array(np.arange(n) % 3)}
     for m, d in zip(NAMES, DIMS, strict=True):
-        columns[m] = pa.FixedSizeListArray.from_arrays(pa.array(inputs[m].numpy().ravel()),
-                                                       type=modality_type(d))
+        columns[m] = pa.FixedSizeListArray.from_arrays(
+            pa.array(inputs[m].numpy().ravel()), type=modality_type(d)
+        )
     return pa.table(columns)
 
 
@@ -93,13 +103,18 @@ def test_operator_emits_typed_columns_that_decompose_the_prediction(tmp_path, ta
         upper = [n for n in names if n.startswith("interaction_")]
         diagonal = [f"interaction_{m}__{m}{suffix}" for m in NAMES]
         total = sum(table[n] for n in diagonal) + 2 * sum(
-            table[n] for n in upper if n not in diagonal)
-        np.testing.assert_allclose(total, table[f"intershap_value_full{suffix}"]
-                                   - table[f"intershap_value_empty{suffix}"], atol=1e-9)
+            table[n] for n in upper if n not in diagonal
+        )
+        np.testing.assert_allclose(
+            total,
+            table[f"intershap_value_full{suffix}"] - table[f"intershap_value_empty{suffix}"],
+            atol=1e-9,
+        )
         shapley = sum(table[f"shapley_{m}{suffix}"] for m in NAMES)
         np.testing.assert_allclose(shapley, total, atol=1e-9)
-        assert ((table[f"intershap_local{suffix}"] >= 0)
-                & (table[f"intershap_local{suffix}"] <= 1)).all()
+        assert (
+            (table[f"intershap_local{suffix}"] >= 0) & (table[f"intershap_local{suffix}"] <= 1)
+        ).all()
     if target == "label":
         assert out.column("explained_class").to_pylist() == out.column("label").to_pylist()
     if target == "predicted":

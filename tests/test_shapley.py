@@ -33,8 +33,9 @@ def brute_force(values: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
         rest = [p for p in range(m) if p not in (i, j)]
         for s in _subsets(rest):
             weight = factorial(len(s)) * factorial(m - len(s) - 2) / (2 * factorial(m - 1))
-            nabla = (_v(values, (*s, i, j)) - _v(values, (*s, i)) - _v(values, (*s, j))
-                     + _v(values, s))
+            nabla = (
+                _v(values, (*s, i, j)) - _v(values, (*s, i)) - _v(values, (*s, j)) + _v(values, s)
+            )
             matrix[i, j] += weight * nabla
     for i in range(m):
         matrix[i, i] = phi[i] - sum(matrix[i, j] for j in range(m) if j != i)
@@ -58,10 +59,12 @@ def test_efficiency_and_symmetry(m: int) -> None:
     matrices = interaction_matrix(games)
     assert matrices.shape == (4, 2, m, m)
     np.testing.assert_allclose(matrices, np.swapaxes(matrices, -1, -2), atol=1e-12)
-    np.testing.assert_allclose(matrices.sum(axis=(-2, -1)), games[..., -1] - games[..., 0],
-                               atol=1e-9)
-    np.testing.assert_allclose(shapley_values(games).sum(-1), games[..., -1] - games[..., 0],
-                               atol=1e-9)
+    np.testing.assert_allclose(
+        matrices.sum(axis=(-2, -1)), games[..., -1] - games[..., 0], atol=1e-9
+    )
+    np.testing.assert_allclose(
+        shapley_values(games).sum(-1), games[..., -1] - games[..., 0], atol=1e-9
+    )
 
 
 def test_known_games() -> None:

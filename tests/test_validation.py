@@ -10,33 +10,52 @@ import pytest
 from intermodal.schemas.config import parse_config
 from intermodal.schemas.validation import schema_problems, validate_rows
 
-CONFIG = parse_config({
-    "dataset": "d", "input": "i", "output": "o", "num_classes": 2,
-    "group_columns": ["site"],
-    "modalities": [{"name": "a", "shape": [2]}, {"name": "b", "column": "b_raw", "shape": [3]}],
-    "model": {"name": "m", "factory": "x.y:z"},
-})
+CONFIG = parse_config(
+    {
+        "dataset": "d",
+        "input": "i",
+        "output": "o",
+        "num_classes": 2,
+        "group_columns": ["site"],
+        "modalities": [{"name": "a", "shape": [2]}, {"name": "b", "column": "b_raw", "shape": [3]}],
+        "model": {"name": "m", "factory": "x.y:z"},
+    }
+)
 
 
 def _batch() -> pa.Table:
-    return pa.table({
-        "sample_id": pa.array([10, 11, 12, 13, 14, 15, None], pa.int64()),
-        "label": pa.array([0, 1, 5, 1, 0, None, 1], pa.int64()),
-        "site": ["x", "y", "x", "y", "x", "y", "x"],
-        "a": pa.array([[1, 2], [np.nan, 1], [1, 1], None, [0, 0], [1, 1], [1, 1]],
-                      pa.list_(pa.float32(), 2)),
-        "b_raw": pa.array([[1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2], [1, 2, np.inf],
-                           [0, 0, 0]], pa.list_(pa.float64())),
-    })
+    return pa.table(
+        {
+            "sample_id": pa.array([10, 11, 12, 13, 14, 15, None], pa.int64()),
+            "label": pa.array([0, 1, 5, 1, 0, None, 1], pa.int64()),
+            "site": ["x", "y", "x", "y", "x", "y", "x"],
+            "a": pa.array(
+                [[1, 2], [np.nan, 1], [1, 1], None, [0, 0], [1, 1], [1, 1]],
+                pa.list_(pa.float32(), 2),
+            ),
+            "b_raw": pa.array(
+                [[1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2], [1, 2, np.inf], [0, 0, 0]],
+                pa.list_(pa.float64()),
+            ),
+        }
+    )
 
 
 def test_each_bad_row_is_rejected_with_its_reasons() -> None:
     valid, rejects = validate_rows(_batch(), CONFIG, pa.array([10], pa.int64()), "f.parquet", 100)
     assert valid.column_names == ["sample_id", "label", "site", "a", "b"]
     assert valid.column("sample_id").to_pylist() == []  # every row has a problem
-    reasons = dict(zip(rejects.column("row_index").to_pylist(),
-                       zip(rejects.column("columns").to_pylist(),
-                           rejects.column("reason").to_pylist(), strict=True), strict=True))
+    reasons = dict(
+        zip(
+            rejects.column("row_index").to_pylist(),
+            zip(
+                rejects.column("columns").to_pylist(),
+                rejects.column("reason").to_pylist(),
+                strict=True,
+            ),
+            strict=True,
+        )
+    )
     assert set(reasons) == set(range(100, 107))
     assert reasons[100] == ("sample_id", "duplicate sample_id (every copy rejected)")
     assert reasons[101] == ("a", "1 NaN/inf values")
@@ -59,8 +78,14 @@ def test_valid_rows_are_normalised() -> None:
 
 
 def test_schema_problems_name_the_column() -> None:
-    schema = pa.schema([("sample_id", pa.float64()), ("label", pa.int64()),
-                        ("a", pa.list_(pa.float32(), 5)), ("b_raw", pa.string())])
+    schema = pa.schema(
+        [
+            ("sample_id", pa.float64()),
+            ("label", pa.int64()),
+            ("a", pa.list_(pa.float32(), 5)),
+            ("b_raw", pa.string()),
+        ]
+    )
     problems = "\n".join(schema_problems(schema, CONFIG))
     assert "'sample_id' (id_column) must be int or string" in problems
     assert "'site' (group_columns) is missing" in problems
@@ -70,7 +95,14 @@ def test_schema_problems_name_the_column() -> None:
 
 @pytest.mark.parametrize("id_type", [pa.int64(), pa.string()])
 def test_string_and_integer_ids(id_type) -> None:
-    batch = _batch().slice(0, 1).set_column(0, "sample_id", pa.array(["10"]).cast(id_type)
-                                            if id_type == pa.string() else pa.array([10]))
+    batch = (
+        _batch()
+        .slice(0, 1)
+        .set_column(
+            0,
+            "sample_id",
+            pa.array(["10"]).cast(id_type) if id_type == pa.string() else pa.array([10]),
+        )
+    )
     valid, _ = validate_rows(batch, CONFIG, pa.array([], id_type), "f", 0)
     assert valid.schema.field("sample_id").type == id_type

@@ -1,0 +1,364 @@
+"""Coalition-value throughput: the score pipeline against a tight torch loop.
+
+Part 1, per input size N (M = 3 modalities, background masking with K rows):
+
+* pipeline: ``run_score`` on sharded Parquet (Ray Data: read + validate tasks, then the
+  InterSHAP operator on an actor pool, then the Parquet writer), timed from the call to its
+  return; Ray itself is started before the first run and its start-up is reported apart.
+* limit: ``CoalitionValues`` (the code the operator runs for the 2**M masked batches) over the
+  same rows as in-memory tensors, same model, K, batch size and torch threads.
+* two in-process stages of the pipeline, timed in the driver after Ray is shut down, to show
+  where the pipeline loses time: read + validate (``read_and_validate`` per shard) and the
+  whole operator (``InterSHAPOperator`` on Arrow batches: the limit plus Arrow → tensor
+  conversion, Shapley values, interaction matrices and the output table).
+
+Part 2: ``CoalitionValues`` (encoders cached, only ``fuse`` per coalition) against
+``naive_coalition_values`` (whole model per coalition) on a late-fusion FCNN with M = 4.
+
+    python bench/coalition_throughput.py                 # sizes 10k, 100k, 1M
+    python bench/coalition_throughput.py --quick         # smoke run, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import resource
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from intermodal.cluster import ensure_ray, shutdown_ray
+from intermodal.models.fcnn import Fusion, build_fcnn
+from intermodal.operators.coalitions import CoalitionValues, naive_coalition_values
+from intermodal.operators.intershap import InterSHAPOperator
+from intermodal.pipelines.inputs import Shard, duplicate_ids, inspect_shards, read_and_validate
+from intermodal.pipelines.score import background_inputs, run_score
+from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.tables import modality_values
+from intermodal.synthetic.hdxor import ROW_GROUP_SIZE
+
+N_MODALITIES = 3
+NUM_CLASSES = 2
+SHARD_ROWS = 65_536  # rows per generated shard (and per generated chunk): 1M rows → 16 shards
+FCNN_FACTORY = "intermodal.models.fcnn:build_fcnn"
+DESCRIPTION = "Coalition-value throughput: the score pipeline against a tight torch loop."
+
+
+@dataclass(frozen=True)
+class Settings:
+    dims: int
+    fusion: Fusion
+    background_size: int
+    batch_size: int
+    actors: int
+    cpus_per_actor: float
+    torch_threads: int
+
+    @property
+    def names(self) -> list[str]:
+        return [f"m{m}" for m in range(N_MODALITIES)]
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Seconds spent in each in-process stage over all rows of one input."""
+
+    read_validate: float
+    operator: float
+    limit: float
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def write_input(uri: Path, n_rows: int, dims: int, seed: int) -> int:
+    """Random rows in the input schema, generated and written one shard at a time."""
+    shutil.rmtree(uri, ignore_errors=True)
+    uri.mkdir(parents=True)
+    n_shards = max(1, math.ceil(n_rows / SHARD_ROWS))
+    bounds = np.linspace(0, n_rows, n_shards + 1).round().astype(int)
+    rng = np.random.default_rng(seed)
+    for index, (start, stop) in enumerate(itertools.pairwise(bounds)):
+        n = int(stop - start)
+        columns: dict[str, pa.Array] = {
+            "sample_id": pa.array(np.arange(start, stop, dtype=np.int64)),
+            "label": pa.array(rng.integers(0, NUM_CLASSES, n, dtype=np.int64)),
+        }
+        for m in range(N_MODALITIES):
+            flat = rng.standard_normal(n * dims, dtype=np.float32)
+            columns[f"m{m}"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), dims)
+        pq.write_table(
+            pa.table(columns), uri / f"part-{index:05d}.parquet", row_group_size=ROW_GROUP_SIZE
+        )
+    return n_shards
+
+
+def save_weights(uri: Path, settings: Settings) -> dict[str, Any]:
+    """A seeded FCNN's state_dict at ``uri``; returns the factory kwargs that rebuild it."""
+    kwargs: dict[str, Any] = {
+        "modalities": settings.names,
+        "dims": [settings.dims] * N_MODALITIES,
+        "num_classes": NUM_CLASSES,
+        "fusion": settings.fusion,
+    }
+    torch.manual_seed(0)
+    torch.save(build_fcnn(**kwargs).state_dict(), uri)
+    return kwargs
+
+
+def job_config(
+    root: Path, n_rows: int, settings: Settings, kwargs: dict[str, Any], weights: Path
+) -> JobConfig:
+    return parse_config(
+        {
+            "dataset": f"bench-{n_rows}",
+            "input": str(root / f"input-{n_rows}"),
+            "output": str(root / f"run-{n_rows}"),
+            "num_classes": NUM_CLASSES,
+            "modalities": [{"name": m, "shape": [settings.dims]} for m in settings.names],
+            "model": {
+                "name": "fcnn",
+                "factory": FCNN_FACTORY,
+                "kwargs": kwargs,
+                "weights": str(weights),
+            },
+            "intershap": {"masking": "background", "background_size": settings.background_size},
+            "compute": {
+                "batch_size": settings.batch_size,
+                "actors": settings.actors,
+                "cpus_per_actor": settings.cpus_per_actor,
+                "torch_threads": settings.torch_threads,
+            },
+        },
+        source="bench",
+    )
+
+
+def stage_seconds(config: JobConfig, rejects: Path) -> Stages:
+    """The pipeline's stages one after the other in this process, shard by shard (bounded
+    memory), after one untimed warm-up batch through the operator and the limit."""
+    shards: list[Shard] = inspect_shards(config)
+    duplicates = duplicate_ids(config, shards)
+    background = background_inputs(config, shards, duplicates)
+    config_data = config.model_dump(mode="json")
+    operator = InterSHAPOperator(config_data, background)  # sets torch threads, builds model
+    # The limit: the same CoalitionValues object the operator calls, on tensors in memory.
+    coalitions = operator.coalitions
+    batch_size = config.compute.batch_size
+
+    def tensors(table: pa.Table) -> dict[str, torch.Tensor]:
+        return {
+            m.name: torch.from_numpy(modality_values(table.column(m.name), m.size))
+            for m in config.modalities
+        }
+
+    def validated(shard: Shard) -> Iterator[pa.Table]:
+        source = pa.table({"uri": [shard.uri], "index": [shard.index]})
+        return read_and_validate(source, config_data, duplicates, str(rejects))
+
+    warm_up = next(validated(shards[0])).slice(0, batch_size)
+    operator(warm_up)
+    coalitions(tensors(warm_up))
+
+    read_validate = operator_seconds = limit_seconds = 0.0
+    for shard in shards:
+        started = time.perf_counter()
+        valid = pa.concat_tables(validated(shard)).combine_chunks()
+        read_validate += time.perf_counter() - started
+        batches = [
+            pa.Table.from_batches([batch]) for batch in valid.to_batches(max_chunksize=batch_size)
+        ]
+        started = time.perf_counter()
+        for batch in batches:
+            operator(batch)
+        operator_seconds += time.perf_counter() - started
+        inputs = tensors(valid)
+        started = time.perf_counter()
+        for start in range(0, valid.num_rows, batch_size):
+            coalitions({m: x[start : start + batch_size] for m, x in inputs.items()})
+        limit_seconds += time.perf_counter() - started
+    return Stages(read_validate, operator_seconds, limit_seconds)
+
+
+def pipeline_table(sizes: Sequence[int], root: Path, settings: Settings) -> pl.DataFrame:
+    weights = root / "weights.pt"
+    kwargs = save_weights(weights, settings)
+    configs = {n: job_config(root, n, settings, kwargs, weights) for n in sizes}
+    shards = {}
+    for n, config in configs.items():
+        started = time.perf_counter()
+        shards[n] = write_input(Path(config.input), n, settings.dims, seed=n)
+        log(f"[bench] wrote {n} rows in {shards[n]} shards ({time.perf_counter() - started:.1f} s)")
+
+    started = time.perf_counter()
+    ensure_ray()
+    log(f"[bench] Ray started in {time.perf_counter() - started:.1f} s (not in pipeline times)")
+    pipeline, rss = {}, {}
+    for n, config in configs.items():
+        started = time.perf_counter()
+        run_score(config, progress=log)
+        pipeline[n] = time.perf_counter() - started
+        rss[n] = peak_rss_mib()
+        log(f"[bench] pipeline {n} rows: {pipeline[n]:.1f} s")
+    shutdown_ray()  # idle Ray processes must not share the cores with the in-process stages
+
+    rows = []
+    for n, config in configs.items():
+        stages = stage_seconds(config, root / f"stage-rejects-{n}")
+        rows.append(
+            {
+                "N": n,
+                "shards": shards[n],
+                "pipeline s": pipeline[n],
+                "pipeline/s": n / pipeline[n],
+                "limit/s": n / stages.limit,
+                "pipe/limit": stages.limit / pipeline[n],
+                "operator/s": n / stages.operator,
+                "read+valid/s": n / stages.read_validate,
+                "driver RSS MiB": rss[n],
+            }
+        )
+        log(f"[bench] stages {n} rows: {stages}")
+    return pl.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class CachedVsNaive:
+    batch: int
+    background: int
+    dims: int
+    repeats: int
+
+
+def cached_vs_naive(spec: CachedVsNaive) -> pl.DataFrame:
+    """Late-fusion FCNN, M = 4: median seconds of cached and naive coalition values."""
+    names = [f"m{m}" for m in range(4)]
+    torch.manual_seed(0)
+    model = build_fcnn(names, [spec.dims] * 4, NUM_CLASSES, "late").eval()
+    inputs = {m: torch.randn(spec.batch, spec.dims) for m in names}
+    background = {m: torch.randn(spec.background, spec.dims) for m in names}
+    cached_times, naive_times = [], []
+    for _ in range(spec.repeats):
+        started = time.perf_counter()
+        cached = CoalitionValues(model, background)(inputs)  # includes encoding the background
+        cached_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        naive = naive_coalition_values(model, inputs, background)
+        naive_times.append(time.perf_counter() - started)
+    cached_s, naive_s = statistics.median(cached_times), statistics.median(naive_times)
+    return pl.DataFrame(
+        {
+            "cached s": [cached_s],
+            "naive s": [naive_s],
+            "naive/cached": [naive_s / cached_s],
+            "max |diff|": [float((cached - naive).abs().max())],
+        }
+    )
+
+
+def show(title: str, table: pl.DataFrame, notes: Sequence[str]) -> None:
+    with pl.Config(
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        tbl_cols=20,
+        tbl_width_chars=200,
+        float_precision=2,
+        thousands_separator=True,
+    ):
+        print(f"\n{title}\n{table}")
+    for note in notes:
+        print(f"  {note}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/coalition_throughput"))
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (2,000 rows)")
+    parser.add_argument("--dims", type=int, default=64, help="features per modality (part 1)")
+    parser.add_argument(
+        "--fusion", choices=["early", "intermediate", "late"], default="intermediate"
+    )
+    parser.add_argument("--background-size", type=int, default=8, help="K (part 1)")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--actors", type=int, default=1)
+    parser.add_argument("--cpus-per-actor", type=float, default=1)
+    parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="part 2 repeats (median)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    sizes = [2_000] if args.quick else args.sizes
+    settings = Settings(
+        dims=args.dims,
+        fusion=args.fusion,
+        background_size=args.background_size,
+        batch_size=args.batch_size,
+        actors=args.actors,
+        cpus_per_actor=args.cpus_per_actor,
+        torch_threads=args.torch_threads,
+    )
+    started = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    part1 = pipeline_table(sizes, args.out, settings)
+    torch.set_num_threads(settings.torch_threads)
+    spec = CachedVsNaive(
+        batch=256 if args.quick else 1024,
+        background=16,
+        dims=128,
+        repeats=1 if args.quick else args.repeats,
+    )
+    part2 = cached_vs_naive(spec)
+    show(
+        f"1. Score pipeline vs limit: M = {N_MODALITIES}, FCNN {settings.fusion} fusion, "
+        f"{settings.dims} dims per modality, {NUM_CLASSES} classes, background masking "
+        f"K = {settings.background_size}, batch {settings.batch_size}",
+        part1,
+        [
+            f"compute: actors {settings.actors}, cpus_per_actor {settings.cpus_per_actor}, "
+            f"torch_threads {settings.torch_threads} (limit and in-process stages: "
+            f"torch.set_num_threads({settings.torch_threads}))",
+            "pipeline: run_score call to return (Ray already up; includes actor start, "
+            "duplicate-id scan, background draw, Parquet write)",
+            "limit: CoalitionValues.__call__ per batch on in-memory tensors, after an untimed "
+            "warm-up batch; pipe/limit = throughput ratio",
+            "operator/s: InterSHAPOperator.__call__ on Arrow batches in-process; "
+            "read+valid/s: read_and_validate per shard in-process (one thread of Python)",
+            "driver RSS: running peak of this process after each run_score (Ray workers not "
+            "included)",
+        ],
+    )
+    show(
+        f"2. Cached vs naive coalition values: late-fusion FCNN, M = 4, {spec.dims} dims per "
+        f"modality, B = {spec.batch}, K = {spec.background}, median of {spec.repeats}",
+        part2,
+        ["cached: CoalitionValues(model, background)(inputs), construction included"],
+    )
+    print(
+        f"\nbench finished in {time.perf_counter() - started:.0f} s; "
+        f"driver peak RSS {peak_rss_mib():.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""score and aggregate on local Ray with real Parquet shards."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from intermodal.estimators.intershap import global_intershap, local_intershap
+from intermodal.pipelines.aggregate import run_aggregate
+from intermodal.pipelines.score import run_score
+from intermodal.schemas.config import parse_config
+from intermodal.schemas.validation import InputSchemaError
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def _job(input_uri: str, output: str, **extra) -> object:
+    return parse_config(
+        {
+            "dataset": "unit",
+            "input": input_uri,
+            "output": output,
+            "num_classes": 2,
+            "group_columns": ["site"],
+            "modalities": [
+                {"name": "m0", "column": "m0_bits", "shape": [1]},
+                {"name": "m1", "column": "m1_bits", "shape": [1]},
+            ],
+            "model": {
+                "name": "xor_function",
+                "factory": "intermodal.synthetic.hdxor:xor_function_model",
+                "kwargs": {"setting": "synergy", "n_modalities": 2},
+            },
+            "intershap": {"background_size": 16},
+            "compute": {"batch_size": 64},
+            **extra,
+        }
+    )
+
+
+def _shard(ids, bits0, bits1, labels, list_type=pa.list_(pa.float32(), 1)) -> pa.Table:
+    return pa.table(
+        {
+            "sample_id": pa.array(ids, pa.int64()),
+            "label": pa.array(labels, pa.int64()),
+            "site": pa.array(["north" if i % 2 else "south" for i in range(len(ids))]),
+            "m0_bits": pa.array([None if b is None else [b] for b in bits0], list_type),
+            "m1_bits": pa.array(bits1, pa.list_(pa.float32())),  # variable length: checked per row
+        }
+    )
+
+
+def _clean_bits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 2, n).astype(float), rng.integers(0, 2, n).astype(float)
+
+
+def test_every_row_ends_in_scores_or_rejects_exactly_once(tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    a, b = _clean_bits(300, 0)
+    rows0 = [
+        list(range(0, 150)),
+        list(a[:150]),
+        [[x] for x in b[:150]],
+        list((a[:150] != b[:150]).astype(int)),
+    ]
+    rows1 = [
+        list(range(150, 300)),
+        list(a[150:]),
+        [[x] for x in b[150:]],
+        list((a[150:] != b[150:]).astype(int)),
+    ]
+    rows0[1][3] = float("nan")  # NaN
+    rows0[2][4] = [1.0, 0.0]  # wrong vector length
+    rows0[1][5] = None  # missing modality value
+    rows0[3][6] = 7  # label out of range
+    rows1[0][10] = 20  # duplicate of an id in the other shard
+    pq.write_table(_shard(*rows0), data / "part-0.parquet", row_group_size=64)
+    pq.write_table(_shard(*rows1), data / "part-1.parquet", row_group_size=64)
+    pq.write_table(_shard([], [], [], []), data / "part-2.parquet")  # an empty shard
+
+    manifest = run_score(_job(str(data), str(tmp_path / "run")), progress=lambda _: None)
+    scores = pl.read_parquet(tmp_path / "run" / "scores")
+    rejects = pl.read_parquet(tmp_path / "run" / "rejects")
+    reasons = dict(zip(rejects["row_index"].to_list(), rejects["reason"].to_list(), strict=True))
+
+    assert manifest["rows"] == {"scored": 294, "rejected": 6}
+    assert scores["sample_id"].is_unique().all()
+    # id 160 was overwritten with 20: both copies of 20 are rejected
+    assert sorted(scores["sample_id"]) == sorted(set(range(300)) - {3, 4, 5, 6, 20, 160})
+    assert reasons == {
+        3: "1 NaN/inf values",
+        4: "expected 1 values, got 2",
+        5: "value is null",
+        6: "label 7 outside [0, 2)",
+        20: "duplicate sample_id (every copy rejected)",
+        10: "duplicate sample_id (every copy rejected)",
+    }
+    assert (
+        rejects.filter(pl.col("row_index") == 10)["source_file"].item().endswith("part-1.parquet")
+    )
+    assert set(scores.columns) >= {
+        "sample_id",
+        "label",
+        "site",
+        "pred",
+        "shapley_m0",
+        "interaction_m0__m1",
+        "intershap_local",
+    }
+
+
+def test_schema_problems_stop_before_any_work(tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    a, b = _clean_bits(10, 1)
+    good = _shard(list(range(10)), list(a), [[x] for x in b], [0] * 10)
+    pq.write_table(good, data / "part-0.parquet")
+    pq.write_table(good.drop_columns(["m1_bits"]), data / "part-1.parquet")
+    run = tmp_path / "run"
+    with pytest.raises(InputSchemaError) as error:
+        run_score(_job(str(data), str(run)), progress=lambda _: None)
+    assert "part-1.parquet: column 'm1_bits' (modality 'm1') is missing" in str(error.value)
+    assert not run.exists()
+    (data / "part-2.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputSchemaError, match="part-2.parquet: cannot be read as Parquet"):
+        run_score(_job(str(data), str(run)), progress=lambda _: None)
+
+
+def test_aggregate_equals_one_pass_over_the_scores(tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(3)
+    for shard in range(3):  # blocks of different sizes
+        n = 40 + 50 * shard
+        a, b = rng.integers(0, 2, n).astype(float), rng.integers(0, 2, n).astype(float)
+        ids = list(range(1000 * shard, 1000 * shard + n))
+        labels = list((a != b).astype(int))
+        pq.write_table(_shard(ids, list(a), [[x] for x in b], labels), data / f"p{shard}.parquet")
+    job = _job(
+        str(data), str(tmp_path / "run"), intershap={"background_size": 8, "masking": "mean"}
+    )
+    run_score(job, progress=lambda _: None)
+    table = pl.from_arrow(run_aggregate(str(tmp_path / "run"), progress=lambda _: None))
+    scores = pl.read_parquet(tmp_path / "run" / "scores")
+
+    def matrices(frame: pl.DataFrame) -> np.ndarray:
+        upper = frame.select(
+            "interaction_m0__m0", "interaction_m0__m1", "interaction_m1__m1"
+        ).to_numpy()
+        return np.stack(
+            [np.stack([upper[:, 0], upper[:, 1]], 1), np.stack([upper[:, 1], upper[:, 2]], 1)], 1
+        )
+
+    def value(term: str, group_by: str = "", group: str = "") -> tuple[float, int]:
+        row = table.filter(
+            (pl.col("term") == term) & (pl.col("group_by") == group_by) & (pl.col("group") == group)
+        )
+        return row["value"].item(), row["n"].item()
+
+    assert value("global") == (pytest.approx(global_intershap(matrices(scores))), 270)
+    assert value("local_mean")[0] == pytest.approx(local_intershap(matrices(scores)).mean())
+    for site in ("north", "south"):
+        subset = scores.filter(pl.col("site") == site)
+        assert value("global", "site", site) == (
+            pytest.approx(global_intershap(matrices(subset))),
+            len(subset),
+        )
+    assert {"pred", "label", "site", ""} == set(table["group_by"])
+    assert table.null_count()["value"].item() == 0
