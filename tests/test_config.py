@@ -67,7 +67,7 @@ def test_semantic_errors() -> None:
                 "modalities": [{"name": "x", "shape": [1]}, {"name": "y", "shape": [2]}],
             }
         )
-    with pytest.raises(ConfigError, match="model.factory"):
+    with pytest.raises(ConfigError, match=r"model\.factory"):
         parse_config(
             {
                 **base,

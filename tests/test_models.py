@@ -52,7 +52,7 @@ def test_weights_load_as_state_dict_only(tmp_path) -> None:
         build_model(FACTORY, KWARGS, str(whole_module), ["a", "b"])
     arbitrary = tmp_path / "object.pt"
     arbitrary.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
-    with pytest.raises(ValueError, match="model.weights"):
+    with pytest.raises(ValueError, match=r"model\.weights"):
         build_model(FACTORY, KWARGS, str(arbitrary), ["a", "b"])
 
 

@@ -41,13 +41,16 @@ def _job(input_uri: str, output: str, **extra) -> object:
     )
 
 
-def _shard(ids, bits0, bits1, labels, list_type=pa.list_(pa.float32(), 1)) -> pa.Table:
+ONE_BIT = pa.list_(pa.float32(), 1)
+
+
+def _shard(ids, bits0, bits1, labels) -> pa.Table:
     return pa.table(
         {
             "sample_id": pa.array(ids, pa.int64()),
             "label": pa.array(labels, pa.int64()),
             "site": pa.array(["north" if i % 2 else "south" for i in range(len(ids))]),
-            "m0_bits": pa.array([None if b is None else [b] for b in bits0], list_type),
+            "m0_bits": pa.array([None if b is None else [b] for b in bits0], ONE_BIT),
             "m1_bits": pa.array(bits1, pa.list_(pa.float32())),  # variable length: checked per row
         }
     )
@@ -127,7 +130,7 @@ def test_schema_problems_stop_before_any_work(tmp_path) -> None:
     assert "part-1.parquet: column 'm1_bits' (modality 'm1') is missing" in str(error.value)
     assert not run.exists()
     (data / "part-2.parquet").write_bytes(b"not parquet")
-    with pytest.raises(InputSchemaError, match="part-2.parquet: cannot be read as Parquet"):
+    with pytest.raises(InputSchemaError, match=r"part-2\.parquet: cannot be read as Parquet"):
         run_score(_job(str(data), str(run)), progress=lambda _: None)
 
 

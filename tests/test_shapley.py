@@ -83,5 +83,5 @@ def test_known_games() -> None:
 
 @pytest.mark.parametrize("length", [1, 3, 6, 2048])
 def test_rejects_axis_that_is_not_a_power_of_two_up_to_ten_modalities(length: int) -> None:
-    with pytest.raises(ValueError, match="coalition|modalities"):
+    with pytest.raises(ValueError, match=r"coalition|modalities"):
         shapley_values(np.zeros(length))
