@@ -16,7 +16,6 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     """Start embedded local Ray, or attach to ``RAY_ADDRESS``; no-op when already up."""
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=logging.WARNING)
     else:
@@ -26,9 +25,6 @@ def ensure_ray(num_cpus: int | None = None) -> None:
             include_dashboard=False,
             logging_level=logging.WARNING,
         )
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = True
-    context.print_on_execution_start = False
 
 
 def shutdown_ray() -> None:

@@ -21,6 +21,7 @@ from intermodal.schemas.tables import (
     interaction_pairs,
     intershap_columns,
     modality_values,
+    score_schema,
     target_suffixes,
 )
 
@@ -107,4 +108,12 @@ class InterSHAPOperator:
         if classes is not None:
             columns["explained_class"] = classes.astype(np.int64)
         columns.update(intershap_table(values, names, target, self.config.num_classes))
-        return pa.table(columns)
+        schema = score_schema(
+            names,
+            target,
+            self.config.num_classes,
+            id_type=batch.schema.field(SAMPLE_ID).type,
+            label=self.config.label_column is not None,
+            group_fields=[batch.schema.field(group) for group in self.config.group_columns],
+        )
+        return pa.table(columns, schema=schema)

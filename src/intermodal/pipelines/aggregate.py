@@ -37,29 +37,33 @@ def group_columns(config: JobConfig) -> list[str]:
 
 def partial_statistics(batch: pa.Table, config: dict) -> pa.Table:
     """Ray Data stage over score files (``uri``): one row of moments per explained output and
-    group, for merging on the driver."""
+    group, for merging on the driver. Files are streamed by row group."""
     job = JobConfig.model_validate(config)
-    records = []
+    suffixes = target_suffixes(job.intershap.target, job.num_classes)
+    merged: dict[str, GroupedMoments] = {suffix: {} for suffix in suffixes}
     for uri in batch.column("uri").to_pylist():
-        scores = storage.read_table(uri)
-        groups = {
-            name: scores.column(name).to_numpy(zero_copy_only=False) for name in group_columns(job)
-        }
-        for suffix in target_suffixes(job.intershap.target, job.num_classes):
-            rows = np.column_stack(
-                [scores.column(c).to_numpy() for c in _statistic_columns(job, suffix)]
-            )
-            for (group_by, group), moments in grouped_moments(rows, groups).items():
-                records.append(
-                    {
-                        "suffix": suffix,
-                        "group_by": group_by,
-                        "group": group,
-                        "count": moments.count,
-                        "mean": moments.mean.tolist(),
-                        "m2": moments.m2.tolist(),
-                    }
+        for scores in storage.parquet_file(uri).iter_batches():
+            groups = {
+                name: scores.column(name).to_numpy(zero_copy_only=False)
+                for name in group_columns(job)
+            }
+            for suffix in suffixes:
+                rows = np.column_stack(
+                    [scores.column(c).to_numpy() for c in _statistic_columns(job, suffix)]
                 )
+                merged[suffix] = merge_grouped(merged[suffix], grouped_moments(rows, groups))
+    records = [
+        {
+            "suffix": suffix,
+            "group_by": group_by,
+            "group": group,
+            "count": moments.count,
+            "mean": moments.mean.tolist(),
+            "m2": moments.m2.tolist(),
+        }
+        for suffix, grouped in merged.items()
+        for (group_by, group), moments in grouped.items()
+    ]
     return pa.Table.from_pylist(records)
 
 
