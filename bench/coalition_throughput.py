@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import os
 import resource
 import shutil
 import statistics
@@ -152,7 +153,7 @@ def job_config(
     )
 
 
-def stage_seconds(config: JobConfig, rejects: Path) -> Stages:
+def stage_seconds(config: JobConfig, rejects: Path, limit_threads: int) -> Stages:
     """The pipeline's stages one after the other in this process, shard by shard (bounded
     memory), after one untimed warm-up batch through the operator and the limit."""
     shards: list[Shard] = inspect_shards(config)
@@ -160,13 +161,15 @@ def stage_seconds(config: JobConfig, rejects: Path) -> Stages:
     background = background_inputs(config, shards, duplicates)
     config_data = config.model_dump(mode="json")
     operator = InterSHAPOperator(config_data, background)  # sets torch threads, builds model
+    # The limit gets the whole machine, whatever the pipeline's actors were given.
+    torch.set_num_threads(limit_threads)
     # The limit: the same CoalitionValues object the operator calls, on tensors in memory.
     coalitions = operator.coalitions
     batch_size = config.compute.batch_size
 
     def tensors(table: pa.Table) -> dict[str, torch.Tensor]:
         return {
-            m.name: torch.from_numpy(modality_values(table.column(m.name), m.size))
+            m.name: torch.from_numpy(modality_values(table.column(m.name), m.size).copy())
             for m in config.modalities
         }
 
@@ -198,7 +201,9 @@ def stage_seconds(config: JobConfig, rejects: Path) -> Stages:
     return Stages(read_validate, operator_seconds, limit_seconds)
 
 
-def pipeline_table(sizes: Sequence[int], root: Path, settings: Settings) -> pl.DataFrame:
+def pipeline_table(
+    sizes: Sequence[int], root: Path, settings: Settings, limit_threads: int
+) -> pl.DataFrame:
     weights = root / "weights.pt"
     kwargs = save_weights(weights, settings)
     configs = {n: job_config(root, n, settings, kwargs, weights) for n in sizes}
@@ -222,7 +227,7 @@ def pipeline_table(sizes: Sequence[int], root: Path, settings: Settings) -> pl.D
 
     rows = []
     for n, config in configs.items():
-        stages = stage_seconds(config, root / f"stage-rejects-{n}")
+        stages = stage_seconds(config, root / f"stage-rejects-{n}", limit_threads)
         rows.append(
             {
                 "N": n,
@@ -269,7 +274,7 @@ def cached_vs_naive(spec: CachedVsNaive) -> pl.DataFrame:
             "cached s": [cached_s],
             "naive s": [naive_s],
             "naive/cached": [naive_s / cached_s],
-            "max |diff|": [float((cached - naive).abs().max())],
+            "max |diff|": [f"{float((cached - naive).abs().max()):.1e}"],
         }
     )
 
@@ -293,15 +298,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--out", type=Path, default=Path("/tmp/coalition_throughput"))
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (2,000 rows)")
-    parser.add_argument("--dims", type=int, default=64, help="features per modality (part 1)")
+    parser.add_argument("--dims", type=int, default=128, help="features per modality (part 1)")
     parser.add_argument(
         "--fusion", choices=["early", "intermediate", "late"], default="intermediate"
     )
     parser.add_argument("--background-size", type=int, default=8, help="K (part 1)")
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--actors", type=int, default=1)
-    parser.add_argument("--cpus-per-actor", type=float, default=1)
-    parser.add_argument("--torch-threads", type=int, default=2)
+    # One single-threaded actor per core; half a Ray CPU each leaves room for the writer
+    # tasks (two 1-CPU actors on a 2-CPU machine can starve them, ray#44687).
+    cores = os.cpu_count() or 1
+    parser.add_argument("--actors", type=int, default=cores)
+    parser.add_argument("--cpus-per-actor", type=float, default=0.5)
+    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument(
+        "--limit-threads", type=int, default=cores, help="torch threads of the limit loop"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="part 2 repeats (median)")
     return parser.parse_args(argv)
 
@@ -319,9 +330,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch_threads=args.torch_threads,
     )
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
-    part1 = pipeline_table(sizes, args.out, settings)
-    torch.set_num_threads(settings.torch_threads)
+    part1 = pipeline_table(sizes, args.out, settings, args.limit_threads)
+    torch.set_num_threads(args.limit_threads)
     spec = CachedVsNaive(
         batch=256 if args.quick else 1024,
         background=16,
@@ -336,8 +348,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         part1,
         [
             f"compute: actors {settings.actors}, cpus_per_actor {settings.cpus_per_actor}, "
-            f"torch_threads {settings.torch_threads} (limit and in-process stages: "
-            f"torch.set_num_threads({settings.torch_threads}))",
+            f"torch_threads {settings.torch_threads}; limit and in-process stages: "
+            f"torch.set_num_threads({args.limit_threads}), the whole machine",
             "pipeline: run_score call to return (Ray already up; includes actor start, "
             "duplicate-id scan, background draw, Parquet write)",
             "limit: CoalitionValues.__call__ per batch on in-memory tensors, after an untimed "
@@ -355,8 +367,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         ["cached: CoalitionValues(model, background)(inputs), construction included"],
     )
     print(
-        f"\nbench finished in {time.perf_counter() - started:.0f} s; "
-        f"driver peak RSS {peak_rss_mib():.0f} MiB"
+        f"\nbench finished in {time.perf_counter() - started:.0f} s; driver peak RSS "
+        f"{peak_rss_mib():.0f} MiB; 1-min load average {load_before:.2f} at start, "
+        f"{os.getloadavg()[0]:.2f} at end ({os.cpu_count()} CPUs)"
     )
 
 

@@ -16,22 +16,23 @@ from torch import Tensor
 from intermodal.estimators.coalitions import full_coalition, membership
 from intermodal.models.protocol import MultimodalModel
 
-# Fused rows per ``fuse`` call: bounds memory while keeping calls large enough to be efficient.
-MAX_FUSE_ROWS = 1 << 16
+# Fused rows per ``fuse`` call: large enough for efficient matmuls, small enough that the
+# temporaries of one call stay modest and are reused by the allocator from call to call.
+MAX_FUSE_ROWS = 1 << 14
 
 
 def _masked_rows(
-    real: Mapping[str, Tensor], background: Mapping[str, Tensor], coalition_mask: Tensor
+    real: Mapping[str, Tensor], background: Mapping[str, Tensor], masks: Tensor
 ) -> dict[str, Tensor]:
-    """Inputs (or embeddings) of every (sample, background row) pair for one coalition:
-    ``[B*K, ...]``, sample-major, the real row where the modality is present."""
+    """Inputs (or embeddings) of every (coalition, sample, background row) triple:
+    ``[n_coalitions * B * K, ...]``, the real row where ``masks[c, m]`` says modality m is
+    present, the background row elsewhere. One ``torch.where`` per modality, no copies."""
     rows = {}
     for position, (name, x) in enumerate(real.items()):
-        k = len(background[name])
-        if coalition_mask[position]:
-            rows[name] = x.repeat_interleave(k, dim=0)
-        else:
-            rows[name] = background[name].repeat(len(x), *([1] * (x.dim() - 1)))
+        extra = (1,) * (x.dim() - 1)
+        present = masks[:, position].view(-1, 1, 1, *extra)
+        chosen = torch.where(present, x[None, :, None], background[name][None, None])
+        rows[name] = chosen.reshape(-1, *x.shape[1:])
     return rows
 
 
@@ -49,11 +50,11 @@ class CoalitionValues:
         self.model = model
         self.names = list(model.modalities)
         self.n_modalities = len(self.names)
-        self.present = torch.as_tensor(membership(self.n_modalities))
         with torch.no_grad():
             self.background = {m: model.encode(m, background[m]) for m in self.names}
             empty = torch.softmax(model.fuse(self.background).double(), dim=-1).mean(dim=0)
         self.empty = empty  # v(∅) does not depend on the sample: computed once
+        self.present = torch.as_tensor(membership(self.n_modalities), device=empty.device)
 
     @torch.no_grad()
     def __call__(self, inputs: Mapping[str, Tensor]) -> Tensor:
@@ -66,12 +67,10 @@ class CoalitionValues:
         )
         values[:, 0] = self.empty
         values[:, full] = torch.softmax(self.model.fuse(real).double(), dim=-1)
-        partial = list(range(1, full))
-        per_chunk = max(1, MAX_FUSE_ROWS // max(1, n * n_background))
-        for start in range(0, len(partial), per_chunk):
-            chunk = partial[start : start + per_chunk]
-            pieces = [_masked_rows(real, self.background, self.present[s]) for s in chunk]
-            fused = self.model.fuse({m: torch.cat([p[m] for p in pieces]) for m in self.names})
+        per_chunk = max(1, MAX_FUSE_ROWS // (n * n_background))
+        for start in range(1, full, per_chunk):
+            chunk = slice(start, min(start + per_chunk, full))
+            fused = self.model.fuse(_masked_rows(real, self.background, self.present[chunk]))
             values[:, chunk] = _mean_over_background(fused, n, n_background)
         return values
 
@@ -80,17 +79,26 @@ class CoalitionValues:
 def naive_coalition_values(
     model: MultimodalModel, inputs: Mapping[str, Tensor], background: Mapping[str, Tensor]
 ) -> Tensor:
-    """Reference: mask at the input and run the whole model per coalition (no caching).
-    Used to check ``CoalitionValues`` and to measure what the caching saves."""
+    """Reference: mask at the input and run the whole model (``encode`` and ``fuse``) once per
+    coalition on all (sample, background row) pairs. Used to check ``CoalitionValues`` and to
+    measure what caching the encoders saves."""
     names = list(model.modalities)
-    present = membership(len(names))
-    n = len(next(iter(inputs.values())))
-    ordered = {m: inputs[m] for m in names}
+    n = len(inputs[names[0]])
+    n_background = len(background[names[0]])
     columns = []
     for coalition in range(1 << len(names)):
-        full = coalition == full_coalition(len(names))
-        rows = ordered if full else _masked_rows(ordered, background, present[coalition])
-        logits = model.fuse({m: model.encode(m, x) for m, x in rows.items()})
-        n_background = 1 if full else len(background[names[0]])
-        columns.append(_mean_over_background(logits, n, n_background)[:, 0])
+        present = [bool(coalition >> m & 1) for m in range(len(names))]
+        if all(present):
+            logits = model.fuse({m: model.encode(m, inputs[m]) for m in names})
+            columns.append(torch.softmax(logits.double(), dim=-1))
+            continue
+        masked = {}
+        for m, here in zip(names, present, strict=True):
+            x, b = inputs[m], background[m]
+            masked[m] = (
+                x.repeat_interleave(n_background, 0) if here else b.repeat(n, *(1,) * (b.dim() - 1))
+            )
+        logits = model.fuse({m: model.encode(m, x) for m, x in masked.items()})
+        probabilities = torch.softmax(logits.double(), dim=-1)
+        columns.append(probabilities.view(n, n_background, -1).mean(dim=1))
     return torch.stack(columns, dim=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,25 @@ from intermodal.schemas.tables import (
     score_schema,
     target_suffixes,
 )
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory for reuse instead of returning it to the OS.
+
+    Every batch allocates and frees the same few large temporaries. Under glibc's defaults an
+    actor thread's arena hands them back to the kernel after each batch and faults them in
+    again on the next (measured: half the actor's CPU time in the kernel, and a fragmented
+    heap of several GB). Keeping them makes the steady state allocation-free. A no-op where
+    the C library is not glibc (macOS, musl)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # the largest value glibc accepts
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    except (OSError, AttributeError):
+        pass
 
 
 def select_device(gpus: float) -> torch.device:
@@ -72,6 +92,7 @@ class InterSHAPOperator:
     def __init__(self, config: dict[str, Any], background: dict[str, np.ndarray]) -> None:
         self.config = JobConfig.model_validate(config)
         compute = self.config.compute
+        keep_freed_memory()
         torch.set_num_threads(compute.torch_threads or max(1, int(compute.cpus_per_actor)))
         self.device = select_device(compute.gpus_per_actor)
         self.modalities = self.config.modalities
