@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 import polars as pl
+import pyarrow as pa
 
 from intermodal.schemas.config import ConfigError
 from intermodal.schemas.validation import InputSchemaError
@@ -53,9 +54,8 @@ def _aggregate(args: argparse.Namespace) -> None:
     _print_global(run_aggregate(args.run_dir))
 
 
-def _print_global(table) -> None:  # table: pa.Table in the global schema
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
+def _print_global(table: pa.Table) -> None:
+    frame = pl.DataFrame(pl.from_arrow(table))
     overall = frame.filter(pl.col("group_by") == "").select(
         "measure", "term", "value", "n", "stderr"
     )

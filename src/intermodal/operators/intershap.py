@@ -58,8 +58,12 @@ def explained_values(
     if target == "all":
         return probabilities.transpose(0, 2, 1), None
     full = probabilities.shape[1] - 1
-    classes = probabilities[:, full].argmax(axis=-1) if target == "predicted" else labels
-    assert classes is not None
+    if target == "predicted":
+        classes = probabilities[:, full].argmax(axis=-1)
+    elif labels is None:
+        raise ValueError("explaining the label needs the label column")
+    else:
+        classes = labels
     rows = np.arange(len(probabilities))
     return probabilities[rows, :, classes][:, None, :], classes
 

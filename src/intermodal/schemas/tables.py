@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 
 SAMPLE_ID = "sample_id"
@@ -106,7 +107,7 @@ def modality_type(size: int) -> pa.DataType:
     return pa.list_(pa.float32(), size)
 
 
-def modality_values(column: pa.ChunkedArray | pa.Array, size: int):  # -> np.ndarray [n, size]
+def modality_values(column: pa.ChunkedArray | pa.Array, size: int) -> np.ndarray:
     """A normalised modality column as a ``[n, size]`` float32 array (zero-copy when possible)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
