@@ -107,6 +107,22 @@ def modality_type(size: int) -> pa.DataType:
     return pa.list_(pa.float32(), size)
 
 
+def normalised_input_schema(
+    modalities: Sequence[tuple[str, int]],
+    id_type: pa.DataType,
+    label: bool,
+    group_fields: Sequence[pa.Field] = (),
+) -> pa.Schema:
+    """The layout operators receive after validation, whatever the input's column names and
+    list types: ``sample_id``, ``label``, group columns, then one fixed-size float32 list per
+    modality ``(name, size)``, named after the modality."""
+    fields = [pa.field(SAMPLE_ID, id_type, nullable=False)]
+    if label:
+        fields.append(pa.field(LABEL, pa.int64()))
+    fields += [*group_fields, *(pa.field(name, modality_type(size)) for name, size in modalities)]
+    return pa.schema(fields)
+
+
 def modality_values(column: pa.ChunkedArray | pa.Array, size: int) -> np.ndarray:
     """A normalised modality column as a ``[n, size]`` float32 array (zero-copy when possible)."""
     if isinstance(column, pa.ChunkedArray):

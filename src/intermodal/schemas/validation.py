@@ -16,7 +16,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import LABEL, REJECT_SCHEMA, SAMPLE_ID, modality_type
+from intermodal.schemas.tables import (
+    LABEL,
+    REJECT_SCHEMA,
+    SAMPLE_ID,
+    modality_type,
+    normalised_input_schema,
+)
 
 
 class InputSchemaError(ValueError):
@@ -192,4 +198,10 @@ def validate_rows(
         },
         schema=REJECT_SCHEMA,
     )
-    return pa.table(valid), rejects
+    schema = normalised_input_schema(
+        [(m.name, m.size) for m in config.modalities],
+        ids.type,
+        label=labels is not None,
+        group_fields=[batch.schema.field(group) for group in config.group_columns],
+    )
+    return pa.table(valid, schema=schema), rejects
