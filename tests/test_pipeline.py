@@ -10,6 +10,7 @@ import pytest
 
 from intermodal.estimators.intershap import global_intershap, local_intershap
 from intermodal.pipelines.aggregate import run_aggregate
+from intermodal.pipelines.inputs import inspect_shards, sample_rows
 from intermodal.pipelines.score import run_score
 from intermodal.schemas.config import parse_config
 from intermodal.schemas.validation import InputSchemaError
@@ -175,3 +176,23 @@ def test_aggregate_equals_one_pass_over_the_scores(tmp_path) -> None:
         )
     assert {"pred", "label", "site", ""} == set(table["group_by"])
     assert table.null_count()["value"].item() == 0
+
+
+def test_background_rows_are_distinct_valid_draws_from_every_shard(tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for shard in range(4):
+        ids = list(range(100 * shard, 100 * shard + 100))
+        bits = [float(i) for i in ids]  # the bit column carries the id: rows are traceable
+        bits[::2] = [float("nan")] * 50  # half the rows are invalid
+        table = _shard(ids, bits, [[0.0]] * 100, [0] * 100)
+        pq.write_table(table, data / f"p{shard}.parquet", row_group_size=16)
+    config = _job(str(data), str(tmp_path / "run"))
+    shards = inspect_shards(config)
+    rows = sample_rows(config, shards, 120, seed=5, duplicates=pa.array([], pa.int64()))
+    drawn = rows["m0"][:, 0]
+    assert len(drawn) == 120 and np.isfinite(drawn).all()
+    assert len(set(drawn)) == 120  # without replacement
+    assert {int(i) // 100 for i in drawn} == {0, 1, 2, 3}
+    with pytest.raises(InputSchemaError, match="no valid row"):
+        sample_rows(config, shards[:1], 60, seed=0, duplicates=pa.array(range(100), pa.int64()))

@@ -26,7 +26,7 @@ def _masked_rows(
 ) -> dict[str, Tensor]:
     """Inputs (or embeddings) of every (coalition, sample, background row) triple:
     ``[n_coalitions * B * K, ...]``, the real row where ``masks[c, m]`` says modality m is
-    present, the background row elsewhere. One ``torch.where`` per modality, no copies."""
+    present, the background row elsewhere: one ``torch.where`` (one allocation) per modality."""
     rows = {}
     for position, (name, x) in enumerate(real.items()):
         extra = (1,) * (x.dim() - 1)

@@ -104,20 +104,14 @@ def sample_rows(
     order = np.random.default_rng(seed).permutation(total)
     starts = np.cumsum([0, *(shard.num_rows for shard in shards)])
     label = [config.label_column] if config.label_column else []
-    columns = list(
-        dict.fromkeys(
-            [
-                config.id_column,
-                *label,
-                *config.group_columns,
-                *(m.source_column for m in config.modalities),
-            ]
-        )
-    )
+    modalities = [m.source_column for m in config.modalities]
+    # a column may serve twice (e.g. as a modality and a group): read it once
+    columns = list(dict.fromkeys([config.id_column, *label, *config.group_columns, *modalities]))
     collected: list[pa.Table] = []
     have, position = 0, 0
     while have < n_rows and position < total:
-        draw = np.sort(order[position : position + 2 * (n_rows - have)])
+        # draw only what is missing, so invalid rows are replaced without biasing the sample
+        draw = np.sort(order[position : position + n_rows - have])
         position += len(draw)
         for index, shard in enumerate(shards):
             mine = draw[(draw >= starts[index]) & (draw < starts[index + 1])] - starts[index]
@@ -127,8 +121,8 @@ def sample_rows(
                 collected.append(valid)
                 have += valid.num_rows
     if have == 0:
-        raise InputSchemaError(f"input {config.input}: no valid row to draw background rows from")
-    rows = pa.concat_tables(collected).slice(0, n_rows)
+        raise InputSchemaError("no valid row to draw background rows from")
+    rows = pa.concat_tables(collected)
     return {m.name: modality_values(rows.column(m.name), m.size) for m in config.modalities}
 
 
