@@ -23,7 +23,7 @@ DEMO_TRAINING = TrainConfig(epochs=30, batch_size=256, lr=1e-3)
 
 
 def run_demo(
-    out: str, n_samples: int = 20_000, background_size: int = 32, progress: Progress = print
+    out: str, n_samples: int = 20_000, background_size: int = 128, progress: Progress = print
 ) -> pl.DataFrame:
     rows = []
     for seed, setting in enumerate(DEMO_SETTINGS):
