@@ -11,7 +11,7 @@ import pytest
 from intermodal.estimators.intershap import global_intershap, local_intershap
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.inputs import inspect_shards, sample_rows
-from intermodal.pipelines.score import run_score
+from intermodal.pipelines.score import background_inputs, run_score
 from intermodal.schemas.config import parse_config
 from intermodal.schemas.validation import InputSchemaError
 
@@ -196,3 +196,26 @@ def test_background_rows_are_distinct_valid_draws_from_every_shard(tmp_path) -> 
     assert {int(i) // 100 for i in drawn} == {0, 1, 2, 3}
     with pytest.raises(InputSchemaError, match="no valid row"):
         sample_rows(config, shards[:1], 60, seed=0, duplicates=pa.array(range(100), pa.int64()))
+
+
+@pytest.mark.parametrize("masking", ["background", "mean", "zeros"])
+def test_masking_modes_give_their_baseline_rows(tmp_path, masking) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    a, b = _clean_bits(200, 4)
+    pq.write_table(
+        _shard(list(range(200)), list(a), [[x] for x in b], [0] * 200), data / "p.parquet"
+    )
+    config = _job(
+        str(data), str(tmp_path / "run"), intershap={"masking": masking, "background_size": 50}
+    )
+    shards = inspect_shards(config)
+    rows = background_inputs(config, shards, pa.array([], pa.int64()))
+    drawn = sample_rows(config, shards, 50, seed=0, duplicates=pa.array([], pa.int64()))
+    expected = {
+        "background": drawn,
+        "mean": {m: x.mean(axis=0, keepdims=True) for m, x in drawn.items()},
+        "zeros": {m: np.zeros((1, 1), np.float32) for m in drawn},
+    }[masking]
+    for name in ("m0", "m1"):
+        np.testing.assert_allclose(rows[name], expected[name], rtol=1e-6)
