@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from intermodal.models.fcnn import FCNN, build_fcnn
-from intermodal.models.protocol import ForwardModel, as_multimodal, build_model, forward_all
+from intermodal.models.protocol import ForwardModel, as_multimodal, build_model
 from intermodal.models.training import TrainConfig, train_classifier
 from intermodal.synthetic.hdxor import xor_function_model
 
@@ -22,7 +22,8 @@ def test_fcnn_protocol_and_paper_widths(fusion: str) -> None:
     model = build_fcnn(["a", "b"], [8, 4], 2, fusion)
     inputs = {"a": torch.randn(5, 8), "b": torch.randn(5, 4)}
     assert isinstance(as_multimodal(model, ["a", "b"]), FCNN)
-    torch.testing.assert_close(forward_all(model, inputs), model(inputs))
+    encoded = {m: model.encode(m, x) for m, x in inputs.items()}
+    torch.testing.assert_close(model.fuse(encoded), model(inputs))
     if fusion == "early":  # input 12 → hidden 6 → 3 → classes
         widths = [layer.out_features for layer in model.head if hasattr(layer, "out_features")]
         assert widths == [6, 3, 2]

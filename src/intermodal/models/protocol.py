@@ -51,11 +51,6 @@ def as_multimodal(module: nn.Module, modalities: Sequence[str]) -> MultimodalMod
     return ForwardModel(module, modalities)
 
 
-def forward_all(model: MultimodalModel, inputs: Mapping[str, Tensor]) -> Tensor:
-    """Logits with every modality present: ``fuse`` of each modality's ``encode``."""
-    return model.fuse({name: model.encode(name, x) for name, x in inputs.items()})
-
-
 def import_factory(entrypoint: str) -> Any:
     """The callable named ``package.module:function``; only that module is imported."""
     module_name, _, attribute = entrypoint.partition(":")

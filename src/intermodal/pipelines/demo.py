@@ -15,7 +15,7 @@ from intermodal.pipelines.experiments import (
     train_fcnn,
     xor_function_job,
 )
-from intermodal.pipelines.score import Progress
+from intermodal.pipelines.score import Progress, RunPaths
 from intermodal.synthetic.hdxor import HDXORSpec
 
 DEMO_SETTINGS = ("synergy", "uniqueness")
@@ -29,14 +29,13 @@ def run_demo(
     for seed, setting in enumerate(DEMO_SETTINGS):
         spec = HDXORSpec(setting=setting, n_modalities=2, n_samples=n_samples, seed=seed)
         split = split_hdxor(spec, storage.join(out, "data", f"hdxor_{setting}"))
-        weights = storage.join(out, f"fcnn_{setting}", "artifacts", "fcnn_early.pt")
+        fcnn_run = storage.join(out, f"fcnn_{setting}")
+        weights = storage.join(RunPaths(fcnn_run).artifacts, "fcnn_early.pt")
         trained = train_fcnn(split, weights, "early", DEMO_TRAINING, progress)
         jobs = [
             (xor_function_job(split, storage.join(out, f"xor_{setting}"), background_size), None),
             (
-                fcnn_job(
-                    split, storage.join(out, f"fcnn_{setting}"), weights, "early", background_size
-                ),
+                fcnn_job(split, fcnn_run, weights, "early", background_size),
                 trained.validation_accuracy,
             ),
         ]

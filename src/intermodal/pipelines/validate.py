@@ -25,7 +25,7 @@ from intermodal.pipelines.experiments import (
     train_fcnn,
     xor_function_job,
 )
-from intermodal.pipelines.score import Progress
+from intermodal.pipelines.score import Progress, RunPaths
 from intermodal.synthetic.hdxor import HDXORSpec, xor_function_model
 
 # paper 000 Table 2 (M = 2), in %: (global, local)
@@ -114,7 +114,7 @@ def run_intershap_suite(
         if kind == "xor":
             job = xor_function_job(split, run_uri, xor_background)
         else:
-            weights = storage.join(run_uri, "artifacts", "fcnn_early.pt")
+            weights = storage.join(RunPaths(run_uri).artifacts, "fcnn_early.pt")
             train_fcnn(split, weights, "early", training, progress)
             job = fcnn_job(split, run_uri, weights, "early", fcnn_background)
         estimate = headline(run_job(job, progress))
