@@ -1,4 +1,4 @@
-"""Local and global InterSHAP (paper 000 eqs. 5–11) and the mergeable statistics behind them."""
+"""Local and global InterSHAP (paper 000 eqs. 5–11)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from intermodal.estimators.intershap import (
     symmetric_from_upper,
     upper_triangle_indices,
 )
-from intermodal.estimators.stats import Moments, grouped_moments, merge_grouped
 
 
 def test_local_is_the_off_diagonal_share_of_absolute_values() -> None:
@@ -57,35 +56,3 @@ def test_summary_terms_from_upper_triangle_match_direct_computation() -> None:
     assert terms["global"] == pytest.approx(global_intershap(matrices))
     assert terms["local_mean"] == pytest.approx(local.mean())
     assert terms["mean_interaction_a__c"] == pytest.approx(matrices[:, 0, 2].mean())
-
-
-def test_moments_merged_over_splits_equal_one_pass() -> None:
-    rows = np.random.default_rng(1).normal(3.0, 2.0, size=(1000, 4))
-    whole = Moments.of(rows)
-    merged = Moments.empty(4)
-    for part in np.array_split(rows, [0, 10, 11, 500, 500, 999]):
-        merged = merged.merge(Moments.of(part))
-    assert merged.count == whole.count == 1000
-    np.testing.assert_allclose(merged.mean, rows.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(merged.m2, whole.m2, rtol=1e-10)
-    np.testing.assert_allclose(merged.stderr(), rows.std(0, ddof=1) / np.sqrt(1000), rtol=1e-10)
-    assert Moments.empty(4).merge(whole) is whole  # empty is the identity
-    assert np.isnan(Moments.of(rows[:1]).stderr()).all()
-
-
-def test_grouped_moments_merge_like_one_pass() -> None:
-    rng = np.random.default_rng(2)
-    rows = rng.normal(size=(300, 2))
-    groups = {"pred": rng.integers(0, 3, 300), "site": rng.choice(["x", "y"], 300)}
-    whole = grouped_moments(rows, groups)
-    merged: dict = {}
-    for part in np.array_split(np.arange(300), 7):
-        merged = merge_grouped(
-            merged, grouped_moments(rows[part], {k: v[part] for k, v in groups.items()})
-        )
-    assert merged.keys() == whole.keys()
-    assert ("pred", "2") in whole and ("site", "y") in whole and ("", "") in whole
-    for key, moments in whole.items():
-        assert merged[key].count == moments.count
-        np.testing.assert_allclose(merged[key].mean, moments.mean, rtol=1e-12)
-        np.testing.assert_allclose(merged[key].m2, moments.m2, rtol=1e-9)

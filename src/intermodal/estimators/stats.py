@@ -72,3 +72,46 @@ def merge_grouped(left: GroupedMoments, right: GroupedMoments) -> GroupedMoments
     for key, moments in right.items():
         merged[key] = merged[key].merge(moments) if key in merged else moments
     return merged
+
+
+@dataclass(frozen=True)
+class JointCounts:
+    """Counts of discrete triples ``(x1, x2, y)`` in a ``[k1, k2, ky]`` tensor: the mergeable
+    sufficient statistic of a discrete joint (PID on codebook ids)."""
+
+    counts: np.ndarray  # [k1, k2, ky] int64
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int, int]) -> JointCounts:
+        return cls(np.zeros(shape, dtype=np.int64))
+
+    @classmethod
+    def of(
+        cls, x1: np.ndarray, x2: np.ndarray, y: np.ndarray, shape: tuple[int, int, int]
+    ) -> JointCounts:
+        """Counts of ``[n]`` integer codes with ``0 <= x1 < k1`` etc.; raises on codes outside."""
+        codes = [np.asarray(v, dtype=np.int64) for v in (x1, x2, y)]
+        for name, values, size in zip(("x1", "x2", "y"), codes, shape, strict=True):
+            if len(values) and (values.min() < 0 or values.max() >= size):
+                raise ValueError(
+                    f"{name} codes must lie in [0, {size}), got [{values.min()}, {values.max()}]"
+                )
+        flat = np.ravel_multi_index(codes, shape)
+        return cls(np.bincount(flat, minlength=int(np.prod(shape))).reshape(shape))
+
+    def merge(self, other: JointCounts) -> JointCounts:
+        if self.counts.shape != other.counts.shape:
+            raise ValueError(
+                f"cannot merge counts of shapes {self.counts.shape} and {other.counts.shape}"
+            )
+        return JointCounts(self.counts + other.counts)
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def joint(self) -> np.ndarray:
+        """The empirical joint ``[k1, k2, ky]`` (probabilities); needs at least one count."""
+        if self.total == 0:
+            raise ValueError("no counts: the joint of an empty sample is undefined")
+        return self.counts / self.total
