@@ -219,3 +219,25 @@ def test_masking_modes_give_their_baseline_rows(tmp_path, masking) -> None:
     }[masking]
     for name in ("m0", "m1"):
         np.testing.assert_allclose(rows[name], expected[name], rtol=1e-6)
+
+
+def test_all_rows_rejected_and_null_labels(tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    nan = float("nan")
+    pq.write_table(_shard([1, 2], [nan, nan], [[0.0], [1.0]], [0, 1]), data / "bad.parquet")
+    run = tmp_path / "run"
+    manifest = run_score(_job(str(data), str(run)), progress=lambda _: None)
+    assert manifest["rows"] == {"scored": 0, "rejected": 2}
+    assert run_aggregate(str(run), progress=lambda _: None).num_rows == 0
+
+    a, b = _clean_bits(40, 7)
+    labels = [
+        None if i % 4 == 0 else int(x != y) for i, (x, y) in enumerate(zip(a, b, strict=True))
+    ]
+    pq.write_table(_shard(list(range(40)), list(a), [[x] for x in b], labels), data / "bad.parquet")
+    run_score(_job(str(data), str(run)), progress=lambda _: None)
+    table = pl.from_arrow(run_aggregate(str(run), progress=lambda _: None))
+    by_label = table.filter((pl.col("group_by") == "label") & (pl.col("term") == "global"))
+    assert sorted(by_label["group"]) == ["0", "1", "null"]
+    assert by_label.filter(pl.col("group") == "null")["n"].item() == 10

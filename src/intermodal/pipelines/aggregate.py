@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from intermodal import storage
 from intermodal.cluster import ensure_ray
 from intermodal.estimators.intershap import summary_terms
 from intermodal.estimators.stats import GroupedMoments, Moments, grouped_moments, merge_grouped
-from intermodal.pipelines.score import RunPaths
+from intermodal.pipelines.score import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import (
     GLOBAL_SCHEMA,
@@ -43,8 +44,11 @@ def partial_statistics(batch: pa.Table, config: dict) -> pa.Table:
     merged: dict[str, GroupedMoments] = {suffix: {} for suffix in suffixes}
     for uri in batch.column("uri").to_pylist():
         for scores in storage.parquet_file(uri).iter_batches():
+            # group values as text, nulls as "null" ("" is the whole dataset)
             groups = {
-                name: scores.column(name).to_numpy(zero_copy_only=False)
+                name: pc.cast(scores.column(name), pa.string())
+                .fill_null("null")
+                .to_numpy(zero_copy_only=False)
                 for name in group_columns(job)
             }
             for suffix in suffixes:
@@ -105,22 +109,26 @@ def global_table(config: JobConfig, merged: dict[str, GroupedMoments]) -> pa.Tab
     return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
 
 
-def run_aggregate(run_dir: str, progress=print) -> pa.Table:
+def run_aggregate(run_dir: str, progress: Progress = print) -> pa.Table:
     """Merge the run's scores into ``global/intershap.parquet``; returns the table."""
     paths = RunPaths(run_dir)
     manifest = storage.read_json(paths.manifest)
     config = JobConfig.model_validate(manifest["config"])
-    files = storage.list_parquet(paths.scores)
-    ensure_ray()
-    partials = ray.data.from_items(
-        [{"uri": f} for f in files], override_num_blocks=max(1, len(files))
-    ).map_batches(
-        partial_statistics,
-        batch_size=1,
-        batch_format="pyarrow",
-        fn_kwargs={"config": manifest["config"]},
-    )
-    table = global_table(config, merge_partials(partials.take_all()))
+    fs, scores_path = storage.filesystem(paths.scores)
+    files = storage.list_parquet(paths.scores) if fs.exists(scores_path) else []
+    partial_rows = []
+    if files:  # every row rejected: no scores, an empty global table
+        ensure_ray()
+        partials = ray.data.from_items(
+            [{"uri": f} for f in files], override_num_blocks=len(files)
+        ).map_batches(
+            partial_statistics,
+            batch_size=1,
+            batch_format="pyarrow",
+            fn_kwargs={"config": manifest["config"]},
+        )
+        partial_rows = partials.take_all()
+    table = global_table(config, merge_partials(partial_rows))
     storage.write_table(table, storage.join(paths.global_, f"{MEASURE}.parquet"))
     progress(f"[aggregate] {table.num_rows} statistics → {paths.global_}")
     return table

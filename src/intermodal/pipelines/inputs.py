@@ -21,6 +21,10 @@ from intermodal.schemas.validation import InputSchemaError, schema_problems, val
 _IO_THREADS = 16
 
 
+class NoValidRows(InputSchemaError):
+    """Every row of the sampled input failed validation."""
+
+
 @dataclass(frozen=True)
 class Shard:
     index: int
@@ -121,7 +125,7 @@ def sample_rows(
                 collected.append(valid)
                 have += valid.num_rows
     if have == 0:
-        raise InputSchemaError("no valid row to draw background rows from")
+        raise NoValidRows("no valid row to draw background rows from")
     rows = pa.concat_tables(collected)
     return {m.name: modality_values(rows.column(m.name), m.size) for m in config.modalities}
 

@@ -16,6 +16,7 @@ from intermodal import __version__, storage
 from intermodal.cluster import ensure_ray
 from intermodal.operators.intershap import InterSHAPOperator
 from intermodal.pipelines.inputs import (
+    NoValidRows,
     Shard,
     duplicate_ids,
     fingerprint,
@@ -94,7 +95,12 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
         f"model {config.model.name}"
     )
     duplicates = duplicate_ids(config, shards)
-    background = background_inputs(config, shards, duplicates)
+    try:
+        background = background_inputs(config, shards, duplicates)
+    except NoValidRows:
+        if config.intershap.background_uri is not None:
+            raise
+        background = None  # every input row is invalid: there are only rejects to write
     for stale in (paths.scores, paths.rejects, paths.global_):
         storage.remove(stale)
 
@@ -111,17 +117,20 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
         batch_format="pyarrow",
         fn_kwargs={"config": config_data, "duplicates": duplicates, "rejects_uri": paths.rejects},
     )
-    scores = rows.map_batches(
-        InterSHAPOperator,
-        fn_constructor_kwargs={"config": config_data, "background": background},
-        compute=ray.data.ActorPoolStrategy(size=compute.actors),
-        num_cpus=compute.cpus_per_actor,
-        num_gpus=compute.gpus_per_actor,
-        batch_size=compute.batch_size,
-        batch_format="pyarrow",
-    )
-    fs, scores_path = storage.filesystem(paths.scores)
-    scores.write_parquet(scores_path, filesystem=storage.arrow_filesystem(fs))
+    if background is None:
+        rows.materialize()  # runs the read-and-validate stage, which writes rejects/
+    else:
+        scores = rows.map_batches(
+            InterSHAPOperator,
+            fn_constructor_kwargs={"config": config_data, "background": background},
+            compute=ray.data.ActorPoolStrategy(size=compute.actors),
+            num_cpus=compute.cpus_per_actor,
+            num_gpus=compute.gpus_per_actor,
+            batch_size=compute.batch_size,
+            batch_format="pyarrow",
+        )
+        fs, scores_path = storage.filesystem(paths.scores)
+        scores.write_parquet(scores_path, filesystem=storage.arrow_filesystem(fs))
 
     n_scored, n_rejected = _count_rows(paths.scores), _count_rows(paths.rejects)
     manifest = {
@@ -135,7 +144,7 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
             "shards": [{"uri": s.uri, "rows": s.num_rows} for s in shards],
             "rows": total_rows,
         },
-        "background_rows": len(next(iter(background.values()))),
+        "background_rows": 0 if background is None else len(next(iter(background.values()))),
         "rows": {"scored": n_scored, "rejected": n_rejected},
         "seconds": {"score": round(time.time() - started, 3)},
     }
