@@ -40,6 +40,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from tables import show  # bench/tables.py, beside this script
 
 from intermodal.cluster import ensure_ray, shutdown_ray
 from intermodal.models.fcnn import Fusion, build_fcnn
@@ -277,20 +278,6 @@ def cached_vs_naive(spec: CachedVsNaive) -> pl.DataFrame:
             "max |diff|": [f"{float((cached - naive).abs().max()):.1e}"],
         }
     )
-
-
-def show(title: str, table: pl.DataFrame, notes: Sequence[str]) -> None:
-    with pl.Config(
-        tbl_hide_dataframe_shape=True,
-        tbl_hide_column_data_types=True,
-        tbl_cols=20,
-        tbl_width_chars=200,
-        float_precision=2,
-        thousands_separator=True,
-    ):
-        print(f"\n{title}\n{table}")
-    for note in notes:
-        print(f"  {note}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

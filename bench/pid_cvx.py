@@ -33,6 +33,7 @@ from multiprocessing.connection import Connection
 import cvxpy as cp
 import numpy as np
 import polars as pl
+from tables import show  # bench/tables.py, beside this script
 
 from intermodal.estimators.pid_cvx import pid_from_joint
 
@@ -197,17 +198,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = bench_table(
         [parse_shape(s) for s in args.shapes], args.repeats, args.max_seconds, args.seed
     )
-    with pl.Config(
-        tbl_hide_dataframe_shape=True,
-        tbl_hide_column_data_types=True,
-        tbl_cols=20,
-        tbl_width_chars=200,
-        float_precision=3,
-    ):
-        print(
-            f"\nExact PID, Dirichlet(1) joints (seed {args.seed}), sparse: ~"
-            f"{SPARSE_FRACTION:.0%} of cells zeroed then renormalised\n{table}"
-        )
     notes = [
         f"ours s: median of {args.repeats} whole pid_from_joint calls (validation, program "
         "construction, solve, terms)",
@@ -218,8 +208,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "identities",
         f"cvxpy {cp.__version__}, installed solvers {', '.join(cp.installed_solvers())}",
     ]
-    for note in notes:
-        print(f"  {note}")
+    title = (
+        f"Exact PID, Dirichlet(1) joints (seed {args.seed}), sparse: ~"
+        f"{SPARSE_FRACTION:.0%} of cells zeroed then renormalised"
+    )
+    show(title, table, notes, float_precision=3)
     print(f"\nbench finished in {time.perf_counter() - started:.0f} s ({os.cpu_count()} CPUs)")
 
 
