@@ -216,12 +216,27 @@ def test_constant_x1_leaves_only_unique_2() -> None:
     assert result.solver == "none"
 
 
+STARVED_DUAL = (pid_cvx.DUAL_SOLVER, {"max_iter": 2})
 STARVED_CLARABEL = (cp.CLARABEL, {"max_iter": 1})
 
 
+def test_dual_solves_when_it_converges() -> None:
+    result = pid_from_joint(random_joint((10, 10, 5), seed=0))
+    assert result.solver == pid_cvx.DUAL_SOLVER
+    assert result.status.startswith("optimal")
+
+
+def test_falls_back_to_clarabel_when_the_dual_stops_early(monkeypatch) -> None:
+    attempts = [STARVED_DUAL, *pid_cvx._solver_attempts()[1:]]
+    monkeypatch.setattr(pid_cvx, "_solver_attempts", lambda: attempts)
+    result = pid_from_joint(gate(lambda a, b: a & b))
+    assert result.solver == cp.CLARABEL
+    np.testing.assert_allclose(terms(result), [AND_REDUNDANCY, 0, 0, 0.5], atol=1e-6)
+
+
 @pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
-def test_falls_back_when_clarabel_stops_early(monkeypatch) -> None:
-    attempts = [STARVED_CLARABEL, *pid_cvx._solver_attempts()[1:]]
+def test_falls_back_to_scs_when_clarabel_stops_early(monkeypatch) -> None:
+    attempts = [STARVED_DUAL, STARVED_CLARABEL, *pid_cvx._solver_attempts()[2:]]
     monkeypatch.setattr(pid_cvx, "_solver_attempts", lambda: attempts)
     result = pid_from_joint(gate(lambda a, b: a & b))
     assert result.solver == cp.SCS
@@ -230,6 +245,6 @@ def test_falls_back_when_clarabel_stops_early(monkeypatch) -> None:
 
 @pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
 def test_raises_when_nothing_converges(monkeypatch) -> None:
-    monkeypatch.setattr(pid_cvx, "_solver_attempts", lambda: [STARVED_CLARABEL])
-    with pytest.raises(RuntimeError, match="CLARABEL"):
+    monkeypatch.setattr(pid_cvx, "_solver_attempts", lambda: [STARVED_DUAL, STARVED_CLARABEL])
+    with pytest.raises(RuntimeError, match=r"dual-ipm .*CLARABEL"):
         pid_from_joint(gate(lambda a, b: a & b))

@@ -11,6 +11,10 @@ Bertschinger et al.'s definition (paper 003 §2.1, §3.1, App. B.1): over
 so ``R + U1 + U2 + S = I_p(X1, X2; Y)``. ``H_q(Y | X1, X2) = −Σ rel_entr(q, q(x1, x2))`` with
 ``q(x1, x2)`` broadcast over y, a jointly convex form cvxpy accepts; the marginal constraints
 are sparse matrices over the cells that can be non-zero at all. Joints are ``[k1, k2, ky]``.
+
+The maximiser is first sought through the program's Lagrange dual (``pid_dual``: ``(k1 + k2)·ky``
+variables instead of one per cell, a certified duality gap); when that gap is not below
+``DUAL_ACCEPTED_GAP`` the cvxpy program above is solved instead (Clarabel, then SCS).
 """
 
 from __future__ import annotations
@@ -20,11 +24,25 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import ThreadpoolController
 
-SUM_TOLERANCE = 1e-6
+from intermodal.estimators.information import (
+    conditional_entropy,
+    entropy,
+    mutual_information,
+    validated_joint,
+)
+from intermodal.estimators.pid_dual import maximiser_dual
+
 CLIP_TOLERANCE = 1e-7
 # Mutual information below this (nats) is treated as exactly zero: every PID term is then zero.
 ZERO_INFORMATION = 1e-12
+# the dual's maximiser is used when its certified gap in H(Y | X1, X2) is at most this (nats);
+# Clarabel's own default tolerances are about 1e-8
+DUAL_ACCEPTED_GAP = 1e-9
+DUAL_SOLVER = "dual-ipm"
+# found once: threadpool_limits() would rescan the loaded libraries on every solve (~3 ms)
+_THREADPOOLS = ThreadpoolController()
 
 
 @dataclass(frozen=True)
@@ -40,38 +58,6 @@ class PIDResult:
     q: np.ndarray
     solver: str
     status: str
-
-
-def _validated(p: np.ndarray) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
-    if p.ndim != 3:
-        raise ValueError(f"joint must be 3-d [k1, k2, ky], got shape {p.shape}")
-    if p.size == 0:
-        raise ValueError(f"joint must not be empty, got shape {p.shape}")
-    if not np.all(np.isfinite(p)):
-        raise ValueError("joint has non-finite entries")
-    if np.any(p < 0):
-        raise ValueError(f"joint has negative entries (min {p.min():.3g})")
-    total = p.sum()
-    if abs(total - 1.0) > SUM_TOLERANCE:
-        raise ValueError(f"joint must sum to 1 within {SUM_TOLERANCE}, sums to {total:.9g}")
-    return p / total
-
-
-def _entropy(p: np.ndarray) -> float:
-    """Shannon entropy (nats) of the probabilities in ``p`` (any shape), 0·log 0 = 0."""
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
-
-
-def _mutual_information(pxy: np.ndarray) -> float:
-    """``I(X; Y)`` (nats) of a joint ``[kx, ky]``."""
-    return _entropy(pxy.sum(axis=1)) + _entropy(pxy.sum(axis=0)) - _entropy(pxy)
-
-
-def _conditional_entropy(q: np.ndarray) -> float:
-    """``H_q(Y | X1, X2)`` (nats) of a joint ``[k1, k2, ky]``."""
-    return _entropy(q) - _entropy(q.sum(axis=2))
 
 
 def _incidence(cell_groups: np.ndarray, n_groups: int) -> sp.csr_matrix:
@@ -105,7 +91,9 @@ def _problem(p: np.ndarray) -> tuple[cp.Problem, cp.Variable, np.ndarray]:
 
 
 def _solver_attempts() -> list[tuple[str, dict]]:
+    """Solvers in the order tried, with their options: the dual first, then the cvxpy program."""
     attempts = [
+        (DUAL_SOLVER, {"max_iter": 200}),
         (cp.CLARABEL, {}),
         (cp.SCS, {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000}),
     ]
@@ -114,11 +102,31 @@ def _solver_attempts() -> list[tuple[str, dict]]:
     return attempts
 
 
+def _dual_maximiser(p: np.ndarray, options: dict) -> tuple[np.ndarray, str]:
+    """``maximiser_dual``'s ``q*`` and status; RuntimeError when it fails or its gap is too
+    wide to trust."""
+    # the Newton systems are a few hundred wide: BLAS threads only add contention there
+    with _THREADPOOLS.limit(limits=1, user_api="blas"):
+        q, diagnostics = maximiser_dual(p, **options)
+    gap = diagnostics["duality_gap"]
+    if gap > DUAL_ACCEPTED_GAP:
+        raise RuntimeError(f"duality gap {gap:.1e} nats")
+    return q, f"optimal (gap {gap:.1e} nats)"
+
+
 def _maximiser(p: np.ndarray) -> tuple[np.ndarray, str, str]:
     """``q* [k1, k2, ky]`` (clamped to ≥ 0), the solver that found it and its status."""
-    problem, q, support = _problem(p)
     tried = []
+    program = None
     for solver, options in _solver_attempts():
+        if solver == DUAL_SOLVER:
+            try:
+                q_dual, status = _dual_maximiser(p, options)
+                return q_dual, solver, status
+            except RuntimeError as error:
+                tried.append(f"{solver} ({error})")
+                continue
+        problem, q, support = program = program or _problem(p)
         try:
             problem.solve(solver=solver, **options)
         except cp.SolverError as error:
@@ -142,10 +150,10 @@ def pid_from_joint(p: np.ndarray, *, base: float = 2) -> PIDResult:
     ``p`` must be finite, non-negative and sum to 1 within 1e-6 (it is renormalised).
     Raises ValueError on a bad joint and RuntimeError when no solver converges.
     """
-    p = _validated(p)
+    p = validated_joint(p)
     p1, p2 = p.sum(axis=1), p.sum(axis=0)
-    info1, info2 = _mutual_information(p1), _mutual_information(p2)
-    info12 = _mutual_information(p.reshape(-1, p.shape[2]))
+    info1, info2 = mutual_information(p1), mutual_information(p2)
+    info12 = mutual_information(p.reshape(-1, p.shape[2]))
     n_values = [np.count_nonzero(p.sum(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
     if info12 <= ZERO_INFORMATION or min(n_values) == 1:
         # a constant X1 or X2 pins Δ_p to {p}; with Y constant or independent of (X1, X2),
@@ -154,7 +162,7 @@ def pid_from_joint(p: np.ndarray, *, base: float = 2) -> PIDResult:
     else:
         q_star, solver, status = _maximiser(p)
     # I_q*(X1, X2; Y) through p's H(Y), so the identities hold exactly for q* ∈ Δ_p
-    info_q = _entropy(p.sum(axis=(0, 1))) - _conditional_entropy(q_star)
+    info_q = entropy(p.sum(axis=(0, 1))) - conditional_entropy(q_star)
     scale = np.log(base)
     return PIDResult(
         redundancy=_clipped((info1 + info2 - info_q) / scale),
