@@ -13,7 +13,9 @@ import pyarrow as pa
 from intermodal.schemas.config import ConfigError
 from intermodal.schemas.validation import InputSchemaError
 
-SUITES = ("intershap",)
+SUITES = ("intershap", "pid")
+# rows per generated data set unless --samples says otherwise
+DEFAULT_SAMPLES = {"intershap": 20_000, "pid": 100_000}
 
 
 def _print_table(title: str, table: pl.DataFrame) -> None:
@@ -64,11 +66,22 @@ def _print_global(table: pa.Table) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     from intermodal.pipelines.validate import run_intershap_suite
+    from intermodal.pipelines.validate_pid import run_pid_suite
 
-    table = run_intershap_suite(
-        args.out, experiments=args.experiment or None, n_samples=args.samples
+    run_suite = {"intershap": run_intershap_suite, "pid": run_pid_suite}[args.suite]
+    n_samples = args.samples or DEFAULT_SAMPLES[args.suite]
+    table = run_suite(args.out, experiments=args.experiment or None, n_samples=n_samples)
+    units = "%" if args.suite == "intershap" else "bits"
+    _print_table(
+        f"validation: {args.suite} ({units}, written to {args.out}/validation.parquet)", table
     )
-    _print_table(f"validation: {args.suite} (%, written to {args.out}/validation.parquet)", table)
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from intermodal.pipelines.fit import run_fit
+    from intermodal.schemas.config import load_config
+
+    run_fit(load_config(args.config))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--no-aggregate", action="store_true", help="skip writing global/")
     score.set_defaults(handler=_score)
 
+    fit = commands.add_parser(
+        "fit",
+        help="learn the PID codebooks of a job into its run directory",
+        description="Fit one codebook per modality (k-means, or a histogram for scalars) on a "
+        "uniform sample of pid.fit_rows valid rows; write OUTPUT/artifacts/codebooks/. "
+        "score fits them itself when they are missing or stale.",
+    )
+    fit.add_argument("config", help="job config YAML (path or fsspec URI)")
+    fit.set_defaults(handler=_fit)
+
     aggregate = commands.add_parser(
         "aggregate",
         help="merge a run's scores into global/",
@@ -123,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--experiment", action="append", help="run only this experiment (repeatable)"
     )
     validate.add_argument(
-        "--samples", type=int, default=20_000, help="rows per data set (default: %(default)s)"
+        "--samples",
+        type=int,
+        help="rows per data set (default: 20000 for intershap, 100000 for pid)",
     )
     validate.set_defaults(handler=_validate)
     return parser

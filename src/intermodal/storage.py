@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -76,3 +77,16 @@ def write_json(data: Any, uri: str) -> None:
 def read_json(uri: str) -> Any:
     with fsspec.open(uri, "r") as handle:
         return json.load(handle)
+
+
+def write_arrays(arrays: dict[str, np.ndarray], uri: str) -> None:
+    """Named arrays as one ``.npz`` file (plain arrays: read back without pickle)."""
+    fs, path = filesystem(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def read_arrays(uri: str) -> dict[str, np.ndarray]:
+    with fsspec.open(uri, "rb") as handle, np.load(handle, allow_pickle=False) as arrays:
+        return {name: arrays[name] for name in arrays.files}

@@ -286,9 +286,13 @@ class CodebookFitter:
         self.n_seen += len(batch)
 
     def finish(self) -> Codebook:
-        sample = self.sample
-        if len(sample) == 0:
-            raise ValueError("no rows were streamed; cannot fit a codebook")
-        if self.dim == 1:
-            return fit_histogram(sample[:, 0].astype(np.float64), self.config.n_clusters)
-        return fit_kmeans(sample, self.config)
+        return fit_codebook(self.sample, self.config)
+
+
+def fit_codebook(sample: np.ndarray, config: CodebookConfig) -> Codebook:
+    """A histogram for scalar features (``d == 1``), else k-means, fitted on ``sample [m, d]``."""
+    if len(sample) == 0:
+        raise ValueError("no rows were streamed; cannot fit a codebook")
+    if sample.shape[1] == 1:
+        return fit_histogram(sample[:, 0].astype(np.float64), config.n_clusters)
+    return fit_kmeans(sample, config)

@@ -1,4 +1,5 @@
-"""Mergeable partial statistics: count, mean and M2 (sum of squared deviations) per group.
+"""Mergeable partial statistics per group: count, mean and M2 (sum of squared deviations), and
+joint count tensors of discrete codes.
 
 Blocks are summarised independently and merged in any order (Chan et al.'s parallel update),
 so a dataset-level mean and its standard error never need the rows in one place. The empty
@@ -7,10 +8,18 @@ value is the identity of ``merge``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol, Self, TypeVar
 
 import numpy as np
+
+
+class Mergeable(Protocol):
+    def merge(self, other: Self) -> Self: ...
+
+
+Statistic = TypeVar("Statistic", bound=Mergeable)
 
 
 @dataclass(frozen=True)
@@ -56,18 +65,28 @@ GroupKey = tuple[str, str]  # (group_by column or "" for all rows, group value a
 GroupedMoments = dict[GroupKey, Moments]
 
 
-def grouped_moments(rows: np.ndarray, groups: Mapping[str, np.ndarray]) -> GroupedMoments:
-    """Moments of ``rows [n, P]`` over all rows (key ``("", "")``) and per value of each
-    grouping column in ``groups`` (name → ``[n]`` values)."""
-    result: GroupedMoments = {("", ""): Moments.of(rows)}
+def _grouped(
+    summarise: Callable[[slice | np.ndarray], Statistic], groups: Mapping[str, np.ndarray]
+) -> dict[GroupKey, Statistic]:
+    """``summarise(rows)`` of all rows (key ``("", "")``) and of each value's rows for every
+    grouping column in ``groups`` (name → ``[n]`` values, compared as text)."""
+    result = {("", ""): summarise(slice(None))}
     for name, values in groups.items():
         labels = np.asarray(values).astype(str)
         for value in np.unique(labels):
-            result[(name, str(value))] = Moments.of(rows[labels == value])
+            result[(name, str(value))] = summarise(labels == value)
     return result
 
 
-def merge_grouped(left: GroupedMoments, right: GroupedMoments) -> GroupedMoments:
+def grouped_moments(rows: np.ndarray, groups: Mapping[str, np.ndarray]) -> GroupedMoments:
+    """Moments of ``rows [n, P]`` over all rows and per group (``_grouped``)."""
+    return _grouped(lambda selected: Moments.of(rows[selected]), groups)
+
+
+def merge_grouped(
+    left: dict[GroupKey, Statistic], right: dict[GroupKey, Statistic]
+) -> dict[GroupKey, Statistic]:
+    """Union of two grouped statistics, merging the values of keys present in both."""
     merged = dict(left)
     for key, moments in right.items():
         merged[key] = merged[key].merge(moments) if key in merged else moments
@@ -115,3 +134,19 @@ class JointCounts:
         if self.total == 0:
             raise ValueError("no counts: the joint of an empty sample is undefined")
         return self.counts / self.total
+
+
+GroupedCounts = dict[GroupKey, JointCounts]
+
+
+def grouped_counts(
+    x1: np.ndarray,
+    x2: np.ndarray,
+    y: np.ndarray,
+    shape: tuple[int, int, int],
+    groups: Mapping[str, np.ndarray],
+) -> GroupedCounts:
+    """``JointCounts`` of codes ``[n]`` over all rows and per group (``_grouped``)."""
+    return _grouped(
+        lambda selected: JointCounts.of(x1[selected], x2[selected], y[selected], shape), groups
+    )

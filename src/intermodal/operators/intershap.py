@@ -1,4 +1,5 @@
-"""The InterSHAP scoring operator for ``Dataset.map_batches`` on an actor pool."""
+"""Model operators for ``Dataset.map_batches`` on an actor pool: InterSHAP scores, or just the
+prediction (model PID without InterSHAP)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,14 @@ from intermodal.estimators.intershap import local_intershap
 from intermodal.estimators.shapley import interaction_matrix, shapley_values
 from intermodal.models.protocol import build_model
 from intermodal.operators.coalitions import CoalitionValues
+from intermodal.operators.columns import carried_columns, code_columns, scores_schema
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import (
     LABEL,
     PRED,
-    SAMPLE_ID,
     interaction_pairs,
     intershap_columns,
     modality_values,
-    score_schema,
     target_suffixes,
 )
 
@@ -89,11 +89,10 @@ def intershap_table(
     return columns
 
 
-class InterSHAPOperator:
-    """Scores a normalised input batch (see ``schemas.validation``): for every sample the
-    Shapley values, the interaction matrix and local InterSHAP of the explained output."""
+class ModelOperator:
+    """Loads the configured model once per actor on its device; subclasses score batches."""
 
-    def __init__(self, config: dict[str, Any], background: dict[str, np.ndarray]) -> None:
+    def __init__(self, config: dict[str, Any]) -> None:
         self.config = JobConfig.model_validate(config)
         compute = self.config.compute
         keep_freed_memory()
@@ -101,11 +100,12 @@ class InterSHAPOperator:
         self.device = select_device(compute.gpus_per_actor)
         self.modalities = self.config.modalities
         model = self.config.model
+        if model is None:
+            raise ValueError("this operator needs a configured model")
         self.model = build_model(
             model.factory, model.kwargs, model.weights, self.config.modality_names
         )
         self.model.to(self.device)  # type: ignore[attr-defined]
-        self.coalitions = CoalitionValues(self.model, self._tensors(background))
 
     def _tensors(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {
@@ -116,29 +116,44 @@ class InterSHAPOperator:
             for m in self.modalities
         }
 
+    def _inputs(self, batch: pa.Table) -> dict[str, torch.Tensor]:
+        return self._tensors(
+            {m.name: modality_values(batch.column(m.name), m.size) for m in self.modalities}
+        )
+
+
+class PredictionOperator(ModelOperator):
+    """The class the model predicts from all modalities, for model PID without InterSHAP."""
+
+    @torch.no_grad()
     def __call__(self, batch: pa.Table) -> pa.Table:
-        inputs = {m.name: modality_values(batch.column(m.name), m.size) for m in self.modalities}
-        probabilities = self.coalitions(self._tensors(inputs)).cpu().numpy()
+        inputs = self._inputs(batch)
+        logits = self.model.fuse({m: self.model.encode(m, x) for m, x in inputs.items()})
+        columns = carried_columns(batch, self.config)
+        columns[PRED] = logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
+        columns.update(code_columns(batch, self.config))
+        return pa.table(columns, schema=scores_schema(batch, self.config, prediction=True))
+
+
+class InterSHAPOperator(ModelOperator):
+    """Scores a normalised input batch (see ``schemas.validation``): for every sample the
+    Shapley values, the interaction matrix and local InterSHAP of the explained output."""
+
+    def __init__(self, config: dict[str, Any], background: dict[str, np.ndarray]) -> None:
+        super().__init__(config)
+        self.coalitions = CoalitionValues(self.model, self._tensors(background))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        probabilities = self.coalitions(self._inputs(batch)).cpu().numpy()
         target = self.config.intershap.target
         labels = batch.column(LABEL).to_numpy() if target == "label" else None
         values, classes = explained_values(probabilities, target, labels)
         names = self.config.modality_names
-        columns: dict[str, Any] = {SAMPLE_ID: batch.column(SAMPLE_ID)}
-        if self.config.label_column is not None:
-            columns[LABEL] = batch.column(LABEL)
-        for group in self.config.group_columns:
-            columns[group] = batch.column(group)
+        columns = carried_columns(batch, self.config)
         full = full_coalition(len(names))
         columns[PRED] = probabilities[:, full].argmax(axis=-1).astype(np.int64)
         if classes is not None:
             columns["explained_class"] = classes.astype(np.int64)
         columns.update(intershap_table(values, names, target, self.config.num_classes))
-        schema = score_schema(
-            names,
-            target,
-            self.config.num_classes,
-            id_type=batch.schema.field(SAMPLE_ID).type,
-            label=self.config.label_column is not None,
-            group_fields=[batch.schema.field(group) for group in self.config.group_columns],
-        )
-        return pa.table(columns, schema=schema)
+        columns.update(code_columns(batch, self.config))
+        return pa.table(columns, schema=scores_schema(batch, self.config, prediction=True))

@@ -1,17 +1,26 @@
-"""``aggregate``: scores/ → per-block partial statistics → merged → global/ (long table)."""
+"""``aggregate``: scores/ → per-file partial statistics → merged on the driver as they stream in →
+global/ (long tables, one file per measure family)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 
 from intermodal import storage
 from intermodal.cluster import ensure_ray
 from intermodal.estimators.intershap import summary_terms
 from intermodal.estimators.stats import GroupedMoments, Moments, grouped_moments, merge_grouped
-from intermodal.pipelines.score import Progress, RunPaths
+from intermodal.pipelines.aggregate_pid import (
+    DATA_MEASURE,
+    group_text,
+    merge_partial_counts,
+    partial_counts,
+    pid_global_table,
+)
+from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import (
     GLOBAL_SCHEMA,
@@ -44,13 +53,7 @@ def partial_statistics(batch: pa.Table, config: dict) -> pa.Table:
     merged: dict[str, GroupedMoments] = {suffix: {} for suffix in suffixes}
     for uri in batch.column("uri").to_pylist():
         for scores in storage.parquet_file(uri).iter_batches():
-            # group values as text, nulls as "null" ("" is the whole dataset)
-            groups = {
-                name: pc.cast(scores.column(name), pa.string())
-                .fill_null("null")
-                .to_numpy(zero_copy_only=False)
-                for name in group_columns(job)
-            }
+            groups = group_text(scores, group_columns(job))
             for suffix in suffixes:
                 rows = np.column_stack(
                     [scores.column(c).to_numpy() for c in _statistic_columns(job, suffix)]
@@ -71,7 +74,7 @@ def partial_statistics(batch: pa.Table, config: dict) -> pa.Table:
     return pa.Table.from_pylist(records)
 
 
-def merge_partials(rows: list[dict]) -> dict[str, GroupedMoments]:
+def merge_partials(rows: Iterable[dict]) -> dict[str, GroupedMoments]:
     merged: dict[str, GroupedMoments] = {}
     for row in rows:
         moments = Moments(int(row["count"]), np.asarray(row["mean"]), np.asarray(row["m2"]))
@@ -109,26 +112,39 @@ def global_table(config: JobConfig, merged: dict[str, GroupedMoments]) -> pa.Tab
     return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
 
 
+def _partials(files: list[str], stage: Callable, **kwargs: object) -> Iterator[dict]:
+    """Rows of a per-file statistics stage, streamed to the driver as they are produced."""
+    dataset = ray.data.from_items([{"uri": f} for f in files], override_num_blocks=len(files))
+    return dataset.map_batches(
+        stage, batch_size=1, batch_format="pyarrow", fn_kwargs=kwargs
+    ).iter_rows()
+
+
 def run_aggregate(run_dir: str, progress: Progress = print) -> pa.Table:
-    """Merge the run's scores into ``global/intershap.parquet``; returns the table."""
+    """Merge the run's scores into ``global/<measure>.parquet`` (``intershap``, ``pid_cvx``);
+    returns all of them as one table."""
     paths = RunPaths(run_dir)
     manifest = storage.read_json(paths.manifest)
     config = JobConfig.model_validate(manifest["config"])
     fs, scores_path = storage.filesystem(paths.scores)
     files = storage.list_parquet(paths.scores) if fs.exists(scores_path) else []
-    partial_rows = []
-    if files:  # every row rejected: no scores, an empty global table
+    if files:  # every row rejected: no scores, empty global tables
         ensure_ray()
-        partials = ray.data.from_items(
-            [{"uri": f} for f in files], override_num_blocks=len(files)
-        ).map_batches(
-            partial_statistics,
-            batch_size=1,
-            batch_format="pyarrow",
-            fn_kwargs={"config": manifest["config"]},
+    tables = []
+    if "intershap" in config.measures:
+        rows = _partials(files, partial_statistics, config=manifest["config"]) if files else []
+        tables.append((MEASURE, global_table(config, merge_partials(rows))))
+    if "pid_cvx" in config.measures:
+        codes = {name: book["codes"] for name, book in manifest["codebooks"].items()}
+        rows = (
+            _partials(files, partial_counts, config=manifest["config"], codes=codes)
+            if files
+            else iter([])
         )
-        partial_rows = partials.take_all()
-    table = global_table(config, merge_partials(partial_rows))
-    storage.write_table(table, storage.join(paths.global_, f"{MEASURE}.parquet"))
-    progress(f"[aggregate] {table.num_rows} statistics → {paths.global_}")
-    return table
+        progress("[aggregate] solving PID per pair and group")
+        tables.append((DATA_MEASURE, pid_global_table(merge_partial_counts(rows, config, codes))))
+    for name, table in tables:
+        storage.write_table(table, storage.join(paths.global_, f"{name}.parquet"))
+    combined = pa.concat_tables([table for _, table in tables])
+    progress(f"[aggregate] {combined.num_rows} statistics → {paths.global_}")
+    return combined

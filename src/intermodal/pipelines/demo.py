@@ -15,7 +15,7 @@ from intermodal.pipelines.experiments import (
     train_fcnn,
     xor_function_job,
 )
-from intermodal.pipelines.score import Progress, RunPaths
+from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.synthetic.hdxor import HDXORSpec
 
 DEMO_SETTINGS = ("synergy", "uniqueness")
@@ -45,7 +45,7 @@ def run_demo(
                 {
                     "run": job.output,
                     "dataset": job.dataset,
-                    "model": job.model.name,
+                    "model": job.model_name,
                     "val_accuracy": accuracy,
                     "intershap_global_%": round(100 * scores["global"], 1),
                     "intershap_local_mean_%": round(100 * scores["local_mean"], 1),

@@ -14,7 +14,8 @@ from intermodal import storage
 from intermodal.models.fcnn import build_fcnn
 from intermodal.models.training import TrainConfig, TrainResult, train_classifier
 from intermodal.pipelines.aggregate import run_aggregate
-from intermodal.pipelines.score import Progress, RunPaths, run_score
+from intermodal.pipelines.run import Progress, RunPaths
+from intermodal.pipelines.score import run_score
 from intermodal.schemas.config import JobConfig, dump_config, parse_config
 from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.metadata import version
 
 import numpy as np
@@ -14,7 +12,10 @@ import ray
 
 from intermodal import __version__, storage
 from intermodal.cluster import ensure_ray
-from intermodal.operators.intershap import InterSHAPOperator
+from intermodal.estimators.discretize import Codebook
+from intermodal.operators.codes import assign_codes, code_scores
+from intermodal.operators.intershap import InterSHAPOperator, PredictionOperator
+from intermodal.pipelines.fit import fit_codebooks, load_codebooks
 from intermodal.pipelines.inputs import (
     NoValidRows,
     Shard,
@@ -24,34 +25,8 @@ from intermodal.pipelines.inputs import (
     read_and_validate,
     sample_rows,
 )
+from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
-
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    root: str
-
-    @property
-    def scores(self) -> str:
-        return storage.join(self.root, "scores")
-
-    @property
-    def rejects(self) -> str:
-        return storage.join(self.root, "rejects")
-
-    @property
-    def global_(self) -> str:
-        return storage.join(self.root, "global")
-
-    @property
-    def artifacts(self) -> str:
-        return storage.join(self.root, "artifacts")
-
-    @property
-    def manifest(self) -> str:
-        return storage.join(self.root, "manifest.json")
 
 
 def background_inputs(
@@ -84,6 +59,43 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _score_stages(
+    rows: ray.data.Dataset,
+    config: JobConfig,
+    background: dict[str, np.ndarray] | None,
+    codebooks: dict[str, Codebook] | None,
+) -> ray.data.Dataset:
+    """Validated rows → score rows: PID codes first (the model operators carry them on), then
+    InterSHAP, or the prediction alone, or no model at all."""
+    compute = config.compute
+    config_data = config.model_dump(mode="json")
+    if codebooks is not None:
+        rows = rows.map_batches(
+            assign_codes,
+            batch_format="pyarrow",
+            fn_kwargs={
+                "config": config_data,
+                "codebooks": {name: book.to_arrays() for name, book in codebooks.items()},
+            },
+        )
+    if config.model is None:
+        return rows.map_batches(
+            code_scores, batch_format="pyarrow", fn_kwargs={"config": config_data}
+        )
+    operator, arguments = PredictionOperator, {"config": config_data}
+    if "intershap" in config.measures:
+        operator, arguments = InterSHAPOperator, arguments | {"background": background}
+    return rows.map_batches(
+        operator,
+        fn_constructor_kwargs=arguments,
+        compute=ray.data.ActorPoolStrategy(size=compute.actors),
+        num_cpus=compute.cpus_per_actor,
+        num_gpus=compute.gpus_per_actor,
+        batch_size=compute.batch_size,
+        batch_format="pyarrow",
+    )
+
+
 def run_score(config: JobConfig, progress: Progress = print) -> dict:
     """Score every valid input row; returns the manifest written to the run directory."""
     started = time.time()
@@ -92,20 +104,28 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
     total_rows = sum(shard.num_rows for shard in shards)
     progress(
         f"[score] {config.dataset}: {len(shards)} shards, {total_rows} rows; "
-        f"model {config.model.name}"
+        f"measures {', '.join(config.measures)}; model {config.model_name}"
     )
     duplicates = duplicate_ids(config, shards)
+    background = codebooks = None
     try:
-        background = background_inputs(config, shards, duplicates)
+        if "intershap" in config.measures:
+            background = background_inputs(config, shards, duplicates)
+        if "pid_cvx" in config.measures:
+            codebooks = load_codebooks(config, shards)
+            if codebooks is None:
+                codebooks = fit_codebooks(config, shards, duplicates, progress)
+            else:
+                progress("[score] PID codebooks fitted on this input and settings: reused")
+        any_valid = True
     except NoValidRows:
-        if config.intershap.background_uri is not None:
+        if config.intershap.background_uri is not None and "intershap" in config.measures:
             raise
-        background = None  # every input row is invalid: there are only rejects to write
+        any_valid = False  # every input row is invalid: there are only rejects to write
     for stale in (paths.scores, paths.rejects, paths.global_):
         storage.remove(stale)
 
     ensure_ray()
-    compute = config.compute
     config_data = config.model_dump(mode="json")
     dataset = ray.data.from_items(
         [{"uri": shard.uri, "index": shard.index} for shard in shards],
@@ -117,25 +137,17 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
         batch_format="pyarrow",
         fn_kwargs={"config": config_data, "duplicates": duplicates, "rejects_uri": paths.rejects},
     )
-    if background is None:
-        rows.materialize()  # runs the read-and-validate stage, which writes rejects/
-    else:
-        scores = rows.map_batches(
-            InterSHAPOperator,
-            fn_constructor_kwargs={"config": config_data, "background": background},
-            compute=ray.data.ActorPoolStrategy(size=compute.actors),
-            num_cpus=compute.cpus_per_actor,
-            num_gpus=compute.gpus_per_actor,
-            batch_size=compute.batch_size,
-            batch_format="pyarrow",
-        )
+    if any_valid:
+        scores = _score_stages(rows, config, background, codebooks)
         fs, scores_path = storage.filesystem(paths.scores)
         scores.write_parquet(scores_path, filesystem=storage.arrow_filesystem(fs))
+    else:
+        rows.materialize()  # runs the read-and-validate stage, which writes rejects/
 
     n_scored, n_rejected = _count_rows(paths.scores), _count_rows(paths.rejects)
     manifest = {
         "dataset": config.dataset,
-        "model": config.model.name,
+        "model": config.model_name,
         "config": config_data,
         "versions": package_versions(),
         "input": {
@@ -145,6 +157,9 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
             "rows": total_rows,
         },
         "background_rows": 0 if background is None else len(next(iter(background.values()))),
+        "codebooks": {}
+        if codebooks is None
+        else {name: {"kind": b.kind, "codes": b.n_codes} for name, b in codebooks.items()},
         "rows": {"scored": n_scored, "rejected": n_rejected},
         "seconds": {"score": round(time.time() - started, 3)},
     }

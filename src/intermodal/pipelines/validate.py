@@ -25,7 +25,7 @@ from intermodal.pipelines.experiments import (
     train_fcnn,
     xor_function_job,
 )
-from intermodal.pipelines.score import Progress, RunPaths
+from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.synthetic.hdxor import HDXORSpec, xor_function_model
 
 # paper 000 Table 2 (M = 2), in %: (global, local)

@@ -63,6 +63,20 @@ class InterSHAPConfig(_Strict):
     seed: int = 0
 
 
+class PIDConfig(_Strict):
+    """Codebooks for the exact PID (paper 003 App. C.4): k-means per modality, histograms for
+    scalar modalities, fitted on a uniform sample of ``fit_rows`` valid rows."""
+
+    n_clusters: int = Field(default=20, ge=2, le=1000)  # k; also caps histogram bins
+    standardize: bool = True  # per-feature mean/std before PCA and k-means
+    pca_components: int | None = Field(default=None, ge=1)  # None: no PCA
+    fit_rows: int = Field(default=100_000, ge=1)
+    seed: int = 0
+
+
+Measure = Literal["intershap", "pid_cvx"]
+
+
 class ComputeConfig(_Strict):
     batch_size: int = Field(default=1024, ge=1)
     actors: int = Field(default=1, ge=1)
@@ -81,13 +95,20 @@ class JobConfig(_Strict):
     group_columns: list[str] = Field(default_factory=list)
     num_classes: int = Field(ge=2)
     modalities: list[ModalityConfig] = Field(min_length=2)
-    model: ModelConfig
+    # intershap needs a model; pid_cvx runs on labels, and also on predictions with a model
+    measures: list[Measure] = Field(default=["intershap"], min_length=1)
+    model: ModelConfig | None = None
     intershap: InterSHAPConfig = InterSHAPConfig()
+    pid: PIDConfig = PIDConfig()
     compute: ComputeConfig = ComputeConfig()
 
     @property
     def modality_names(self) -> list[str]:
         return [modality.name for modality in self.modalities]
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name if self.model is not None else "none"
 
     @model_validator(mode="after")
     def _consistent(self) -> JobConfig:
@@ -96,6 +117,12 @@ class JobConfig(_Strict):
             raise ValueError(f"modality names must be unique, got {names}")
         if len(names) > 10:
             raise ValueError(f"at most 10 modalities (2**M coalitions), got {len(names)}")
+        if len(set(self.measures)) != len(self.measures):
+            raise ValueError(f"measures must be unique, got {self.measures}")
+        if "intershap" in self.measures and self.model is None:
+            raise ValueError("measure 'intershap' needs a model")
+        if "pid_cvx" in self.measures and self.model is None and self.label_column is None:
+            raise ValueError("measure 'pid_cvx' needs label_column or a model to predict with")
         if self.intershap.target == "label" and self.label_column is None:
             raise ValueError("intershap.target 'label' needs label_column")
         return self

@@ -10,7 +10,9 @@ class is explained, no suffix otherwise): ``explained_class``, ``intershap_value
 all modalities), ``intershap_value_empty`` (v of none), ``shapley_<m>``, the upper triangle
 of the interaction matrix ``interaction_<a>__<b>`` (``a == b``: the main effect φ_aa), and
 ``intershap_local``. Values are softmax probabilities of the explained class and their
-Shapley decomposition; local InterSHAP is a fraction in [0, 1].
+Shapley decomposition; local InterSHAP is a fraction in [0, 1]. With the ``pid_cvx`` measure,
+``pid_code_<m>`` (int32) is each modality's codebook cell. Columns of measures not run are
+absent, and ``pred`` is absent without a model.
 """
 
 from __future__ import annotations
@@ -80,25 +82,38 @@ def intershap_columns(modalities: Sequence[str], suffix: str = "") -> list[str]:
     ]
 
 
+def code_column(modality: str) -> str:
+    """Score column of a modality's PID codebook cell."""
+    return f"pid_code_{modality}"
+
+
 def score_schema(
-    modalities: Sequence[str],
-    target: str,
-    num_classes: int,
     id_type: pa.DataType,
     label: bool,
     group_fields: Sequence[pa.Field] = (),
+    *,
+    prediction: bool,
+    intershap: tuple[Sequence[str], str, int] | None = None,
+    code_modalities: Sequence[str] = (),
 ) -> pa.Schema:
+    """Score columns in table order. ``intershap`` is ``(modalities, target, num_classes)`` when
+    InterSHAP is measured; ``code_modalities`` those with a ``pid_code_<m>`` column."""
     fields = [pa.field(SAMPLE_ID, id_type, nullable=False)]
     if label:
         fields.append(pa.field(LABEL, pa.int64()))
-    fields += [*group_fields, pa.field(PRED, pa.int64(), nullable=False)]
-    for suffix in target_suffixes(target, num_classes):
-        if target != "all":
-            fields.append(pa.field("explained_class", pa.int64(), nullable=False))
-        fields += [
-            pa.field(name, pa.float64(), nullable=False)
-            for name in intershap_columns(modalities, suffix)
-        ]
+    fields += group_fields
+    if prediction:
+        fields.append(pa.field(PRED, pa.int64(), nullable=False))
+    if intershap is not None:
+        modalities, target, num_classes = intershap
+        for suffix in target_suffixes(target, num_classes):
+            if target != "all":
+                fields.append(pa.field("explained_class", pa.int64(), nullable=False))
+            fields += [
+                pa.field(name, pa.float64(), nullable=False)
+                for name in intershap_columns(modalities, suffix)
+            ]
+    fields += [pa.field(code_column(m), pa.int32(), nullable=False) for m in code_modalities]
     return pa.schema(fields)
 
 

@@ -13,15 +13,20 @@ Latent generative data (Table 2), following the released generator rather than t
   ``W_i = [A_i; C]`` of shape ``[2 * latent_dim, feature_dim]``, all blocks U(0, 1) and the
   ``zc`` block ``C`` shared by both modalities;
 * a label vector ``[n, latent_dim]`` per setting: ``zc`` (DR), ``z1`` (DU1), ``z2`` (DU2),
-  ``(z1 + z2) / √2`` (DS, scaled so that every setting's vector has the same variance), and for
-  ``setting="mixed"`` the weighted sum ``Σ mix[s] · vector[s]``;
+  ``z1 ⊙ z2 / √1.5`` (DS: elementwise products, scaled to the same variance as the others), and
+  for ``setting="mixed"`` the weighted sum ``Σ mix[s] · vector[s]``;
 * score = label vector @ ``m`` with a fixed random Gaussian ``m`` [latent_dim], cut at its
   empirical quantiles into ``n_classes`` balanced classes. The released generator thresholds
   ``sigmoid(mean(f(vector)))``; for a linear ``f`` that mean is one linear projection and the
   sigmoid is monotone, so quantile classes of the plain projection are the same classes.
 
-Labels are a deterministic function of the latents (no label noise), and a linear DS label is
-additive in ``z1`` and ``z2``: its PID has synergy and redundancy, as in the reference values.
+Labels are a deterministic function of the latents (no label noise). The paper builds every
+label with one fixed nonlinear map of the chosen latents (App. C.3); here DR, DU1 and DU2 use a
+linear projection and DS the projection of elementwise products ``Σ_k m_k z1_k z2_k``. That score
+is symmetric in ``z2`` for every fixed ``z1`` (and vice versa), so neither modality alone says
+anything about the label: ``I(X1; Y) = I(X2; Y) = 0`` and all information is synergy, the
+continuous counterpart of XOR. (A linear DS score, additive in ``z1`` and ``z2``, is mostly
+redundancy under k-means codes, contrary to the paper's Table 2.)
 The fixed parts (directions, transforms, ``m``) come from one child of ``SeedSequence(seed)``
 and the samples from another, so data sets that differ only in ``n_samples`` share them.
 """
@@ -154,7 +159,7 @@ def generate_bitwise(spec: BitwiseSpec) -> pa.Table:
 
 def _label_vectors(z1: np.ndarray, z2: np.ndarray, zc: np.ndarray) -> dict[str, np.ndarray]:
     """Label vector [n, latent_dim] of every pure interaction, all of equal variance."""
-    return {"DR": zc, "DU1": z1, "DU2": z2, "DS": (z1 + z2) / np.sqrt(2.0)}
+    return {"DR": zc, "DU1": z1, "DU2": z2, "DS": z1 * z2 / np.sqrt(LATENT_VARIANCE)}
 
 
 def _quantile_classes(score: np.ndarray, n_classes: int) -> np.ndarray:

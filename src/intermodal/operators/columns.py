@@ -1,0 +1,38 @@
+"""Columns every score table shares, whichever operators produced it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import LABEL, SAMPLE_ID, code_column, score_schema
+
+
+def carried_columns(batch: pa.Table, config: JobConfig) -> dict[str, Any]:
+    """The input columns every score table keeps: id, label and group columns."""
+    names = [SAMPLE_ID, *([LABEL] if config.label_column is not None else [])]
+    return {name: batch.column(name) for name in [*names, *config.group_columns]}
+
+
+def code_columns(batch: pa.Table, config: JobConfig) -> dict[str, Any]:
+    """PID codebook cells added by the code stage, carried through to the scores."""
+    if "pid_cvx" not in config.measures:
+        return {}
+    return {code_column(m): batch.column(code_column(m)) for m in config.modality_names}
+
+
+def scores_schema(batch: pa.Table, config: JobConfig, *, prediction: bool) -> pa.Schema:
+    """The score table's schema for this job (``schemas.tables.score_schema``)."""
+    intershap = "intershap" in config.measures
+    return score_schema(
+        batch.schema.field(SAMPLE_ID).type,
+        config.label_column is not None,
+        [batch.schema.field(group) for group in config.group_columns],
+        prediction=prediction,
+        intershap=(config.modality_names, config.intershap.target, config.num_classes)
+        if intershap
+        else None,
+        code_modalities=config.modality_names if "pid_cvx" in config.measures else (),
+    )
