@@ -8,7 +8,7 @@ import pytest
 from intermodal.cli import main
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["score"], ["aggregate"], ["validate"]])
+@pytest.mark.parametrize("command", [[], ["demo"], ["score"], ["fit"], ["aggregate"], ["validate"]])
 def test_help_everywhere(command, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])
@@ -46,6 +46,20 @@ def test_validate_intershap_reproduces_the_xor_ground_truth(tmp_path, capsys) ->
     assert m3["truth"].item() == pytest.approx(92.61, abs=0.01)
     assert m3["abs_error"].item() < 2.0
     assert "xor_m3_synergy" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_validate_pid_reproduces_table_1_through_the_pipeline(tmp_path, capsys) -> None:
+    args = ["validate", "pid", "--out", str(tmp_path), "--samples", "20000"]
+    assert main([*args, "--experiment=and", "--experiment=xor", "--experiment=DS"]) == 0
+    table = pl.read_parquet(tmp_path / "validation.parquet")
+    assert table.columns == ["suite", "experiment", "term", "estimate", "truth", "abs_error"]
+    bitwise = table.filter(pl.col("experiment").is_in(["and", "xor"]))
+    assert len(bitwise) == 8 and bitwise["abs_error"].max() < 0.02
+    largest = table.filter(pl.col("term") == "generating_term_largest")
+    assert largest["experiment"].to_list() == ["DS"] and largest["estimate"].item() == 1.0
+    assert "validation: pid" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -84,3 +84,26 @@ def test_missing_and_malformed_files(tmp_path) -> None:
     bad.write_text("dataset: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_measures_and_their_needs() -> None:
+    base = {
+        "dataset": "d",
+        "input": "i",
+        "output": "o",
+        "num_classes": 2,
+        "modalities": [{"name": "x", "shape": [1]}, {"name": "y", "shape": [2]}],
+    }
+    config = parse_config({**base, "measures": ["pid_cvx"]})
+    assert config.model is None and config.model_name == "none"
+    assert config.pid.n_clusters == 20 and config.pid.fit_rows == 100_000
+    with pytest.raises(ConfigError, match="'intershap' needs a model"):
+        parse_config(base)
+    with pytest.raises(ConfigError, match="label_column or a model"):
+        parse_config({**base, "measures": ["pid_cvx"], "label_column": None})
+    with pytest.raises(ConfigError, match="unique"):
+        parse_config({**base, "measures": ["pid_cvx", "pid_cvx"]})
+    with pytest.raises(ConfigError, match=r"measures\.0"):
+        parse_config({**base, "measures": ["pid_batch"]})
+    with pytest.raises(ConfigError, match=r"pid\.n_clusters"):
+        parse_config({**base, "measures": ["pid_cvx"], "pid": {"n_clusters": 1}})

@@ -248,3 +248,38 @@ def test_raises_when_nothing_converges(monkeypatch) -> None:
     monkeypatch.setattr(pid_cvx, "_solver_attempts", lambda: [STARVED_DUAL, STARVED_CLARABEL])
     with pytest.raises(RuntimeError, match=r"dual-ipm .*CLARABEL"):
         pid_from_joint(gate(lambda a, b: a & b))
+
+
+def paper_program_terms(p: np.ndarray) -> np.ndarray:
+    """``[R, U1, U2, S]`` (bits) from the paper's program as written (App. B.1): one dense
+    ``[k1, k2]`` variable per label, ``min Σ_y rel_entr(Q_y, Σ_y' Q_y')``, marginal equalities
+    per label; solved by Clarabel at tight tolerances."""
+    k1, k2, ky = p.shape
+    q = [cp.Variable((k1, k2), nonneg=True) for _ in range(ky)]
+    pair_mass = sum(q)
+    objective = sum(cp.sum(cp.rel_entr(q[y], pair_mass)) for y in range(ky))
+    constraints = [
+        c
+        for y in range(ky)
+        for c in (
+            cp.sum(q[y], axis=1) == p[:, :, y].sum(axis=1),
+            cp.sum(q[y], axis=0) == p[:, :, y].sum(axis=0),
+        )
+    ]
+    problem = cp.Problem(cp.Minimize(objective), constraints)
+    problem.solve(solver=cp.CLARABEL, tol_gap_abs=1e-11, tol_gap_rel=1e-11, tol_feas=1e-11)
+    q_star = np.stack([np.maximum(q[y].value, 0.0) for y in range(ky)], axis=2)
+    info1 = mutual_information(p.sum(axis=1))
+    info2 = mutual_information(p.sum(axis=0))
+    info12 = mutual_information(p.reshape(-1, ky))
+    info_q = entropy(p.sum(axis=(0, 1))) - conditional_entropy(q_star)
+    return np.array([info1 + info2 - info_q, info_q - info2, info_q - info1, info12 - info_q])
+
+
+@pytest.mark.parametrize(
+    ("shape", "seed", "zeros"),
+    [((10, 10, 5), 20, 0.0), ((10, 10, 5), 21, 0.3), ((8, 6, 4), 22, 0.0), ((4, 7, 3), 23, 0.2)],
+)
+def test_agrees_with_the_papers_program_to_1e_5_bits(shape, seed: int, zeros: float) -> None:
+    p = random_joint(shape, seed, zeros=zeros)
+    np.testing.assert_allclose(terms(pid_from_joint(p)), paper_program_terms(p), atol=1e-5)

@@ -109,7 +109,7 @@ def _dual_maximiser(p: np.ndarray, options: dict) -> tuple[np.ndarray, str]:
     with _THREADPOOLS.limit(limits=1, user_api="blas"):
         q, diagnostics = maximiser_dual(p, **options)
     gap = diagnostics["duality_gap"]
-    if gap > DUAL_ACCEPTED_GAP:
+    if not gap <= DUAL_ACCEPTED_GAP:  # also refuses a NaN gap
         raise RuntimeError(f"duality gap {gap:.1e} nats")
     return q, f"optimal (gap {gap:.1e} nats)"
 

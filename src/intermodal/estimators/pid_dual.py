@@ -23,6 +23,7 @@ between its ``−H`` and the dual objective certifies how close to optimal it is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import scipy.linalg
@@ -130,7 +131,9 @@ def _newton_factor(
     # triangular inverses stay accurate when L1 is badly conditioned, and they batch well
     inverse1 = np.linalg.inv(_shifted_cholesky(diag1, np.linalg.cholesky))
     whitened = (inverse1 @ coupling).reshape(k1 * ky, k2 * ky)
-    schur = _shifted_cholesky(diag2 - whitened.T @ whitened, scipy.linalg.cho_factor)
+    # the iterates are finite by construction: skip scipy's per-call finiteness scan
+    factorise = partial(scipy.linalg.cho_factor, check_finite=False)
+    schur = _shifted_cholesky(diag2 - whitened.T @ whitened, factorise)
     return inverse1, whitened, schur
 
 
@@ -162,7 +165,8 @@ def _newton_solve(
     inverse1, whitened, schur = factor
     k1, ky, _ = inverse1.shape
     whitened_rhs = (inverse1 @ rhs1[:, :, None]).ravel()
-    step2 = scipy.linalg.cho_solve(schur, rhs2.ravel() - whitened.T @ whitened_rhs)
+    rhs = rhs2.ravel() - whitened.T @ whitened_rhs
+    step2 = scipy.linalg.cho_solve(schur, rhs, check_finite=False)
     back = (whitened_rhs - whitened @ step2).reshape(k1, ky, 1)
     step1 = inverse1.transpose(0, 2, 1) @ back
     return np.concatenate([step1.ravel(), step2])

@@ -1,0 +1,216 @@
+"""PID through the pipeline at growing N: memory must not grow with the number of rows.
+
+Per input size N (M = 3 modalities, so 3 pairs; 16-d x1, x2 carrying the XOR bits, 8-d noise
+x3; labels y = x1 XOR x2; a ``site`` group with 4 values), in fresh child processes:
+
+* score: ``run_score`` with ``measures: [pid_cvx]`` (codebook fit on ``pid.fit_rows`` sampled
+  rows, then codes assigned on Ray Data tasks, Parquet written);
+* aggregate: ``run_aggregate`` (per-file count tensors on Ray Data tasks, merged on the driver
+  as they stream in, then one exact PID solve per pair and group).
+
+Memory is the peak resident set of the driver process (``ru_maxrss``) and the largest resident
+set seen in any Ray worker (``/proc/<pid>/status`` VmRSS sampled every 0.1 s). Inputs are
+generated and written one shard at a time, so the parent never holds N rows either.
+
+    python bench/pid_streaming.py                       # N = 100k and 1M
+    python bench/pid_streaming.py --sizes 20000 --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tables import show  # bench/tables.py, beside this script
+
+from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.synthetic.hdxor import ROW_GROUP_SIZE
+from intermodal.synthetic.pid_data import BitwiseSpec, generate_bitwise
+
+DESCRIPTION = "PID through the pipeline: driver and worker memory against N."
+SHARD_ROWS = 65_536
+BIT_DIMS = 16
+NOISE_DIMS = 8
+SITES = np.array(["a", "b", "c", "d"])
+RSS_SAMPLE_SECONDS = 0.1
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def write_input(uri: Path, n_rows: int) -> int:
+    """XOR rows in the input schema, generated and written one shard at a time."""
+    shutil.rmtree(uri, ignore_errors=True)
+    uri.mkdir(parents=True)
+    n_shards = max(1, math.ceil(n_rows / SHARD_ROWS))
+    bounds = np.linspace(0, n_rows, n_shards + 1).round().astype(int)
+    for index, (start, stop) in enumerate(itertools.pairwise(bounds)):
+        n = int(stop - start)
+        spec = BitwiseSpec(op="xor", n_samples=n, dims=BIT_DIMS, noise=0.1, seed=index)
+        bits = generate_bitwise(spec)
+        rng = np.random.default_rng(10_000 + index)
+        noise = rng.standard_normal(n * NOISE_DIMS, dtype=np.float32)
+        table = pa.table(
+            {
+                "sample_id": pa.array(np.arange(start, stop, dtype=np.int64)),
+                "label": bits.column("label"),
+                "site": pa.array(SITES[rng.integers(0, len(SITES), n)]),
+                "x1": bits.column("x1"),
+                "x2": bits.column("x2"),
+                "x3": pa.FixedSizeListArray.from_arrays(pa.array(noise), NOISE_DIMS),
+            }
+        )
+        pq.write_table(table, uri / f"part-{index:05d}.parquet", row_group_size=ROW_GROUP_SIZE)
+    return n_shards
+
+
+def job_config(root: Path, n_rows: int) -> JobConfig:
+    dims = {"x1": BIT_DIMS, "x2": BIT_DIMS, "x3": NOISE_DIMS}
+    return parse_config(
+        {
+            "dataset": f"pid-bench-{n_rows}",
+            "input": str(root / f"input-{n_rows}"),
+            "output": str(root / f"run-{n_rows}"),
+            "num_classes": 2,
+            "group_columns": ["site"],
+            "modalities": [{"name": m, "shape": [d]} for m, d in dims.items()],
+            "measures": ["pid_cvx"],
+            "pid": {"n_clusters": 20, "fit_rows": 100_000},
+        }
+    )
+
+
+def worker_rss_mib() -> float:
+    """Largest VmRSS among running Ray worker processes (``ray::`` in their title)."""
+    largest = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            cmdline = (status.parent / "cmdline").read_bytes()
+            if b"ray::" not in cmdline and b"default_worker" not in cmdline:
+                continue
+            for line in status.read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    largest = max(largest, int(line.split()[1]))
+        except OSError:  # the process ended while we looked
+            continue
+    return largest / 1024
+
+
+def measured(step: Callable[[], object]) -> dict[str, float]:
+    """Seconds of ``step``, this process's peak RSS and the largest Ray worker RSS seen."""
+    peak = {"worker": 0.0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(RSS_SAMPLE_SECONDS):
+            peak["worker"] = max(peak["worker"], worker_rss_mib())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    step()
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return {"seconds": seconds, "driver_mib": driver, "worker_mib": peak["worker"]}
+
+
+def child(step: str, root: Path, n_rows: int) -> None:
+    """One step in this (fresh) process; prints its measurements as JSON on stdout."""
+    from intermodal.cluster import ensure_ray
+    from intermodal.pipelines.aggregate import run_aggregate
+    from intermodal.pipelines.score import run_score
+
+    config = job_config(root, n_rows)
+    ensure_ray()
+    if step == "score":
+        result = measured(lambda: run_score(config, progress=log))
+    else:
+        result = measured(lambda: run_aggregate(config.output, progress=log))
+        table = pq.read_table(Path(config.output) / "global" / "pid_cvx.parquet")
+        result["global_rows"] = table.num_rows
+    print(json.dumps(result))
+
+
+def run_child(step: str, root: Path, n_rows: int) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", step, "--out", str(root), "--sizes"]
+    done = subprocess.run([*command, str(n_rows)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{step} child failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_table(sizes: Sequence[int], root: Path) -> pl.DataFrame:
+    rows = []
+    for n_rows in sizes:
+        shards = write_input(root / f"input-{n_rows}", n_rows)
+        log(f"[bench] N = {n_rows}: {shards} shards written")
+        score = run_child("score", root, n_rows)
+        aggregate = run_child("aggregate", root, n_rows)
+        rows.append(
+            {
+                "N": n_rows,
+                "shards": shards,
+                "score s": score["seconds"],
+                "score driver MiB": score["driver_mib"],
+                "score worker MiB": score["worker_mib"],
+                "aggregate s": aggregate["seconds"],
+                "aggregate driver MiB": aggregate["driver_mib"],
+                "aggregate worker MiB": aggregate["worker_mib"],
+                "global rows": int(aggregate["global_rows"]),
+            }
+        )
+        log(f"[bench] N = {n_rows} done")
+    return pl.DataFrame(rows)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-pid-streaming"))
+    parser.add_argument("--child", choices=["score", "aggregate"], help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        child(args.child, args.out, args.sizes[0])
+        return
+    started = time.perf_counter()
+    table = bench_table(args.sizes, args.out)
+    first, last = table.row(0, named=True), table.row(-1, named=True)
+    show(
+        "PID (pid_cvx, labels) through score + aggregate: M = 3 (3 pairs), groups "
+        f"overall + {len(SITES)} sites, k = 20 codes per modality",
+        table,
+        [
+            "driver MiB: peak RSS of the step's process (Ray client included); worker MiB: "
+            f"largest Ray worker RSS sampled every {RSS_SAMPLE_SECONDS} s",
+            f"N × {last['N'] / first['N']:g}: aggregate driver peak × "
+            f"{last['aggregate driver MiB'] / first['aggregate driver MiB']:.2f}, worker peak × "
+            f"{last['aggregate worker MiB'] / max(first['aggregate worker MiB'], 1e-9):.2f}; "
+            f"score driver peak × {last['score driver MiB'] / first['score driver MiB']:.2f}",
+        ],
+    )
+    print(f"\nbench finished in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
