@@ -71,4 +71,4 @@ def test_demo_scores_the_xor_function_and_a_trained_fcnn(tmp_path, capsys) -> No
         assert (tmp_path / run / "global" / "intershap.parquet").exists()
         assert (tmp_path / run / "manifest.json").exists()
         assert run in out
-    assert "intershap_global_%" in out
+    assert "intershap_global_%" in out and "pid_labels" in out

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.optimize
+from joints import gate, random_joint  # tests/joints.py
 
 from intermodal.estimators import pid_cvx
 from intermodal.estimators.pid_cvx import PIDResult, pid_from_joint
@@ -16,15 +17,6 @@ AND_REDUNDANCY = 0.75 * np.log2(4 / 3)  # I(X1; Y) for Y = X1 AND X2 of two fair
 
 def terms(result: PIDResult) -> np.ndarray:
     return np.array([result.redundancy, result.unique_1, result.unique_2, result.synergy])
-
-
-def gate(function) -> np.ndarray:
-    """``[2, 2, ky]`` joint of two fair independent bits and ``y = function(x1, x2)``."""
-    outputs = {(a, b): function(a, b) for a in range(2) for b in range(2)}
-    p = np.zeros((2, 2, max(outputs.values()) + 1))
-    for (a, b), y in outputs.items():
-        p[a, b, y] = 0.25
-    return p
 
 
 def entropy(p: np.ndarray) -> float:
@@ -46,15 +38,6 @@ def conditional_mutual_information(q: np.ndarray) -> float:
     return (
         entropy(q.sum(axis=2)) + entropy(q.sum(axis=0)) - entropy(q) - entropy(q.sum(axis=(0, 2)))
     )
-
-
-def random_joint(shape: tuple[int, int, int], seed: int, zeros: float = 0.0, tiny: float = 0.0):
-    rng = np.random.default_rng(seed)
-    p = rng.dirichlet(np.full(int(np.prod(shape)), 0.5)).reshape(shape)
-    draw = rng.random(shape)
-    p[draw < zeros] = 0.0
-    p[(draw >= zeros) & (draw < zeros + tiny)] = 1e-12
-    return p / p.sum()
 
 
 RANDOM_JOINTS = [

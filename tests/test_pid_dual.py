@@ -5,6 +5,7 @@ from __future__ import annotations
 import cvxpy as cp
 import numpy as np
 import pytest
+from joints import gate, random_joint  # tests/joints.py
 
 from intermodal.estimators import information, pid_cvx
 from intermodal.estimators.pid_dual import maximiser_dual
@@ -12,25 +13,6 @@ from intermodal.estimators.pid_dual import maximiser_dual
 # Clarabel's defaults leave H(Y | X1, X2) about 1e-7 nats short at 20 × 20 × 10; these make it
 # a reference good to ~1e-11 nats
 TIGHT_CLARABEL = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12}
-
-
-def gate(function) -> np.ndarray:
-    """``[2, 2, 2]`` joint of two fair independent bits and ``y = function(x1, x2)``."""
-    p = np.zeros((2, 2, 2))
-    for a in range(2):
-        for b in range(2):
-            p[a, b, function(a, b)] = 0.25
-    return p
-
-
-def random_joint(shape: tuple[int, int, int], seed: int, zeros: float = 0.0, tiny: float = 0.0):
-    """Dirichlet(0.5) joint with a fraction ``zeros`` of cells set to 0 and ``tiny`` to 1e-12."""
-    rng = np.random.default_rng(seed)
-    p = rng.dirichlet(np.full(int(np.prod(shape)), 0.5)).reshape(shape)
-    draw = rng.random(shape)
-    p[draw < zeros] = 0.0
-    p[(draw >= zeros) & (draw < zeros + tiny)] = 1e-12
-    return p / p.sum()
 
 
 def with_empty_values(seed: int) -> np.ndarray:

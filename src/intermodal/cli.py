@@ -35,7 +35,8 @@ def _demo(args: argparse.Namespace) -> None:
 
     started = time.perf_counter()
     table = run_demo(args.out, n_samples=args.samples)
-    _print_table(f"InterSHAP on HD-XOR (M = 2), runs under {args.out}", table)
+    _print_table(f"HD-XOR (M = 2): InterSHAP and exact PID, runs under {args.out}", table)
+    print("pid_*: R/U1/U2/S in bits of (m0, m1) with the labels and with the model's predictions")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
 
 

@@ -50,7 +50,10 @@ def train_classifier(
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    tensors = {name: torch.as_tensor(x, dtype=torch.float32) for name, x in inputs.items()}
+    # Arrow-backed arrays are read-only; torch wants writable memory (copies only then)
+    tensors = {
+        name: torch.from_numpy(np.require(x, np.float32, ["C", "W"])) for name, x in inputs.items()
+    }
     targets = torch.as_tensor(labels, dtype=torch.long)
     n = len(targets)
     order = torch.randperm(n, generator=generator)

@@ -1,5 +1,6 @@
 """``demo``: HD-XOR synergy and uniqueness (M = 2), the XOR function and a trained early-fusion
-FCNN, each scored and aggregated into its own run directory, then one summary table."""
+FCNN, each scored (InterSHAP and exact PID of labels and predictions) and aggregated into its
+own run directory, then one summary table."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import polars as pl
 
 from intermodal import storage
 from intermodal.models.training import TrainConfig
+from intermodal.pipelines.aggregate_pid import DATA_MEASURE, MODEL_MEASURE
 from intermodal.pipelines.experiments import (
     fcnn_job,
     headline,
+    pid_headline,
     run_job,
     split_hdxor,
     train_fcnn,
@@ -19,6 +22,7 @@ from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.synthetic.hdxor import HDXORSpec
 
 DEMO_SETTINGS = ("synergy", "uniqueness")
+DEMO_MEASURES = ("intershap", "pid_cvx")
 DEMO_TRAINING = TrainConfig(epochs=30, batch_size=256, lr=1e-3)
 
 
@@ -33,22 +37,30 @@ def run_demo(
         weights = storage.join(RunPaths(fcnn_run).artifacts, "fcnn_early.pt")
         trained = train_fcnn(split, weights, "early", DEMO_TRAINING, progress)
         jobs = [
-            (xor_function_job(split, storage.join(out, f"xor_{setting}"), background_size), None),
             (
-                fcnn_job(split, fcnn_run, weights, "early", background_size),
+                xor_function_job(
+                    split, storage.join(out, f"xor_{setting}"), background_size, DEMO_MEASURES
+                ),
+                None,
+            ),
+            (
+                fcnn_job(split, fcnn_run, weights, "early", background_size, DEMO_MEASURES),
                 trained.validation_accuracy,
             ),
         ]
         for job, accuracy in jobs:
-            scores = headline(run_job(job, progress))
+            table = run_job(job, progress)
+            scores = headline(table)
+            pair = (job.modality_names[0], job.modality_names[1])
             rows.append(
                 {
-                    "run": job.output,
-                    "dataset": job.dataset,
+                    "run": job.output.rstrip("/").rsplit("/", 1)[-1],
                     "model": job.model_name,
-                    "val_accuracy": accuracy,
+                    "val_acc": accuracy,
                     "intershap_global_%": round(100 * scores["global"], 1),
-                    "intershap_local_mean_%": round(100 * scores["local_mean"], 1),
+                    "local_mean_%": round(100 * scores["local_mean"], 1),
+                    "pid_labels": pid_headline(table, DATA_MEASURE, pair),
+                    "pid_model": pid_headline(table, MODEL_MEASURE, pair),
                 }
             )
     return pl.DataFrame(rows)

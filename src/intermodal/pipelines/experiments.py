@@ -14,6 +14,7 @@ from intermodal import storage
 from intermodal.models.fcnn import build_fcnn
 from intermodal.models.training import TrainConfig, TrainResult, train_classifier
 from intermodal.pipelines.aggregate import run_aggregate
+from intermodal.pipelines.aggregate_pid import pid_term
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.pipelines.score import run_score
 from intermodal.schemas.config import JobConfig, dump_config, parse_config
@@ -49,6 +50,7 @@ def _job(
     modalities: list[dict],
     model: dict,
     background_size: int,
+    measures: tuple[str, ...] = ("intershap",),
 ) -> JobConfig:
     return parse_config(
         {
@@ -57,13 +59,19 @@ def _job(
             "output": run_uri,
             "num_classes": 2,
             "modalities": modalities,
+            "measures": list(measures),
             "model": {"name": name, **model},
             "intershap": {"background_size": background_size, "seed": split.spec.seed},
         }
     )
 
 
-def xor_function_job(split: SplitData, run_uri: str, background_size: int) -> JobConfig:
+def xor_function_job(
+    split: SplitData,
+    run_uri: str,
+    background_size: int,
+    measures: tuple[str, ...] = ("intershap",),
+) -> JobConfig:
     """The controlled XOR function, evaluated on the clean ``m<i>_bits`` columns."""
     spec = split.spec
     n_bits = 1 if spec.setting == "synergy" else 2
@@ -76,11 +84,16 @@ def xor_function_job(split: SplitData, run_uri: str, background_size: int) -> Jo
         "unique_modality": spec.unique_modality,
     }
     model = {"factory": XOR_FACTORY, "kwargs": kwargs}
-    return _job(split, run_uri, "xor_function", modalities, model, background_size)
+    return _job(split, run_uri, "xor_function", modalities, model, background_size, measures)
 
 
 def fcnn_job(
-    split: SplitData, run_uri: str, weights_uri: str, fusion: str, background_size: int
+    split: SplitData,
+    run_uri: str,
+    weights_uri: str,
+    fusion: str,
+    background_size: int,
+    measures: tuple[str, ...] = ("intershap",),
 ) -> JobConfig:
     spec = split.spec
     modalities = [
@@ -94,7 +107,7 @@ def fcnn_job(
         "fusion": fusion,
     }
     model = {"factory": FCNN_FACTORY, "kwargs": kwargs, "weights": weights_uri}
-    return _job(split, run_uri, f"fcnn_{fusion}", modalities, model, background_size)
+    return _job(split, run_uri, f"fcnn_{fusion}", modalities, model, background_size, measures)
 
 
 def train_fcnn(
@@ -129,10 +142,21 @@ def run_job(config: JobConfig, progress: Progress) -> pa.Table:
     return run_aggregate(config.output, progress)
 
 
+def overall_terms(table: pa.Table, measure: str) -> dict[str, float]:
+    """Term → value of one measure's whole-dataset rows of a global table."""
+    rows = table.filter(
+        pc.and_(pc.equal(table.column("group_by"), ""), pc.equal(table.column("measure"), measure))
+    )
+    return dict(zip(rows.column("term").to_pylist(), rows.column("value").to_pylist(), strict=True))
+
+
+def pid_headline(table: pa.Table, measure: str, pair: tuple[str, str]) -> str:
+    """``R/U1/U2/S`` of one pair over the whole dataset, in bits, as ``0.00/0.83/0.00/0.04``."""
+    terms = overall_terms(table, measure)
+    return "/".join(f"{terms[pid_term(term, pair)]:.2f}" for term in ("R", "U1", "U2", "S"))
+
+
 def headline(table: pa.Table, suffix: str = "") -> dict[str, float]:
     """Global and mean local InterSHAP (fractions) of the whole dataset."""
-    overall = table.filter(pc.equal(table.column("group_by"), ""))
-    terms = dict(
-        zip(overall.column("term").to_pylist(), overall.column("value").to_pylist(), strict=True)
-    )
+    terms = overall_terms(table, "intershap")
     return {"global": terms[f"global{suffix}"], "local_mean": terms[f"local_mean{suffix}"]}

@@ -43,6 +43,16 @@ FCNN_EXPERIMENTS = [f"fcnn_m2_{s}" for s in ("uniqueness", "synergy", "redundanc
 PAPER_TRAINING = TrainConfig(epochs=200, batch_size=400, lr=1e-4, weight_decay=1e-4)
 
 
+def write_validation(out: str, rows: list[dict]) -> pl.DataFrame:
+    """``out/validation.parquet`` of a suite's rows (``suite, experiment, term, estimate, truth,
+    abs_error``; truth and error may be null); returns the table."""
+    table = pl.DataFrame(rows, schema_overrides={"truth": pl.Float64, "abs_error": pl.Float64})
+    fs, path = storage.filesystem(out)
+    fs.makedirs(path, exist_ok=True)
+    storage.write_table(table.to_arrow(), storage.join(out, "validation.parquet"))
+    return table
+
+
 def bit_distribution(setting: str, n_modalities: int) -> tuple[np.ndarray, np.ndarray]:
     """Every bit pattern the XOR function reads ``[P, M, n_bits]`` and its probability ``[P]``
     under the HD-XOR generator (the irrelevant bits of uniqueness are fixed at 0)."""
@@ -131,8 +141,4 @@ def run_intershap_suite(
                     "abs_error": abs(value - truth[term]),
                 }
             )
-    table = pl.DataFrame(rows)
-    fs, path = storage.filesystem(out)
-    fs.makedirs(path, exist_ok=True)
-    storage.write_table(table.to_arrow(), storage.join(out, "validation.parquet"))
-    return table
+    return write_validation(out, rows)

@@ -20,6 +20,7 @@ from intermodal import storage
 from intermodal.pipelines.aggregate_pid import DATA_MEASURE, pid_term
 from intermodal.pipelines.experiments import run_job
 from intermodal.pipelines.run import Progress
+from intermodal.pipelines.validate import write_validation
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.pid_data import BitwiseSpec, LatentSpec, generate_bitwise, generate_latent
@@ -116,8 +117,4 @@ def run_pid_suite(
         write_table_shards(table, data_uri, N_SHARDS)
         job = pid_job(experiment, data_uri, storage.join(out, "runs", experiment), dims, n_clusters)
         rows += _rows(experiment, _estimates(run_job(job, progress)))
-    frame = pl.DataFrame(rows, schema_overrides={"truth": pl.Float64, "abs_error": pl.Float64})
-    fs, path = storage.filesystem(out)
-    fs.makedirs(path, exist_ok=True)
-    storage.write_table(frame.to_arrow(), storage.join(out, "validation.parquet"))
-    return frame
+    return write_validation(out, rows)
