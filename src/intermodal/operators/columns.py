@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Any
 
 import pyarrow as pa
 
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import LABEL, SAMPLE_ID, code_column, score_schema
+from intermodal.schemas.tables import (
+    LABEL,
+    LSMI_TERMS,
+    SAMPLE_ID,
+    code_column,
+    lsmi_column,
+    score_schema,
+)
 
 
 def carried_columns(batch: pa.Table, config: JobConfig) -> dict[str, Any]:
@@ -16,11 +24,15 @@ def carried_columns(batch: pa.Table, config: JobConfig) -> dict[str, Any]:
     return {name: batch.column(name) for name in [*names, *config.group_columns]}
 
 
-def code_columns(batch: pa.Table, config: JobConfig) -> dict[str, Any]:
-    """PID codebook cells added by the code stage, carried through to the scores."""
-    if "pid_cvx" not in config.measures:
-        return {}
-    return {code_column(m): batch.column(code_column(m)) for m in config.modality_names}
+def _lsmi_pairs(config: JobConfig) -> list[tuple[str, str]]:
+    return list(combinations(config.modality_names, 2)) if "lsmi" in config.measures else []
+
+
+def measure_columns(batch: pa.Table, config: JobConfig) -> dict[str, Any]:
+    """Columns added by earlier stages (PID codes, LSMI terms), carried through to the scores."""
+    names = [code_column(m) for m in config.modality_names] if "pid_cvx" in config.measures else []
+    names += [lsmi_column(t, a, b) for a, b in _lsmi_pairs(config) for t in LSMI_TERMS]
+    return {name: batch.column(name) for name in names}
 
 
 def scores_schema(batch: pa.Table, config: JobConfig, *, prediction: bool) -> pa.Schema:
@@ -35,4 +47,5 @@ def scores_schema(batch: pa.Table, config: JobConfig, *, prediction: bool) -> pa
         if intershap
         else None,
         code_modalities=config.modality_names if "pid_cvx" in config.measures else (),
+        lsmi_pairs=_lsmi_pairs(config),
     )

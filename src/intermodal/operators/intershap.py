@@ -15,7 +15,7 @@ from intermodal.estimators.intershap import local_intershap
 from intermodal.estimators.shapley import interaction_matrix, shapley_values
 from intermodal.models.protocol import build_model
 from intermodal.operators.coalitions import CoalitionValues
-from intermodal.operators.columns import carried_columns, code_columns, scores_schema
+from intermodal.operators.columns import carried_columns, measure_columns, scores_schema
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import (
     LABEL,
@@ -131,7 +131,7 @@ class PredictionOperator(ModelOperator):
         logits = self.model.fuse({m: self.model.encode(m, x) for m, x in inputs.items()})
         columns = carried_columns(batch, self.config)
         columns[PRED] = logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
-        columns.update(code_columns(batch, self.config))
+        columns.update(measure_columns(batch, self.config))
         return pa.table(columns, schema=scores_schema(batch, self.config, prediction=True))
 
 
@@ -155,5 +155,5 @@ class InterSHAPOperator(ModelOperator):
         if classes is not None:
             columns["explained_class"] = classes.astype(np.int64)
         columns.update(intershap_table(values, names, target, self.config.num_classes))
-        columns.update(code_columns(batch, self.config))
+        columns.update(measure_columns(batch, self.config))
         return pa.table(columns, schema=scores_schema(batch, self.config, prediction=True))

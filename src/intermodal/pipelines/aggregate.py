@@ -4,6 +4,7 @@ global/ (long tables, one file per measure family)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from itertools import combinations
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +13,7 @@ import ray
 from intermodal import storage
 from intermodal.cluster import ensure_ray
 from intermodal.estimators.intershap import summary_terms
+from intermodal.estimators.lsmi import adjusted, adjustment
 from intermodal.estimators.stats import GroupedMoments, Moments, grouped_moments, merge_grouped
 from intermodal.pipelines.aggregate_pid import (
     DATA_MEASURE,
@@ -25,9 +27,11 @@ from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import (
     GLOBAL_SCHEMA,
     LABEL,
+    LSMI_TERMS,
     PRED,
     interaction_column,
     interaction_pairs,
+    lsmi_column,
     target_suffixes,
 )
 
@@ -42,33 +46,49 @@ def _statistic_columns(config: JobConfig, suffix: str) -> list[str]:
 
 def group_columns(config: JobConfig) -> list[str]:
     """Columns the global table is broken down by: prediction, label, configured groups."""
-    return [PRED, *([LABEL] if config.label_column else []), *config.group_columns]
+    prediction = [PRED] if config.model is not None else []
+    return [*prediction, *([LABEL] if config.label_column else []), *config.group_columns]
 
 
-def partial_statistics(batch: pa.Table, config: dict) -> pa.Table:
-    """Ray Data stage over score files (``uri``): one row of moments per explained output and
-    group, for merging on the driver. Files are streamed by row group."""
+def moment_columns(config: JobConfig, measure: str) -> dict[str, list[str]]:
+    """Key → score columns whose moments are kept together: per explained output for
+    InterSHAP (the interaction terms, then local InterSHAP), per pair for LSMI (r, u1, u2, s)."""
+    if measure == MEASURE:
+        suffixes = target_suffixes(config.intershap.target, config.num_classes)
+        return {suffix: _statistic_columns(config, suffix) for suffix in suffixes}
+    return {
+        f"{a},{b}": [lsmi_column(term, a, b) for term in LSMI_TERMS]
+        for a, b in combinations(config.modality_names, 2)
+    }
+
+
+def partial_statistics(batch: pa.Table, config: dict, measure: str) -> pa.Table:
+    """Ray Data stage over score files (``uri``): one row of moments per key (``moment_columns``)
+    and group, for merging on the driver. Files are streamed by row group; rows with a null in
+    a key's columns (LSMI without a label) are left out of that key."""
     job = JobConfig.model_validate(config)
-    suffixes = target_suffixes(job.intershap.target, job.num_classes)
-    merged: dict[str, GroupedMoments] = {suffix: {} for suffix in suffixes}
+    keys = moment_columns(job, measure)
+    merged: dict[str, GroupedMoments] = {key: {} for key in keys}
     for uri in batch.column("uri").to_pylist():
         for scores in storage.parquet_file(uri).iter_batches():
             groups = group_text(scores, group_columns(job))
-            for suffix in suffixes:
+            for key, columns in keys.items():
                 rows = np.column_stack(
-                    [scores.column(c).to_numpy() for c in _statistic_columns(job, suffix)]
-                )
-                merged[suffix] = merge_grouped(merged[suffix], grouped_moments(rows, groups))
+                    [scores.column(c).to_numpy(zero_copy_only=False) for c in columns]
+                ).astype(np.float64)
+                known = ~np.isnan(rows).any(axis=1)
+                kept = {name: values[known] for name, values in groups.items()}
+                merged[key] = merge_grouped(merged[key], grouped_moments(rows[known], kept))
     records = [
         {
-            "suffix": suffix,
+            "key": key,
             "group_by": group_by,
             "group": group,
             "count": moments.count,
             "mean": moments.mean.tolist(),
             "m2": moments.m2.tolist(),
         }
-        for suffix, grouped in merged.items()
+        for key, grouped in merged.items()
         for (group_by, group), moments in grouped.items()
     ]
     return pa.Table.from_pylist(records)
@@ -79,7 +99,7 @@ def merge_partials(rows: Iterable[dict]) -> dict[str, GroupedMoments]:
     for row in rows:
         moments = Moments(int(row["count"]), np.asarray(row["mean"]), np.asarray(row["m2"]))
         key = (row["group_by"], row["group"])
-        merged[row["suffix"]] = merge_grouped(merged.get(row["suffix"], {}), {key: moments})
+        merged[row["key"]] = merge_grouped(merged.get(row["key"], {}), {key: moments})
     return merged
 
 
@@ -113,16 +133,59 @@ def global_table(config: JobConfig, merged: dict[str, GroupedMoments]) -> pa.Tab
 
 
 def _partials(files: list[str], stage: Callable, **kwargs: object) -> Iterator[dict]:
-    """Rows of a per-file statistics stage, streamed to the driver as they are produced."""
+    """Rows of a per-file statistics stage, streamed to the driver as they are produced
+    (nothing when every row was rejected and there are no score files)."""
+    if not files:
+        return iter([])
     dataset = ray.data.from_items([{"uri": f} for f in files], override_num_blocks=len(files))
     return dataset.map_batches(
         stage, batch_size=1, batch_format="pyarrow", fn_kwargs=kwargs
     ).iter_rows()
 
 
+LSMI_MEASURE = "lsmi"
+# score column term → global term
+LSMI_GLOBAL_TERMS = {"r": "R", "u1": "U1", "u2": "U2", "s": "S"}
+
+
+def lsmi_global_table(merged: dict[str, GroupedMoments]) -> pa.Table:
+    """Per pair ``a,b`` and group: the raw means ``R[a,b]``, ``U1[a,b]``, ``U2[a,b]``,
+    ``S[a,b]`` (nats, with standard errors), the same shifted by the pair's dataset-level
+    constant (``R_adjusted[a,b]``, ...; one constant for every group, from the whole dataset's
+    means) and the constant itself (``adjustment[a,b]``, whole dataset only)."""
+    records = []
+
+    def record(term: str, pair: str, key: tuple[str, str], value: float, n: int, stderr):
+        group_by, group = key
+        records.append(
+            {
+                "measure": LSMI_MEASURE,
+                "term": f"{term}[{pair}]",
+                "group_by": group_by,
+                "group": group,
+                "value": value,
+                "n": n,
+                "stderr": None if stderr is None or np.isnan(stderr) else float(stderr),
+            }
+        )
+
+    for pair, grouped in sorted(merged.items()):
+        overall = grouped[("", "")]
+        constant = adjustment(*overall.mean)
+        record("adjustment", pair, ("", ""), constant, overall.count, None)
+        for key, moments in sorted(grouped.items()):
+            means = dict(zip(LSMI_TERMS, moments.mean, strict=True))
+            errors = dict(zip(LSMI_TERMS, moments.stderr(), strict=True))
+            shifted = adjusted(means, constant)
+            for term, name in LSMI_GLOBAL_TERMS.items():
+                record(name, pair, key, float(means[term]), moments.count, errors[term])
+                record(f"{name}_adjusted", pair, key, shifted[term], moments.count, errors[term])
+    return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
+
+
 def run_aggregate(run_dir: str, progress: Progress = print) -> pa.Table:
-    """Merge the run's scores into ``global/<measure>.parquet`` (``intershap``, ``pid_cvx``);
-    returns all of them as one table."""
+    """Merge the run's scores into ``global/<measure>.parquet`` (``intershap``, ``lsmi``,
+    ``pid_cvx``); returns all of them as one table."""
     paths = RunPaths(run_dir)
     manifest = storage.read_json(paths.manifest)
     config = JobConfig.model_validate(manifest["config"])
@@ -131,16 +194,16 @@ def run_aggregate(run_dir: str, progress: Progress = print) -> pa.Table:
     if files:  # every row rejected: no scores, empty global tables
         ensure_ray()
     tables = []
-    if "intershap" in config.measures:
-        rows = _partials(files, partial_statistics, config=manifest["config"]) if files else []
-        tables.append((MEASURE, global_table(config, merge_partials(rows))))
+    for measure, to_table in [
+        (MEASURE, lambda merged: global_table(config, merged)),
+        (LSMI_MEASURE, lsmi_global_table),
+    ]:
+        if measure in config.measures:
+            rows = _partials(files, partial_statistics, config=manifest["config"], measure=measure)
+            tables.append((measure, to_table(merge_partials(rows))))
     if "pid_cvx" in config.measures:
         codes = {name: book["codes"] for name, book in manifest["codebooks"].items()}
-        rows = (
-            _partials(files, partial_counts, config=manifest["config"], codes=codes)
-            if files
-            else iter([])
-        )
+        rows = _partials(files, partial_counts, config=manifest["config"], codes=codes)
         progress("[aggregate] solving PID per pair and group")
         tables.append((DATA_MEASURE, pid_global_table(merge_partial_counts(rows, config, codes))))
     for name, table in tables:

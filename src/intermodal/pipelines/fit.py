@@ -25,17 +25,32 @@ def codebook_uri(run_dir: str, modality: str) -> str:
     return storage.join(RunPaths(run_dir).artifacts, "codebooks", f"{modality}.npz")
 
 
-def _fitted_on_uri(run_dir: str) -> str:
-    return storage.join(RunPaths(run_dir).artifacts, "codebooks", "fitted_on.json")
+class FitMarker:
+    """``artifacts/<folder>/fitted_on.json``: what a fit depended on (its settings, the
+    modalities, the input fingerprint). Removed when a fit starts and written when it ends, so
+    a present, matching marker means complete artifacts fitted on this input and settings."""
+
+    def __init__(self, config: JobConfig, shards: list[Shard], folder: str, settings: dict):
+        self.uri = storage.join(RunPaths(config.output).artifacts, folder, "fitted_on.json")
+        self.content = {
+            folder: settings,
+            "modalities": [m.model_dump(mode="json") for m in config.modalities],
+            "input": fingerprint(shards),
+        }
+
+    def clear(self) -> None:
+        storage.remove(self.uri)
+
+    def write(self) -> None:
+        storage.write_json(self.content, self.uri)
+
+    def matches(self) -> bool:
+        fs, path = storage.filesystem(self.uri)
+        return fs.exists(path) and storage.read_json(self.uri) == self.content
 
 
-def _fitted_on(config: JobConfig, shards: list[Shard]) -> dict:
-    """What the codebooks depend on: a change in any of it calls for a new fit."""
-    return {
-        "pid": config.pid.model_dump(mode="json"),
-        "modalities": [m.model_dump(mode="json") for m in config.modalities],
-        "input": fingerprint(shards),
-    }
+def _codebook_marker(config: JobConfig, shards: list[Shard]) -> FitMarker:
+    return FitMarker(config, shards, "codebooks", config.pid.model_dump(mode="json"))
 
 
 def codebook_config(config: JobConfig) -> CodebookConfig:
@@ -52,7 +67,8 @@ def fit_codebooks(
     config: JobConfig, shards: list[Shard], duplicates: pa.Array, progress: Progress = print
 ) -> dict[str, Codebook]:
     """Fit and save one codebook per modality; returns them by modality name."""
-    storage.remove(_fitted_on_uri(config.output))  # written last: marks a complete fit
+    marker = _codebook_marker(config, shards)
+    marker.clear()
     sample = sample_rows(config, shards, config.pid.fit_rows, config.pid.seed, duplicates)
     settings = codebook_config(config)
     codebooks = {}
@@ -68,16 +84,14 @@ def fit_codebooks(
             f"[fit] {name}: {codebooks[name].kind} codebook, {codebooks[name].n_codes} codes "
             f"from {len(rows)} rows"
         )
-    storage.write_json(_fitted_on(config, shards), _fitted_on_uri(config.output))
+    marker.write()
     return codebooks
 
 
 def load_codebooks(config: JobConfig, shards: list[Shard]) -> dict[str, Codebook] | None:
     """The run's saved codebooks, or None when there are none or they were fitted on other
     settings or other input."""
-    marker = _fitted_on_uri(config.output)
-    fs, path = storage.filesystem(marker)
-    if not fs.exists(path) or storage.read_json(marker) != _fitted_on(config, shards):
+    if not _codebook_marker(config, shards).matches():
         return None
     return {
         name: Codebook.from_arrays(storage.read_arrays(codebook_uri(config.output, name)))

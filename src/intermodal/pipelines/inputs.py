@@ -99,11 +99,12 @@ def _read_rows(shard: Shard, rows: np.ndarray, columns: list[str]) -> pa.Table:
     return table.take(pa.array(local, pa.int64()))
 
 
-def sample_rows(
+def sample_table(
     config: JobConfig, shards: list[Shard], n_rows: int, seed: int, duplicates: pa.Array
-) -> dict[str, np.ndarray]:
-    """Up to ``n_rows`` valid rows drawn uniformly without replacement from the shards, as
-    ``{modality: [n, size] float32}``; invalid draws are replaced by further draws."""
+) -> pa.Table:
+    """Up to ``n_rows`` valid rows drawn uniformly without replacement from the shards, in the
+    normalised layout (``schemas.tables.normalised_input_schema``); invalid draws are replaced
+    by further draws. Raises ``NoValidRows`` when there is none."""
     total = sum(shard.num_rows for shard in shards)
     order = np.random.default_rng(seed).permutation(total)
     starts = np.cumsum([0, *(shard.num_rows for shard in shards)])
@@ -125,8 +126,15 @@ def sample_rows(
                 collected.append(valid)
                 have += valid.num_rows
     if have == 0:
-        raise NoValidRows("no valid row to draw background rows from")
-    rows = pa.concat_tables(collected)
+        raise NoValidRows("no valid row to draw a sample from")
+    return pa.concat_tables(collected)
+
+
+def sample_rows(
+    config: JobConfig, shards: list[Shard], n_rows: int, seed: int, duplicates: pa.Array
+) -> dict[str, np.ndarray]:
+    """``sample_table``'s modality values, ``{modality: [n, size] float32}``."""
+    rows = sample_table(config, shards, n_rows, seed, duplicates)
     return {m.name: modality_values(rows.column(m.name), m.size) for m in config.modalities}
 
 

@@ -13,9 +13,9 @@ import ray
 from intermodal import __version__, storage
 from intermodal.cluster import ensure_ray
 from intermodal.estimators.discretize import Codebook
-from intermodal.operators.codes import assign_codes, code_scores
-from intermodal.operators.intershap import InterSHAPOperator, PredictionOperator
+from intermodal.operators.score import ScoreOperator
 from intermodal.pipelines.fit import fit_codebooks, load_codebooks
+from intermodal.pipelines.fit_lsmi import fit_lsmi, lsmi_fitted
 from intermodal.pipelines.inputs import (
     NoValidRows,
     Shard,
@@ -59,35 +59,22 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _score_stages(
+def _score_stage(
     rows: ray.data.Dataset,
     config: JobConfig,
     background: dict[str, np.ndarray] | None,
     codebooks: dict[str, Codebook] | None,
 ) -> ray.data.Dataset:
-    """Validated rows → score rows: PID codes first (the model operators carry them on), then
-    InterSHAP, or the prediction alone, or no model at all."""
+    """Validated rows → score rows on one actor pool (``operators.score.ScoreOperator``)."""
     compute = config.compute
-    config_data = config.model_dump(mode="json")
-    if codebooks is not None:
-        rows = rows.map_batches(
-            assign_codes,
-            batch_format="pyarrow",
-            fn_kwargs={
-                "config": config_data,
-                "codebooks": {name: book.to_arrays() for name, book in codebooks.items()},
-            },
-        )
-    if config.model is None:
-        return rows.map_batches(
-            code_scores, batch_format="pyarrow", fn_kwargs={"config": config_data}
-        )
-    operator, arguments = PredictionOperator, {"config": config_data}
-    if "intershap" in config.measures:
-        operator, arguments = InterSHAPOperator, arguments | {"background": background}
+    arrays = None if codebooks is None else {n: b.to_arrays() for n, b in codebooks.items()}
     return rows.map_batches(
-        operator,
-        fn_constructor_kwargs=arguments,
+        ScoreOperator,
+        fn_constructor_kwargs={
+            "config": config.model_dump(mode="json"),
+            "background": background,
+            "codebooks": arrays,
+        },
         compute=ray.data.ActorPoolStrategy(size=compute.actors),
         num_cpus=compute.cpus_per_actor,
         num_gpus=compute.gpus_per_actor,
@@ -117,6 +104,11 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
                 codebooks = fit_codebooks(config, shards, duplicates, progress)
             else:
                 progress("[score] PID codebooks fitted on this input and settings: reused")
+        if "lsmi" in config.measures:
+            if lsmi_fitted(config, shards):
+                progress("[score] LSMI models fitted on this input and settings: reused")
+            else:
+                fit_lsmi(config, shards, duplicates, progress)
         any_valid = True
     except NoValidRows:
         if config.intershap.background_uri is not None and "intershap" in config.measures:
@@ -138,7 +130,7 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
         fn_kwargs={"config": config_data, "duplicates": duplicates, "rejects_uri": paths.rejects},
     )
     if any_valid:
-        scores = _score_stages(rows, config, background, codebooks)
+        scores = _score_stage(rows, config, background, codebooks)
         fs, scores_path = storage.filesystem(paths.scores)
         scores.write_parquet(scores_path, filesystem=storage.arrow_filesystem(fs))
     else:

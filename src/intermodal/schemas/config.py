@@ -74,7 +74,40 @@ class PIDConfig(_Strict):
     seed: int = 0
 
 
-Measure = Literal["intershap", "pid_cvx"]
+class LSMIClassifierConfig(_Strict):
+    """The MLPs p(y | x_m) and p(y | x_a, x_b): two hidden ReLU layers, Adam."""
+
+    hidden: int = Field(default=64, ge=1)
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+
+
+class LSMIEntropyConfig(_Strict):
+    """KNIFE h(x_m) per modality (mixture of Gaussians on standardised features)."""
+
+    n_components: int = Field(default=5, ge=1)
+    diagonal: bool = False
+    pca_components: int | None = Field(default=None, ge=1)  # None: no PCA before KNIFE
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+
+
+class LSMIConfig(_Strict):
+    """Pointwise redundancy / uniqueness / synergy (paper 001), fitted on a sample."""
+
+    # inputs: the modality columns; encoder: the configured model's encode(name, x) outputs
+    features: Literal["inputs", "encoder"] = "inputs"
+    folds: int = Field(default=5, ge=2, le=50)  # cross-fitting: no row scored by its own fit
+    fit_rows: int = Field(default=100_000, ge=10)
+    seed: int = 0
+    classifier: LSMIClassifierConfig = LSMIClassifierConfig()
+    entropy: LSMIEntropyConfig = LSMIEntropyConfig()
+
+
+Measure = Literal["intershap", "pid_cvx", "lsmi"]
 
 
 class ComputeConfig(_Strict):
@@ -95,11 +128,13 @@ class JobConfig(_Strict):
     group_columns: list[str] = Field(default_factory=list)
     num_classes: int = Field(ge=2)
     modalities: list[ModalityConfig] = Field(min_length=2)
-    # intershap needs a model; pid_cvx runs on labels, and also on predictions with a model
+    # intershap needs a model; pid_cvx runs on labels, and also on predictions with a model;
+    # lsmi needs labels
     measures: list[Measure] = Field(default=["intershap"], min_length=1)
     model: ModelConfig | None = None
     intershap: InterSHAPConfig = InterSHAPConfig()
     pid: PIDConfig = PIDConfig()
+    lsmi: LSMIConfig = LSMIConfig()
     compute: ComputeConfig = ComputeConfig()
 
     @property
@@ -123,6 +158,10 @@ class JobConfig(_Strict):
             raise ValueError("measure 'intershap' needs a model")
         if "pid_cvx" in self.measures and self.model is None and self.label_column is None:
             raise ValueError("measure 'pid_cvx' needs label_column or a model to predict with")
+        if "lsmi" in self.measures and self.label_column is None:
+            raise ValueError("measure 'lsmi' needs label_column (it decomposes i(x; label))")
+        if "lsmi" in self.measures and self.lsmi.features == "encoder" and self.model is None:
+            raise ValueError("lsmi.features 'encoder' needs a model")
         if self.intershap.target == "label" and self.label_column is None:
             raise ValueError("intershap.target 'label' needs label_column")
         return self

@@ -12,7 +12,8 @@ of the interaction matrix ``interaction_<a>__<b>`` (``a == b``: the main effect 
 ``intershap_local``. Values are softmax probabilities of the explained class and their
 Shapley decomposition; local InterSHAP is a fraction in [0, 1]. With the ``pid_cvx`` measure,
 ``pid_code_<m>`` (int32) is each modality's codebook cell. Columns of measures not run are
-absent, and ``pred`` is absent without a model.
+absent, and ``pred`` is absent without a model. With ``lsmi``, ``lsmi_<term>_<a>__<b>`` (float64,
+nats, null for rows without a label) per pair and term r, u1, u2, s.
 """
 
 from __future__ import annotations
@@ -87,6 +88,14 @@ def code_column(modality: str) -> str:
     return f"pid_code_{modality}"
 
 
+LSMI_TERMS = ("r", "u1", "u2", "s")
+
+
+def lsmi_column(term: str, first: str, second: str) -> str:
+    """Score column of one LSMI term (``r``, ``u1``, ``u2``, ``s``) of the pair (first, second)."""
+    return f"lsmi_{term}_{first}__{second}"
+
+
 def score_schema(
     id_type: pa.DataType,
     label: bool,
@@ -95,9 +104,11 @@ def score_schema(
     prediction: bool,
     intershap: tuple[Sequence[str], str, int] | None = None,
     code_modalities: Sequence[str] = (),
+    lsmi_pairs: Sequence[tuple[str, str]] = (),
 ) -> pa.Schema:
     """Score columns in table order. ``intershap`` is ``(modalities, target, num_classes)`` when
-    InterSHAP is measured; ``code_modalities`` those with a ``pid_code_<m>`` column."""
+    InterSHAP is measured; ``code_modalities`` those with a ``pid_code_<m>`` column;
+    ``lsmi_pairs`` the pairs with LSMI columns."""
     fields = [pa.field(SAMPLE_ID, id_type, nullable=False)]
     if label:
         fields.append(pa.field(LABEL, pa.int64()))
@@ -114,6 +125,11 @@ def score_schema(
                 for name in intershap_columns(modalities, suffix)
             ]
     fields += [pa.field(code_column(m), pa.int32(), nullable=False) for m in code_modalities]
+    fields += [
+        pa.field(lsmi_column(term, a, b), pa.float64())  # null where the label is null
+        for a, b in lsmi_pairs
+        for term in LSMI_TERMS
+    ]
     return pa.schema(fields)
 
 

@@ -1,0 +1,176 @@
+"""Cross-fitted classifiers ``p(y | features)`` for LSMI: K fold models trained as one module.
+
+Each row belongs to one fold, a stable hash of its id (``fold_of``), so a row keeps its fold
+between ``fit`` and ``score`` without a lookup table. Fold model ``k`` is trained on the rows of
+every other fold and scores the rows of fold ``k`` — no row is scored by a classifier that saw
+it (a memorising classifier would otherwise report ``p(y | x) ≈ 1`` and saturate ``i(x; y)``).
+
+The K models are K independent MLPs whose weights are stacked ``[K, ...]``: one forward pass
+over a minibatch evaluates all of them, and the loss of row ``b`` is masked out for model
+``fold(b)``. Training all folds together costs one pass per epoch instead of K.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+# splitmix64 finaliser constants: a cheap, well-mixed 64-bit hash of integer ids
+_MIX_1, _MIX_2, _GOLDEN = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0x9E3779B97F4A7C15
+LOG_PROBABILITY_FLOOR = math.log(1e-12)  # clamp for log p(y | x) of a confidently wrong model
+
+
+def _splitmix64(values: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = values.astype(np.uint64) + np.uint64(_GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX_1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX_2)
+        return z ^ (z >> np.uint64(31))
+
+
+def fold_of(ids: pa.Array | pa.ChunkedArray, folds: int, seed: int) -> np.ndarray:
+    """Fold ``[n]`` int64 in ``[0, folds)`` of each id (int64 or string), the same in every
+    process and run for a given ``seed``."""
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if pa.types.is_integer(ids.type):
+        hashed = _splitmix64(ids.to_numpy(zero_copy_only=False).astype(np.int64) ^ seed)
+    else:
+        salt = seed.to_bytes(8, "little", signed=True)
+        hashed = np.array(
+            [
+                int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8, salt=salt).digest())
+                for v in ids.to_pylist()
+            ],
+            dtype=np.uint64,
+        )
+    return (hashed % np.uint64(folds)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ClassifierTraining:
+    hidden: int = 64
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+class FoldedMLP(nn.Module):
+    """``K`` MLPs ``in → hidden → hidden → classes`` (ReLU) with stacked weights; inputs are
+    standardised by the fitted ``mean``/``scale`` buffers ``[in]``."""
+
+    def __init__(
+        self, in_dim: int, hidden: int, num_classes: int, folds: int, seed: int = 0
+    ) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        sizes = [in_dim, hidden, hidden, num_classes]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            # nn.Linear's default initialisation, drawn independently per fold
+            bound = 1.0 / math.sqrt(fan_in)
+            shape = (folds, fan_in, fan_out)
+            weight = (torch.rand(shape, generator=generator) * 2 - 1) * bound
+            bias = (torch.rand((folds, 1, fan_out), generator=generator) * 2 - 1) * bound
+            self.weights.append(nn.Parameter(weight))
+            self.biases.append(nn.Parameter(bias))
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("scale", torch.ones(in_dim))
+
+    @property
+    def folds(self) -> int:
+        return self.weights[0].shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[K, B, classes]`` of every fold model for ``x [B, in]``."""
+        hidden = ((x - self.mean) / self.scale).unsqueeze(0)
+        last = len(self.weights) - 1
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            hidden = torch.baddbmm(bias, hidden.expand(weight.shape[0], -1, -1), weight)
+            if layer < last:
+                hidden = torch.relu(hidden)
+        return hidden
+
+    def own_fold_log_proba(self, x: torch.Tensor, folds: torch.Tensor) -> torch.Tensor:
+        """``log p(· | x) [B, classes]`` from each row's own fold model (which never saw it)."""
+        logits = self.forward(x)
+        rows = torch.arange(len(x), device=x.device)
+        return torch.log_softmax(logits[folds, rows], dim=-1)
+
+
+def log_proba_of_labels(
+    model: FoldedMLP, features: np.ndarray, folds: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
+    """``log p(y | x)`` ``[n]`` float64 of the given labels, each row by its own fold model,
+    floored at ``LOG_PROBABILITY_FLOOR``."""
+    with torch.no_grad():
+        log_proba = model.own_fold_log_proba(
+            torch.from_numpy(np.require(features, np.float32, ["C", "W"])),
+            torch.from_numpy(np.asarray(folds, dtype=np.int64)),
+        )
+    picked = log_proba[torch.arange(len(labels)), torch.from_numpy(labels.astype(np.int64))]
+    return np.maximum(picked.double().numpy(), LOG_PROBABILITY_FLOOR)
+
+
+def train_folded(
+    features: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    n_folds: int,
+    num_classes: int,
+    config: ClassifierTraining,
+    name: str = "classifier",
+    progress: Callable[[str], None] | None = None,
+) -> FoldedMLP:
+    """Train the ``n_folds`` models on ``features [n, d]`` and ``labels [n]``: model ``k`` on the
+    rows whose fold is not ``k``. Reports the out-of-fold accuracy (each row predicted by the
+    model that did not see it) through ``progress``."""
+    x = torch.from_numpy(np.require(features, np.float32, ["C", "W"]))
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    fold = torch.from_numpy(np.asarray(folds, dtype=np.int64))
+    model = FoldedMLP(x.shape[1], config.hidden, num_classes, n_folds, config.seed)
+    std = x.std(dim=0, unbiased=False)
+    model.mean.copy_(x.mean(dim=0))
+    model.scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+    generator = torch.Generator().manual_seed(config.seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # trained_on[k, b]: row b counts for model k, i.e. it is not in fold k
+    model_index = torch.arange(n_folds)[:, None]
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        total = 0.0
+        for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
+            trained_on = (fold[batch][None, :] != model_index).float()
+            logits = model(x[batch])
+            losses = nn.functional.cross_entropy(
+                logits.reshape(-1, num_classes), y[batch].repeat(n_folds), reduction="none"
+            ).view(n_folds, -1)
+            per_model = (losses * trained_on).sum(dim=1) / trained_on.sum(dim=1).clamp_min(1)
+            optimiser.zero_grad()
+            per_model.sum().backward()
+            optimiser.step()
+            total += float(per_model.detach().mean()) * len(batch)
+        if progress is not None and (
+            epoch == config.epochs or epoch % max(1, config.epochs // 3) == 0
+        ):
+            model.eval()
+            with torch.no_grad():
+                held_out = model.own_fold_log_proba(x, fold).argmax(dim=-1)
+            accuracy = float((held_out == y).float().mean())
+            progress(
+                f"[lsmi] {name}: epoch {epoch}/{config.epochs}  loss {total / len(x):.4f}  "
+                f"out-of-fold accuracy {accuracy:.3f}"
+            )
+    model.eval()
+    return model

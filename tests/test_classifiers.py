@@ -1,0 +1,98 @@
+"""Cross-fitted classifiers: stable folds, independent fold models, held-out scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from intermodal.models.classifiers import (
+    ClassifierTraining,
+    FoldedMLP,
+    fold_of,
+    log_proba_of_labels,
+    train_folded,
+)
+
+FAST = ClassifierTraining(hidden=16, epochs=8, batch_size=128, lr=1e-2)
+
+
+def test_folds_are_stable_balanced_and_seeded() -> None:
+    ids = pa.array(np.arange(20_000, dtype=np.int64))
+    folds = fold_of(ids, 5, seed=0)
+    np.testing.assert_array_equal(folds, fold_of(pa.chunked_array([ids[:7], ids[7:]]), 5, 0))
+    assert set(np.unique(folds)) == {0, 1, 2, 3, 4}
+    assert np.bincount(folds).min() > 3800  # about 4000 each
+    assert not np.array_equal(folds, fold_of(ids, 5, seed=1))
+    words = pa.array([f"id-{i}" for i in range(5000)])
+    string_folds = fold_of(words, 4, seed=0)
+    np.testing.assert_array_equal(string_folds, fold_of(words, 4, seed=0))
+    assert np.bincount(string_folds).min() > 1100
+
+
+def test_forward_equals_separate_mlps() -> None:
+    model = FoldedMLP(3, 5, 2, folds=4, seed=1)
+    x = torch.randn(7, 3)
+    logits = model(x)
+    assert logits.shape == (4, 7, 2)
+    for k in range(4):
+        hidden = x
+        for layer, (weight, bias) in enumerate(zip(model.weights, model.biases, strict=True)):
+            hidden = hidden @ weight[k] + bias[k]
+            if layer < 2:
+                hidden = torch.relu(hidden)
+        torch.testing.assert_close(logits[k], hidden)
+
+
+def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    return x, y, fold_of(pa.array(np.arange(n)), 3, seed=0)
+
+
+def test_a_fold_model_never_depends_on_its_own_rows() -> None:
+    x, y, folds = _data(1500, 0)
+    flipped = y.copy()
+    flipped[folds == 0] = 1 - flipped[folds == 0]
+    first = train_folded(x, y, folds, 3, 2, FAST)
+    second = train_folded(x, flipped, folds, 3, 2, FAST)
+    # model 0 saw neither version of fold 0's labels: same weights; the others did
+    for a, b in zip(first.weights, second.weights, strict=True):
+        torch.testing.assert_close(a[0], b[0])
+        assert not torch.allclose(a[1], b[1])
+
+
+def test_out_of_fold_predictions_learn_the_task() -> None:
+    x, y, folds = _data(3000, 1)
+    messages: list[str] = []
+    model = train_folded(x, y, folds, 3, 2, FAST, name="x", progress=messages.append)
+    assert messages and "out-of-fold accuracy" in messages[-1]
+    log_p = log_proba_of_labels(model, x, folds, y)
+    assert log_p.shape == (3000,) and np.all(log_p <= 0)
+    assert np.exp(log_p).mean() > 0.85
+    assert float(messages[-1].rsplit(" ", 1)[1]) > 0.9
+
+
+def test_state_dict_round_trip(tmp_path) -> None:
+    x, y, folds = _data(600, 2)
+    model = train_folded(x, y, folds, 3, 2, FAST)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    restored = FoldedMLP(4, FAST.hidden, 2, 3)
+    restored.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    restored.eval()
+    np.testing.assert_array_equal(
+        log_proba_of_labels(model, x, folds, y), log_proba_of_labels(restored, x, folds, y)
+    )
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0])
+def test_confidently_wrong_predictions_are_floored(bad: float) -> None:
+    model = FoldedMLP(1, 2, 2, folds=2)
+    with torch.no_grad():
+        model.biases[-1].copy_(torch.tensor([[[0.0, 1e4]], [[0.0, 1e4]]]))
+        for weight in model.weights:
+            weight.zero_()
+    log_p = log_proba_of_labels(model, np.array([[bad]]), np.array([0]), np.array([0]))
+    assert np.isfinite(log_p).all() and log_p[0] == pytest.approx(np.log(1e-12))
