@@ -64,6 +64,17 @@ def test_validate_pid_reproduces_table_1_through_the_pipeline(tmp_path, capsys) 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_session")
+def test_validate_lsmi_reproduces_table_1_through_the_pipeline(tmp_path, capsys) -> None:
+    args = ["validate", "lsmi", "--out", str(tmp_path), "--samples", "8000"]
+    assert main([*args, "--experiment=or", "--experiment=xor_not"]) == 0
+    table = pl.read_parquet(tmp_path / "validation.parquet")
+    assert table.columns == ["suite", "experiment", "term", "estimate", "truth", "abs_error"]
+    assert len(table) == 8 and table["abs_error"].max() < 0.02
+    assert "validation: lsmi (nats" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
 def test_demo_scores_the_xor_function_and_a_trained_fcnn(tmp_path, capsys) -> None:
     assert main(["demo", "--out", str(tmp_path), "--samples", "3000"]) == 0
     out = capsys.readouterr().out

@@ -13,9 +13,9 @@ import pyarrow as pa
 from intermodal.schemas.config import ConfigError
 from intermodal.schemas.validation import InputSchemaError
 
-SUITES = ("intershap", "pid")
+SUITES = ("intershap", "pid", "lsmi")
 # rows per generated data set unless --samples says otherwise
-DEFAULT_SAMPLES = {"intershap": 20_000, "pid": 100_000}
+DEFAULT_SAMPLES = {"intershap": 20_000, "pid": 100_000, "lsmi": 20_000}
 
 
 def _print_table(title: str, table: pl.DataFrame) -> None:
@@ -67,12 +67,14 @@ def _print_global(table: pa.Table) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     from intermodal.pipelines.validate import run_intershap_suite
+    from intermodal.pipelines.validate_lsmi import run_lsmi_suite
     from intermodal.pipelines.validate_pid import run_pid_suite
 
-    run_suite = {"intershap": run_intershap_suite, "pid": run_pid_suite}[args.suite]
+    suites = {"intershap": run_intershap_suite, "pid": run_pid_suite, "lsmi": run_lsmi_suite}
+    run_suite = suites[args.suite]
     n_samples = args.samples or DEFAULT_SAMPLES[args.suite]
     table = run_suite(args.out, experiments=args.experiment or None, n_samples=n_samples)
-    units = "%" if args.suite == "intershap" else "bits"
+    units = {"intershap": "%", "pid": "bits", "lsmi": "nats"}[args.suite]
     _print_table(
         f"validation: {args.suite} ({units}, written to {args.out}/validation.parquet)", table
     )
@@ -149,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--samples",
         type=int,
-        help="rows per data set (default: 20000 for intershap, 100000 for pid)",
+        help="rows per data set (default: 20000 for intershap and lsmi, 100000 for pid)",
     )
     validate.set_defaults(handler=_validate)
     return parser

@@ -56,7 +56,7 @@ class ScoreOperator:
             if codebooks is not None
             else None
         )
-        self.lsmi = LSMIOperator(config) if "lsmi" in measures else None
+        self.lsmi = LSMIOperator(config, background) if "lsmi" in measures else None
         self.model_operator: InterSHAPOperator | PredictionOperator | None = None
         if "intershap" in measures:
             if background is None:

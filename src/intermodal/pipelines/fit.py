@@ -1,4 +1,5 @@
-"""``fit``: per-modality PID codebooks from a uniform sample of valid rows → ``artifacts/``.
+"""``fit``: per-modality PID codebooks from a uniform sample of valid rows → ``artifacts/``, and
+the entry point that fits every measure's artifacts (``run_fit``).
 
 The sample is ``pid.fit_rows`` valid rows drawn without replacement over all shards (only the
 row groups holding them are read), so it is the same whichever way the input is sharded.
@@ -10,43 +11,15 @@ import pyarrow as pa
 
 from intermodal import storage
 from intermodal.estimators.discretize import Codebook, CodebookConfig, fit_codebook
-from intermodal.pipelines.inputs import (
-    Shard,
-    duplicate_ids,
-    fingerprint,
-    inspect_shards,
-    sample_rows,
-)
+from intermodal.pipelines.artifacts import FitMarker
+from intermodal.pipelines.fit_lsmi import fit_lsmi
+from intermodal.pipelines.inputs import Shard, duplicate_ids, inspect_shards, sample_rows
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
 
 
 def codebook_uri(run_dir: str, modality: str) -> str:
     return storage.join(RunPaths(run_dir).artifacts, "codebooks", f"{modality}.npz")
-
-
-class FitMarker:
-    """``artifacts/<folder>/fitted_on.json``: what a fit depended on (its settings, the
-    modalities, the input fingerprint). Removed when a fit starts and written when it ends, so
-    a present, matching marker means complete artifacts fitted on this input and settings."""
-
-    def __init__(self, config: JobConfig, shards: list[Shard], folder: str, settings: dict):
-        self.uri = storage.join(RunPaths(config.output).artifacts, folder, "fitted_on.json")
-        self.content = {
-            folder: settings,
-            "modalities": [m.model_dump(mode="json") for m in config.modalities],
-            "input": fingerprint(shards),
-        }
-
-    def clear(self) -> None:
-        storage.remove(self.uri)
-
-    def write(self) -> None:
-        storage.write_json(self.content, self.uri)
-
-    def matches(self) -> bool:
-        fs, path = storage.filesystem(self.uri)
-        return fs.exists(path) and storage.read_json(self.uri) == self.content
 
 
 def _codebook_marker(config: JobConfig, shards: list[Shard]) -> FitMarker:
@@ -99,7 +72,14 @@ def load_codebooks(config: JobConfig, shards: list[Shard]) -> dict[str, Codebook
     }
 
 
-def run_fit(config: JobConfig, progress: Progress = print) -> dict[str, Codebook]:
-    """``intermodal fit``: learn the codebooks of ``config``'s input into its run directory."""
+def run_fit(config: JobConfig, progress: Progress = print) -> None:
+    """``intermodal fit``: learn what the job's measures need (PID codebooks, LSMI models)
+    into its run directory, whether or not earlier fits match."""
     shards = inspect_shards(config)
-    return fit_codebooks(config, shards, duplicate_ids(config, shards), progress)
+    duplicates = duplicate_ids(config, shards)
+    if "pid_cvx" in config.measures:
+        fit_codebooks(config, shards, duplicates, progress)
+    if "lsmi" in config.measures:
+        fit_lsmi(config, shards, duplicates, progress)
+    if not {"pid_cvx", "lsmi"} & set(config.measures):
+        progress("[fit] nothing to fit: the job measures neither pid_cvx nor lsmi")

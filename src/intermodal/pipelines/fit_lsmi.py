@@ -22,7 +22,7 @@ from intermodal import storage
 from intermodal.estimators.knife import EntropyModel, KnifeConfig, fit_entropy_model
 from intermodal.models.classifiers import ClassifierTraining, FoldedMLP, fold_of, train_folded
 from intermodal.models.protocol import MultimodalModel, build_model
-from intermodal.pipelines.fit import FitMarker
+from intermodal.pipelines.artifacts import FitMarker
 from intermodal.pipelines.inputs import Shard, sample_table
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
@@ -149,7 +149,7 @@ def load_artifacts(config: JobConfig) -> LSMIArtifacts:
     }
     states = _load_torch(storage.join(folder, "classifiers.pt"))
     classifiers = {}
-    for key in classifier_keys(config):
+    for key in classifier_keys(config) if config.lsmi.classifiers == "crossfit" else []:
         model = FoldedMLP(
             sum(entropy[name].dim for name in key),
             config.lsmi.classifier.hidden,
@@ -201,6 +201,8 @@ def fit_lsmi(
         progress(f"[lsmi] entropy model of {name} ({rows.shape[1]} features)")
         entropy[name] = fit_entropy_model(rows, knife, progress)
     training = ClassifierTraining(**settings.classifier.model_dump(), seed=settings.seed)
+    # with classifiers: model the coalitions of the configured model stand in: nothing to train
+    crossfit_keys = classifier_keys(config) if settings.classifiers == "crossfit" else []
     classifiers = {
         key_name(key): train_folded(
             joined(features, key),
@@ -212,7 +214,7 @@ def fit_lsmi(
             name=f"p(y | {', '.join(key)})",
             progress=progress,
         )
-        for key in classifier_keys(config)
+        for key in crossfit_keys
     }
     artifacts = LSMIArtifacts(
         entropy,

@@ -29,6 +29,12 @@ from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
 
 
+def needs_background(config: JobConfig) -> bool:
+    """Masked coalitions are computed: InterSHAP, or LSMI reading the model's coalitions."""
+    lsmi_from_model = "lsmi" in config.measures and config.lsmi.classifiers == "model"
+    return "intershap" in config.measures or lsmi_from_model
+
+
 def background_inputs(
     config: JobConfig, shards: list[Shard], duplicates: pa.Array
 ) -> dict[str, np.ndarray]:
@@ -96,7 +102,7 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
     duplicates = duplicate_ids(config, shards)
     background = codebooks = None
     try:
-        if "intershap" in config.measures:
+        if needs_background(config):
             background = background_inputs(config, shards, duplicates)
         if "pid_cvx" in config.measures:
             codebooks = load_codebooks(config, shards)
@@ -111,7 +117,7 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
                 fit_lsmi(config, shards, duplicates, progress)
         any_valid = True
     except NoValidRows:
-        if config.intershap.background_uri is not None and "intershap" in config.measures:
+        if config.intershap.background_uri is not None and needs_background(config):
             raise
         any_valid = False  # every input row is invalid: there are only rejects to write
     for stale in (paths.scores, paths.rejects, paths.global_):

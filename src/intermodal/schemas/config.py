@@ -98,6 +98,10 @@ class LSMIEntropyConfig(_Strict):
 class LSMIConfig(_Strict):
     """Pointwise redundancy / uniqueness / synergy (paper 001), fitted on a sample."""
 
+    # crossfit: MLPs p(y | x_m), p(y | x_a, x_b) trained here with K-fold cross-fitting;
+    # model: the configured model's masked coalition outputs (a model trained with modality
+    # masking), masked as intershap.masking says; nothing is trained
+    classifiers: Literal["crossfit", "model"] = "crossfit"
     # inputs: the modality columns; encoder: the configured model's encode(name, x) outputs
     features: Literal["inputs", "encoder"] = "inputs"
     folds: int = Field(default=5, ge=2, le=50)  # cross-fitting: no row scored by its own fit
@@ -160,8 +164,11 @@ class JobConfig(_Strict):
             raise ValueError("measure 'pid_cvx' needs label_column or a model to predict with")
         if "lsmi" in self.measures and self.label_column is None:
             raise ValueError("measure 'lsmi' needs label_column (it decomposes i(x; label))")
-        if "lsmi" in self.measures and self.lsmi.features == "encoder" and self.model is None:
-            raise ValueError("lsmi.features 'encoder' needs a model")
+        if "lsmi" in self.measures and self.model is None:
+            if self.lsmi.features == "encoder":
+                raise ValueError("lsmi.features 'encoder' needs a model")
+            if self.lsmi.classifiers == "model":
+                raise ValueError("lsmi.classifiers 'model' needs a model")
         if self.intershap.target == "label" and self.label_column is None:
             raise ValueError("intershap.target 'label' needs label_column")
         return self

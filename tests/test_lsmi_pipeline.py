@@ -1,0 +1,185 @@
+"""LSMI through fit → score → aggregate on local Ray with real Parquet shards."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from intermodal.models.classifiers import fold_of, log_proba_of_labels
+from intermodal.pipelines.aggregate import run_aggregate
+from intermodal.pipelines.fit_lsmi import load_artifacts
+from intermodal.pipelines.score import run_score
+from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.tables import modality_values
+from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
+from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+DIMS = {"x1": 8, "x2": 8, "x3": 3}
+NULL_LABELS = 25
+TERMS = ("r", "u1", "u2", "s")
+
+
+def _data(tmp_path, n: int = 3000) -> str:
+    """OR circuit in x1, x2, noise in x3, a site group, a few unlabelled rows; 3 shards."""
+    table = generate_circuit(CircuitSpec(op="or", n_samples=n, dims=8, noise=0.1, seed=1))
+    rng = np.random.default_rng(0)
+    labels = table.column("label").to_pylist()
+    labels[:NULL_LABELS] = [None] * NULL_LABELS
+    noise = rng.normal(size=n * 3).astype(np.float32)
+    table = pa.table(
+        {
+            "sample_id": table.column("sample_id"),
+            "label": pa.array(labels, pa.int64()),
+            "site": pa.array(np.where(rng.random(n) < 0.4, "north", "south")),
+            "x1": table.column("x1"),
+            "x2": table.column("x2"),
+            "x3": pa.FixedSizeListArray.from_arrays(pa.array(noise), 3),
+        }
+    )
+    uri = str(tmp_path / "data")
+    write_table_shards(table, uri, n_shards=3)
+    return uri
+
+
+def _job(data: str, out: str) -> JobConfig:
+    return parse_config(
+        {
+            "dataset": "lsmi_unit",
+            "input": data,
+            "output": out,
+            "num_classes": 2,
+            "group_columns": ["site"],
+            "modalities": [{"name": m, "shape": [d]} for m, d in DIMS.items()],
+            "measures": ["lsmi"],
+            "lsmi": {
+                "folds": 3,
+                "fit_rows": 2000,
+                "classifier": {"hidden": 16, "epochs": 4, "lr": 1e-2},
+                "entropy": {"n_components": 2, "epochs": 3, "lr": 1e-2},
+            },
+            "compute": {"batch_size": 700},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def scored_run(tmp_path_factory) -> tuple[JobConfig, str, pl.DataFrame]:
+    root = tmp_path_factory.mktemp("lsmi")
+    data, out = _data(root), str(root / "run")
+    config = _job(data, out)
+    messages: list[str] = []
+    run_score(config, progress=messages.append)
+    assert any("out-of-fold accuracy" in message for message in messages)
+    table = pl.from_arrow(run_aggregate(out, progress=lambda _: None))
+    return config, data, table
+
+
+def test_scores_equal_an_independent_recomputation(scored_run) -> None:
+    config, data, _ = scored_run
+    artifacts = load_artifacts(config)
+    inputs = pq.read_table(data).sort_by("sample_id")
+    scores = pq.read_table(f"{config.output}/scores").sort_by("sample_id")
+    assert scores.num_rows == inputs.num_rows
+    x = {m: modality_values(inputs.column(m), d) for m, d in DIMS.items()}
+    labelled = np.array([v is not None for v in inputs.column("label").to_pylist()])
+    y = np.array([v or 0 for v in inputs.column("label").to_pylist()])
+    folds = fold_of(inputs.column("sample_id"), 3, seed=0)
+    h = {m: artifacts.entropy[m].entropy(x[m]) for m in DIMS}
+    prior = artifacts.log_prior[y]
+
+    def information(*names: str) -> np.ndarray:
+        features = np.concatenate([x[m] for m in names], axis=1)
+        model = artifacts.classifiers["__".join(names)]
+        return log_proba_of_labels(model, features, folds, y) - prior
+
+    for a, b in combinations(DIMS, 2):
+        i_a, i_b, i_ab = information(a), information(b), information(a, b)
+        r = np.minimum(h[a], h[b]) - np.minimum(h[a] - i_a, h[b] - i_b)
+        expected = {"r": r, "u1": i_a - r, "u2": i_b - r, "s": i_ab - i_a - i_b + r}
+        for term in TERMS:
+            column = scores.column(f"lsmi_{term}_{a}__{b}")
+            assert column.null_count == NULL_LABELS
+            values = column.to_numpy(zero_copy_only=False)
+            assert np.isnan(values[~labelled]).all()
+            np.testing.assert_allclose(values[labelled], expected[term][labelled], atol=1e-9)
+
+
+def test_global_means_equal_one_pass_over_the_scores(scored_run) -> None:
+    config, _, table = scored_run
+    scores = pl.read_parquet(f"{config.output}/scores").filter(pl.col("label").is_not_null())
+    lsmi = table.filter(pl.col("measure") == "lsmi")
+    for a, b in combinations(DIMS, 2):
+        columns = [f"lsmi_{t}_{a}__{b}" for t in TERMS]
+        overall = scores.select(columns).mean().row(0)
+        shift = -min(overall[0], overall[3]) if min(overall[0], overall[3]) < 0 else 0.0
+        if shift == 0.0 and min(overall[1], overall[2]) < 0:
+            shift = min(overall[1], overall[2])
+        constant = lsmi.filter(pl.col("term") == f"adjustment[{a},{b}]")
+        assert constant["value"].item() == pytest.approx(shift, abs=1e-12)
+        for group_by, group in [("", ""), ("site", "north"), ("label", "1")]:
+            rows = scores if not group_by else scores.filter(pl.col(group_by).cast(str) == group)
+            signs = (1, -1, -1, 1)  # adjusted: r + a, u1 − a, u2 − a, s + a
+            for term, column, sign in zip(("R", "U1", "U2", "S"), columns, signs, strict=True):
+                selected = lsmi.filter(
+                    (pl.col("group_by") == group_by) & (pl.col("group") == group)
+                )
+                raw = selected.filter(pl.col("term") == f"{term}[{a},{b}]")
+                shifted = selected.filter(pl.col("term") == f"{term}_adjusted[{a},{b}]")
+                values = rows[column].to_numpy()
+                assert raw["value"].item() == pytest.approx(values.mean(), abs=1e-10)
+                assert raw["n"].item() == len(values) == shifted["n"].item()
+                stderr = values.std(ddof=1) / np.sqrt(len(values))
+                assert raw["stderr"].item() == pytest.approx(stderr, rel=1e-9)
+                expected = values.mean() + sign * shift
+                assert shifted["value"].item() == pytest.approx(expected, abs=1e-10)
+
+
+def test_artifacts_are_reused_until_settings_change(scored_run) -> None:
+    config, _, _ = scored_run
+    messages: list[str] = []
+    run_score(config, progress=messages.append)
+    assert any("LSMI models fitted on this input and settings: reused" in m for m in messages)
+    changed = config.model_copy(update={"lsmi": config.lsmi.model_copy(update={"seed": 1})})
+    messages.clear()
+    run_score(changed, progress=messages.append)
+    assert any(message.startswith("[lsmi] fitting on") for message in messages)
+
+
+def test_model_coalitions_as_classifiers_find_xor_synergy(tmp_path) -> None:
+    """lsmi.classifiers: model reads p(y | x_S) from the XOR function's masked coalitions."""
+    spec = HDXORSpec(setting="synergy", n_modalities=2, n_samples=2000, seed=0)
+    data = str(tmp_path / "data")
+    write_table_shards(generate(spec).select(["sample_id", "label", "m0_bits", "m1_bits"]), data)
+    config = parse_config(
+        {
+            "dataset": "xor_coalitions",
+            "input": data,
+            "output": str(tmp_path / "run"),
+            "num_classes": 2,
+            "modalities": [{"name": m, "column": f"{m}_bits", "shape": [1]} for m in ("m0", "m1")],
+            "measures": ["lsmi"],
+            "model": {
+                "name": "xor_function",
+                "factory": "intermodal.synthetic.hdxor:xor_function_model",
+                "kwargs": {"setting": "synergy", "n_modalities": 2},
+            },
+            "intershap": {"background_size": 512},  # masking noise shrinks with K
+            "lsmi": {"classifiers": "model", "entropy": {"n_components": 2, "epochs": 2}},
+        }
+    )
+    messages: list[str] = []
+    run_score(config, progress=messages.append)
+    assert not any("out-of-fold" in message for message in messages)  # nothing trained
+    table = pl.from_arrow(run_aggregate(config.output, progress=lambda _: None))
+    overall = table.filter(pl.col("group_by") == "")
+    values = dict(zip(overall["term"], overall["value"], strict=True))
+    assert values["S_adjusted[m0,m1]"] == pytest.approx(np.log(2), abs=0.02)
+    for term in ("R", "U1", "U2"):
+        assert values[f"{term}_adjusted[m0,m1]"] == pytest.approx(0.0, abs=0.02)
