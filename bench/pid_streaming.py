@@ -22,19 +22,17 @@ import argparse
 import itertools
 import json
 import math
-import resource
 import shutil
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from measure import RSS_SAMPLE_SECONDS, measured, run_child  # bench/measure.py
 from tables import show  # bench/tables.py, beside this script
 
 from intermodal.schemas.config import JobConfig, parse_config
@@ -46,7 +44,6 @@ SHARD_ROWS = 65_536
 BIT_DIMS = 16
 NOISE_DIMS = 8
 SITES = np.array(["a", "b", "c", "d"])
-RSS_SAMPLE_SECONDS = 0.1
 
 
 def log(line: str) -> None:
@@ -95,42 +92,6 @@ def job_config(root: Path, n_rows: int) -> JobConfig:
     )
 
 
-def worker_rss_mib() -> float:
-    """Largest VmRSS among running Ray worker processes (``ray::`` in their title)."""
-    largest = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            cmdline = (status.parent / "cmdline").read_bytes()
-            if b"ray::" not in cmdline and b"default_worker" not in cmdline:
-                continue
-            for line in status.read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    largest = max(largest, int(line.split()[1]))
-        except OSError:  # the process ended while we looked
-            continue
-    return largest / 1024
-
-
-def measured(step: Callable[[], object]) -> dict[str, float]:
-    """Seconds of ``step``, this process's peak RSS and the largest Ray worker RSS seen."""
-    peak = {"worker": 0.0}
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(RSS_SAMPLE_SECONDS):
-            peak["worker"] = max(peak["worker"], worker_rss_mib())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    started = time.perf_counter()
-    step()
-    seconds = time.perf_counter() - started
-    done.set()
-    sampler.join()
-    driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return {"seconds": seconds, "driver_mib": driver, "worker_mib": peak["worker"]}
-
-
 def child(step: str, root: Path, n_rows: int) -> None:
     """One step in this (fresh) process; prints its measurements as JSON on stdout."""
     from intermodal.cluster import ensure_ray
@@ -148,12 +109,8 @@ def child(step: str, root: Path, n_rows: int) -> None:
     print(json.dumps(result))
 
 
-def run_child(step: str, root: Path, n_rows: int) -> dict[str, float]:
-    command = [sys.executable, __file__, "--child", step, "--out", str(root), "--sizes"]
-    done = subprocess.run([*command, str(n_rows)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{step} child failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def run_step(step: str, root: Path, n_rows: int) -> dict[str, float]:
+    return run_child(__file__, ["--child", step, "--out", str(root), "--sizes", str(n_rows)])
 
 
 def bench_table(sizes: Sequence[int], root: Path) -> pl.DataFrame:
@@ -161,8 +118,8 @@ def bench_table(sizes: Sequence[int], root: Path) -> pl.DataFrame:
     for n_rows in sizes:
         shards = write_input(root / f"input-{n_rows}", n_rows)
         log(f"[bench] N = {n_rows}: {shards} shards written")
-        score = run_child("score", root, n_rows)
-        aggregate = run_child("aggregate", root, n_rows)
+        score = run_step("score", root, n_rows)
+        aggregate = run_step("aggregate", root, n_rows)
         rows.append(
             {
                 "N": n_rows,

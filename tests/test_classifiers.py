@@ -45,6 +45,13 @@ def test_forward_equals_separate_mlps() -> None:
         torch.testing.assert_close(logits[k], hidden)
 
 
+def test_own_fold_rows_go_to_their_fold_model_only() -> None:
+    model = FoldedMLP(3, 5, 2, folds=4, seed=2)
+    x, folds = torch.randn(50, 3), torch.randint(0, 4, (50,))
+    expected = torch.log_softmax(model(x)[folds, torch.arange(50)], dim=-1)
+    torch.testing.assert_close(model.own_fold_log_proba(x, folds), expected)
+
+
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 4)).astype(np.float32)

@@ -102,11 +102,25 @@ class FoldedMLP(nn.Module):
                 hidden = torch.relu(hidden)
         return hidden
 
+    def fold_forward(self, x: torch.Tensor, fold: int) -> torch.Tensor:
+        """Logits ``[B, classes]`` of fold model ``fold`` alone."""
+        hidden = (x - self.mean) / self.scale
+        last = len(self.weights) - 1
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            hidden = torch.addmm(bias[fold], hidden, weight[fold])
+            if layer < last:
+                hidden = torch.relu(hidden)
+        return hidden
+
     def own_fold_log_proba(self, x: torch.Tensor, folds: torch.Tensor) -> torch.Tensor:
-        """``log p(· | x) [B, classes]`` from each row's own fold model (which never saw it)."""
-        logits = self.forward(x)
-        rows = torch.arange(len(x), device=x.device)
-        return torch.log_softmax(logits[folds, rows], dim=-1)
+        """``log p(· | x) [B, classes]`` from each row's own fold model (which never saw it);
+        each model runs on its fold's rows only."""
+        logits = torch.empty(len(x), self.weights[-1].shape[-1], dtype=x.dtype, device=x.device)
+        for fold in range(self.folds):
+            rows = (folds == fold).nonzero(as_tuple=True)[0]
+            if len(rows):
+                logits[rows] = self.fold_forward(x[rows], fold)
+        return torch.log_softmax(logits, dim=-1)
 
 
 def log_proba_of_labels(

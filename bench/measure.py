@@ -1,0 +1,61 @@
+"""Measuring a pipeline step for the bench scripts: seconds, the step process's peak RSS and the
+largest Ray worker RSS seen while it ran; and running a step in a fresh child process."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+RSS_SAMPLE_SECONDS = 0.1
+
+
+def worker_rss_mib() -> float:
+    """Largest VmRSS among running Ray worker processes (``ray::`` in their title)."""
+    largest = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            cmdline = (status.parent / "cmdline").read_bytes()
+            if b"ray::" not in cmdline and b"default_worker" not in cmdline:
+                continue
+            for line in status.read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    largest = max(largest, int(line.split()[1]))
+        except OSError:  # the process ended while we looked
+            continue
+    return largest / 1024
+
+
+def measured(step: Callable[[], object]) -> dict[str, float]:
+    """Seconds of ``step``, this process's peak RSS and the largest Ray worker RSS seen."""
+    peak = {"worker": 0.0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(RSS_SAMPLE_SECONDS):
+            peak["worker"] = max(peak["worker"], worker_rss_mib())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    step()
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return {"seconds": seconds, "driver_mib": driver, "worker_mib": peak["worker"]}
+
+
+def run_child(script: str, arguments: Sequence[str]) -> dict[str, float]:
+    """``python script arguments`` in a fresh process; its last stdout line parsed as JSON."""
+    done = subprocess.run(
+        [sys.executable, script, *arguments], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(arguments)} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
