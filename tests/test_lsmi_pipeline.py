@@ -9,9 +9,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from intermodal.models.classifiers import fold_of, log_proba_of_labels
+from intermodal.models.fcnn import build_fcnn
+from intermodal.operators.lsmi import LSMIOperator
 from intermodal.pipelines.aggregate import run_aggregate
+from intermodal.pipelines.fit import run_fit
 from intermodal.pipelines.fit_lsmi import load_artifacts
 from intermodal.pipelines.score import run_score
 from intermodal.schemas.config import JobConfig, parse_config
@@ -183,3 +187,51 @@ def test_model_coalitions_as_classifiers_find_xor_synergy(tmp_path) -> None:
     assert values["S_adjusted[m0,m1]"] == pytest.approx(np.log(2), abs=0.02)
     for term in ("R", "U1", "U2"):
         assert values[f"{term}_adjusted[m0,m1]"] == pytest.approx(0.0, abs=0.02)
+
+
+def test_encoder_features_feed_the_entropy_models_and_classifiers(tmp_path) -> None:
+    """lsmi.features: encoder fits on the model's encode(name, x) outputs (8 → 4 here)."""
+    torch.manual_seed(0)
+    model = build_fcnn(["x1", "x2"], [8, 8], 2, "intermediate")
+    weights = tmp_path / "fcnn.pt"
+    torch.save(model.state_dict(), weights)
+    table = generate_circuit(CircuitSpec(op="xor", n_samples=600, dims=8, seed=2))
+    data = str(tmp_path / "data")
+    write_table_shards(table.select(["sample_id", "label", "x1", "x2"]), data, n_shards=1)
+    config = parse_config(
+        {
+            "dataset": "encoder",
+            "input": data,
+            "output": str(tmp_path / "run"),
+            "num_classes": 2,
+            "modalities": [{"name": m, "shape": [8]} for m in ("x1", "x2")],
+            "measures": ["lsmi"],
+            "model": {
+                "name": "fcnn",
+                "factory": "intermodal.models.fcnn:build_fcnn",
+                "kwargs": {"modalities": ["x1", "x2"], "dims": [8, 8], "fusion": "intermediate"},
+                "weights": str(weights),
+            },
+            "lsmi": {
+                "features": "encoder",
+                "folds": 2,
+                "classifier": {"hidden": 8, "epochs": 2},
+                "entropy": {"n_components": 2, "epochs": 2},
+            },
+        }
+    )
+    run_fit(config, progress=lambda _: None)
+    artifacts = load_artifacts(config)
+    assert {m: artifacts.entropy[m].dim for m in ("x1", "x2")} == {"x1": 4, "x2": 4}
+    batch = pq.read_table(data).slice(0, 50)
+    batch = pa.table(
+        {
+            "sample_id": batch.column("sample_id"),
+            "label": batch.column("label"),
+            "x1": batch.column("x1"),
+            "x2": batch.column("x2"),
+        }
+    )
+    out = LSMIOperator(config.model_dump(mode="json"))(batch)
+    values = out.column("lsmi_s_x1__x2").to_numpy()
+    assert values.shape == (50,) and np.isfinite(values).all()
