@@ -123,18 +123,25 @@ class FoldedMLP(nn.Module):
         return torch.log_softmax(logits, dim=-1)
 
 
-def log_proba_of_labels(
-    model: FoldedMLP, features: np.ndarray, folds: np.ndarray, labels: np.ndarray
-) -> np.ndarray:
-    """``log p(y | x)`` ``[n]`` float64 of the given labels, each row by its own fold model,
-    floored at ``LOG_PROBABILITY_FLOOR``."""
+def own_fold_probabilities(model: FoldedMLP, features: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """``p(· | x)`` ``[n, classes]`` float64, each row by its own fold model."""
     with torch.no_grad():
         log_proba = model.own_fold_log_proba(
             torch.from_numpy(np.require(features, np.float32, ["C", "W"])),
             torch.from_numpy(np.asarray(folds, dtype=np.int64)),
         )
-    picked = log_proba[torch.arange(len(labels)), torch.from_numpy(labels.astype(np.int64))]
-    return np.maximum(picked.double().numpy(), LOG_PROBABILITY_FLOOR)
+    return log_proba.double().exp().numpy()
+
+
+def log_proba_of_labels(
+    model: FoldedMLP, features: np.ndarray, folds: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
+    """``log p(y | x)`` ``[n]`` float64 of the given labels, each row by its own fold model,
+    floored at ``LOG_PROBABILITY_FLOOR``."""
+    probabilities = own_fold_probabilities(model, features, folds)
+    picked = probabilities[np.arange(len(labels)), labels.astype(np.int64)]
+    with np.errstate(divide="ignore"):
+        return np.maximum(np.log(picked), LOG_PROBABILITY_FLOOR)
 
 
 def train_folded(

@@ -34,6 +34,12 @@ def _accuracy(model: nn.Module, inputs: Mapping[str, torch.Tensor], labels: torc
         return float((model(inputs).argmax(dim=-1) == labels).float().mean())
 
 
+def report_epoch(epoch: int, epochs: int, reports: int = 3) -> bool:
+    """Whether a training loop reports after ``epoch`` (1-based): about ``reports`` times, and
+    always after the last epoch."""
+    return epoch == epochs or epoch % max(1, epochs // reports) == 0
+
+
 def print_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -76,7 +82,7 @@ def train_classifier(
             optimiser.step()
             total += loss.item() * len(batch)
         model.eval()
-        if epoch == config.epochs or epoch % max(1, config.epochs // 5) == 0:
+        if report_epoch(epoch, config.epochs, reports=5):
             accuracy = _accuracy(model, subset(validation), targets[validation])
             progress(
                 f"  epoch {epoch}/{config.epochs}  loss {total / len(train):.4f}  "

@@ -9,9 +9,12 @@ import pyarrow as pa
 
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import (
+    BATCH_BLOCK,
+    BATCH_TERMS,
     LABEL,
     LSMI_TERMS,
     SAMPLE_ID,
+    batch_column,
     code_column,
     lsmi_column,
     score_schema,
@@ -28,10 +31,18 @@ def _lsmi_pairs(config: JobConfig) -> list[tuple[str, str]]:
     return list(combinations(config.modality_names, 2)) if "lsmi" in config.measures else []
 
 
+def _batch_pairs(config: JobConfig) -> list[tuple[str, str]]:
+    return list(combinations(config.modality_names, 2)) if "pid_batch" in config.measures else []
+
+
 def measure_columns(batch: pa.Table, config: JobConfig) -> dict[str, Any]:
-    """Columns added by earlier stages (PID codes, LSMI terms), carried through to the scores."""
+    """Columns added by earlier stages (PID codes, LSMI terms, BATCH estimates), carried
+    through to the scores."""
     names = [code_column(m) for m in config.modality_names] if "pid_cvx" in config.measures else []
     names += [lsmi_column(t, a, b) for a, b in _lsmi_pairs(config) for t in LSMI_TERMS]
+    if "pid_batch" in config.measures:
+        names.append(BATCH_BLOCK)
+    names += [batch_column(t, a, b) for a, b in _batch_pairs(config) for t in BATCH_TERMS]
     return {name: batch.column(name) for name in names}
 
 
@@ -48,4 +59,5 @@ def scores_schema(batch: pa.Table, config: JobConfig, *, prediction: bool) -> pa
         else None,
         code_modalities=config.modality_names if "pid_cvx" in config.measures else (),
         lsmi_pairs=_lsmi_pairs(config),
+        batch_pairs=_batch_pairs(config),
     )

@@ -2,9 +2,10 @@
 
 One actor pool for the whole job keeps all per-row work in one process per batch (no Arrow
 hand-offs between pools) and never lets two actor pools hold every CPU while the read tasks
-wait for one (ray#44687). Order: PID codes and LSMI terms are appended to the normalised input,
-then the model operator (InterSHAP, or the prediction alone) turns the batch into score rows
-and carries those columns on; without a model the score columns are selected directly.
+wait for one (ray#44687). Order: PID codes, LSMI terms and PID BATCH estimates are appended to
+the normalised input, then the model operator (InterSHAP, or the prediction alone) turns the
+batch into score rows and carries those columns on; without a model the score columns are
+selected directly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from intermodal.estimators.discretize import Codebook
 from intermodal.operators.columns import carried_columns, measure_columns, scores_schema
 from intermodal.operators.intershap import InterSHAPOperator, PredictionOperator
 from intermodal.operators.lsmi import LSMIOperator
+from intermodal.operators.pid_batch import PIDBatchOperator
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import code_column, modality_values
 
@@ -57,6 +59,7 @@ class ScoreOperator:
             else None
         )
         self.lsmi = LSMIOperator(config, background) if "lsmi" in measures else None
+        self.pid_batch = PIDBatchOperator(config) if "pid_batch" in measures else None
         self.model_operator: InterSHAPOperator | PredictionOperator | None = None
         if "intershap" in measures:
             if background is None:
@@ -70,6 +73,8 @@ class ScoreOperator:
             batch = with_codes(batch, self.config, self.codebooks)
         if self.lsmi is not None:
             batch = self.lsmi(batch)
+        if self.pid_batch is not None:
+            batch = self.pid_batch(batch)
         if self.model_operator is not None:
             return self.model_operator(batch)
         return model_free_scores(batch, self.config)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import combinations
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import ray
 
@@ -25,10 +26,13 @@ from intermodal.pipelines.aggregate_pid import (
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import (
+    BATCH_BLOCK,
+    BATCH_TERMS,
     GLOBAL_SCHEMA,
     LABEL,
     LSMI_TERMS,
     PRED,
+    batch_column,
     interaction_column,
     interaction_pairs,
     lsmi_column,
@@ -143,6 +147,64 @@ def _partials(files: list[str], stage: Callable, **kwargs: object) -> Iterator[d
     ).iter_rows()
 
 
+BATCH_MEASURE = "pid_batch"
+
+
+def batch_partial_statistics(batch: pa.Table, config: dict) -> pa.Table:
+    """Ray Data stage over score files (``uri``): per pair, the moments over the file's scoring
+    blocks of the block estimates (R, U1, U2, S) and the block size (rows share their block's
+    estimate; a block is never split across files)."""
+    job = JobConfig.model_validate(config)
+    pairs = list(combinations(job.modality_names, 2))
+    records = []
+    for uri in batch.column("uri").to_pylist():
+        columns = [BATCH_BLOCK] + [batch_column(t, a, b) for a, b in pairs for t in BATCH_TERMS]
+        scores = pl.from_arrow(storage.parquet_file(uri).read(columns=columns))
+        per_block = scores.group_by(BATCH_BLOCK).agg(
+            pl.len().alias("rows"), *(pl.col(c).first() for c in columns[1:])
+        )
+        for a, b in pairs:
+            values = per_block.select(
+                *(batch_column(t, a, b) for t in BATCH_TERMS), "rows"
+            ).to_numpy()
+            moments = Moments.of(values.astype(np.float64))
+            records.append(
+                {
+                    "key": f"{a},{b}",
+                    "group_by": "",
+                    "group": "",
+                    "count": moments.count,
+                    "mean": moments.mean.tolist(),
+                    "m2": moments.m2.tolist(),
+                }
+            )
+    return pa.Table.from_pylist(records)
+
+
+def batch_global_table(merged: dict[str, GroupedMoments]) -> pa.Table:
+    """Per pair ``a,b``: ``R[a,b]``, ``U1[a,b]``, ``U2[a,b]``, ``S[a,b]`` in bits — the mean of
+    the block estimates with its standard error across blocks; ``n`` is the rows scored."""
+    records = []
+    for pair, grouped in sorted(merged.items()):
+        moments = grouped[("", "")]
+        stderr = moments.stderr()
+        rows = round(float(moments.mean[-1]) * moments.count)
+        for index, term in enumerate(BATCH_TERMS):
+            error = float(stderr[index])
+            records.append(
+                {
+                    "measure": BATCH_MEASURE,
+                    "term": f"{term}[{pair}]",
+                    "group_by": "",
+                    "group": "",
+                    "value": float(moments.mean[index]),
+                    "n": rows,
+                    "stderr": None if np.isnan(error) else error,
+                }
+            )
+    return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
+
+
 LSMI_MEASURE = "lsmi"
 # score column term → global term
 LSMI_GLOBAL_TERMS = {"r": "R", "u1": "U1", "u2": "U2", "s": "S"}
@@ -185,7 +247,7 @@ def lsmi_global_table(merged: dict[str, GroupedMoments]) -> pa.Table:
 
 def run_aggregate(run_dir: str, progress: Progress = print) -> pa.Table:
     """Merge the run's scores into ``global/<measure>.parquet`` (``intershap``, ``lsmi``,
-    ``pid_cvx``); returns all of them as one table."""
+    ``pid_batch``, ``pid_cvx``); returns all of them as one table."""
     paths = RunPaths(run_dir)
     manifest = storage.read_json(paths.manifest)
     config = JobConfig.model_validate(manifest["config"])
@@ -201,6 +263,9 @@ def run_aggregate(run_dir: str, progress: Progress = print) -> pa.Table:
         if measure in config.measures:
             rows = _partials(files, partial_statistics, config=manifest["config"], measure=measure)
             tables.append((measure, to_table(merge_partials(rows))))
+    if BATCH_MEASURE in config.measures:
+        rows = _partials(files, batch_partial_statistics, config=manifest["config"])
+        tables.append((BATCH_MEASURE, batch_global_table(merge_partials(rows))))
     if "pid_cvx" in config.measures:
         codes = {name: book["codes"] for name, book in manifest["codebooks"].items()}
         rows = _partials(files, partial_counts, config=manifest["config"], codes=codes)

@@ -13,6 +13,7 @@ from intermodal import storage
 from intermodal.estimators.discretize import Codebook, CodebookConfig, fit_codebook
 from intermodal.pipelines.artifacts import FitMarker
 from intermodal.pipelines.fit_lsmi import fit_lsmi
+from intermodal.pipelines.fit_pid_batch import fit_pid_batch
 from intermodal.pipelines.inputs import Shard, duplicate_ids, inspect_shards, sample_rows
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
@@ -81,5 +82,7 @@ def run_fit(config: JobConfig, progress: Progress = print) -> None:
         fit_codebooks(config, shards, duplicates, progress)
     if "lsmi" in config.measures:
         fit_lsmi(config, shards, duplicates, progress)
-    if not {"pid_cvx", "lsmi"} & set(config.measures):
-        progress("[fit] nothing to fit: the job measures neither pid_cvx nor lsmi")
+    if "pid_batch" in config.measures:
+        fit_pid_batch(config, shards, duplicates, progress)
+    if not {"pid_cvx", "lsmi", "pid_batch"} & set(config.measures):
+        progress("[fit] nothing to fit: the job measures none of pid_cvx, lsmi, pid_batch")

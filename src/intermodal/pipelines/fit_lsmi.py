@@ -9,7 +9,6 @@ modality), ``classifiers.pt`` (``FoldedMLP`` state dicts by key: ``<m>`` or ``<a
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -22,7 +21,7 @@ from intermodal import storage
 from intermodal.estimators.knife import EntropyModel, KnifeConfig, fit_entropy_model
 from intermodal.models.classifiers import ClassifierTraining, FoldedMLP, fold_of, train_folded
 from intermodal.models.protocol import MultimodalModel, build_model
-from intermodal.pipelines.artifacts import FitMarker
+from intermodal.pipelines.artifacts import FitMarker, load_state, save_state
 from intermodal.pipelines.inputs import Shard, sample_table
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
@@ -101,30 +100,15 @@ def _marker(config: JobConfig, shards: list[Shard]) -> FitMarker:
     return FitMarker(config, shards, "lsmi", settings)
 
 
-def _save_torch(state: dict, uri: str) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    fs, path = storage.filesystem(uri)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "wb") as handle:
-        handle.write(buffer.getvalue())
-
-
-def _load_torch(uri: str) -> dict:
-    fs, path = storage.filesystem(uri)
-    with fs.open(path, "rb") as handle:
-        return torch.load(io.BytesIO(handle.read()), weights_only=True)
-
-
 def save_artifacts(config: JobConfig, artifacts: LSMIArtifacts) -> None:
     folder = _folder(config)
     states = {}
     for name, model in artifacts.entropy.items():
         arrays, states[name] = model.to_state()
         storage.write_arrays(arrays, storage.join(folder, f"entropy-{name}.npz"))
-    _save_torch(states, storage.join(folder, "entropy.pt"))
+    save_state(states, storage.join(folder, "entropy.pt"))
     classifiers = {name: model.state_dict() for name, model in artifacts.classifiers.items()}
-    _save_torch(classifiers, storage.join(folder, "classifiers.pt"))
+    save_state(classifiers, storage.join(folder, "classifiers.pt"))
     storage.write_arrays(
         {
             "log_prior": artifacts.log_prior,
@@ -140,14 +124,14 @@ def load_artifacts(config: JobConfig) -> LSMIArtifacts:
     folder = _folder(config)
     prior = storage.read_arrays(storage.join(folder, "prior.npz"))
     folds = int(prior["folds"])
-    entropy_states = _load_torch(storage.join(folder, "entropy.pt"))
+    entropy_states = load_state(storage.join(folder, "entropy.pt"))
     entropy = {
         name: EntropyModel.from_state(
             storage.read_arrays(storage.join(folder, f"entropy-{name}.npz")), entropy_states[name]
         )
         for name in config.modality_names
     }
-    states = _load_torch(storage.join(folder, "classifiers.pt"))
+    states = load_state(storage.join(folder, "classifiers.pt"))
     classifiers = {}
     for key in classifier_keys(config) if config.lsmi.classifiers == "crossfit" else []:
         model = FoldedMLP(

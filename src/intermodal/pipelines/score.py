@@ -16,6 +16,7 @@ from intermodal.estimators.discretize import Codebook
 from intermodal.operators.score import ScoreOperator
 from intermodal.pipelines.fit import fit_codebooks, load_codebooks
 from intermodal.pipelines.fit_lsmi import fit_lsmi, lsmi_fitted
+from intermodal.pipelines.fit_pid_batch import batch_fitted, fit_pid_batch
 from intermodal.pipelines.inputs import (
     NoValidRows,
     Shard,
@@ -110,6 +111,11 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
                 codebooks = fit_codebooks(config, shards, duplicates, progress)
             else:
                 progress("[score] PID codebooks fitted on this input and settings: reused")
+        if "pid_batch" in config.measures:
+            if batch_fitted(config, shards):
+                progress("[score] PID BATCH models fitted on this input and settings: reused")
+            else:
+                fit_pid_batch(config, shards, duplicates, progress)
         if "lsmi" in config.measures:
             if lsmi_fitted(config, shards):
                 progress("[score] LSMI models fitted on this input and settings: reused")

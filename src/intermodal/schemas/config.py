@@ -74,8 +74,8 @@ class PIDConfig(_Strict):
     seed: int = 0
 
 
-class LSMIClassifierConfig(_Strict):
-    """The MLPs p(y | x_m) and p(y | x_a, x_b): two hidden ReLU layers, Adam."""
+class ClassifierConfig(_Strict):
+    """Cross-fitted MLPs p(y | x_m) and p(y | x_a, x_b): two hidden ReLU layers, Adam."""
 
     hidden: int = Field(default=64, ge=1)
     epochs: int = Field(default=30, ge=1)
@@ -107,11 +107,27 @@ class LSMIConfig(_Strict):
     folds: int = Field(default=5, ge=2, le=50)  # cross-fitting: no row scored by its own fit
     fit_rows: int = Field(default=100_000, ge=10)
     seed: int = 0
-    classifier: LSMIClassifierConfig = LSMIClassifierConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
     entropy: LSMIEntropyConfig = LSMIEntropyConfig()
 
 
-Measure = Literal["intershap", "pid_cvx", "lsmi"]
+class PIDBatchConfig(_Strict):
+    """The BATCH estimator of PID (paper 003 §3.2, App. B.3) on continuous features."""
+
+    block_size: int = Field(default=256, ge=8)  # m: rows per coupling, in training and scoring
+    epochs: int = Field(default=10, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    hidden: int = Field(default=32, ge=1)  # encoder MLP width (3 layers)
+    embed_dim: int = Field(default=10, ge=1)  # encoder features per label
+    sinkhorn_iters: int = Field(default=200, ge=1)
+    sinkhorn_tol: float = Field(default=1e-6, gt=0)  # largest row-marginal error accepted
+    folds: int = Field(default=5, ge=2, le=50)
+    fit_rows: int = Field(default=100_000, ge=16)
+    seed: int = 0
+    classifier: ClassifierConfig = ClassifierConfig()
+
+
+Measure = Literal["intershap", "pid_cvx", "lsmi", "pid_batch"]
 
 
 class ComputeConfig(_Strict):
@@ -139,6 +155,7 @@ class JobConfig(_Strict):
     intershap: InterSHAPConfig = InterSHAPConfig()
     pid: PIDConfig = PIDConfig()
     lsmi: LSMIConfig = LSMIConfig()
+    pid_batch: PIDBatchConfig = PIDBatchConfig()
     compute: ComputeConfig = ComputeConfig()
 
     @property
@@ -162,6 +179,8 @@ class JobConfig(_Strict):
             raise ValueError("measure 'intershap' needs a model")
         if "pid_cvx" in self.measures and self.model is None and self.label_column is None:
             raise ValueError("measure 'pid_cvx' needs label_column or a model to predict with")
+        if "pid_batch" in self.measures and self.label_column is None:
+            raise ValueError("measure 'pid_batch' needs label_column")
         if "lsmi" in self.measures and self.label_column is None:
             raise ValueError("measure 'lsmi' needs label_column (it decomposes i(x; label))")
         if "lsmi" in self.measures and self.model is None:

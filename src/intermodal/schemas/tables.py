@@ -13,7 +13,9 @@ of the interaction matrix ``interaction_<a>__<b>`` (``a == b``: the main effect 
 Shapley decomposition; local InterSHAP is a fraction in [0, 1]. With the ``pid_cvx`` measure,
 ``pid_code_<m>`` (int32) is each modality's codebook cell. Columns of measures not run are
 absent, and ``pred`` is absent without a model. With ``lsmi``, ``lsmi_<term>_<a>__<b>`` (float64,
-nats, null for rows without a label) per pair and term r, u1, u2, s.
+nats, null for rows without a label) per pair and term r, u1, u2, s. With ``pid_batch``,
+``pid_batch_block`` (the row's scoring block) and ``pid_batch_<T>_<a>__<b>`` (the block's
+BATCH estimate, bits) per pair and term R, U1, U2, S.
 """
 
 from __future__ import annotations
@@ -96,6 +98,15 @@ def lsmi_column(term: str, first: str, second: str) -> str:
     return f"lsmi_{term}_{first}__{second}"
 
 
+BATCH_BLOCK = "pid_batch_block"
+BATCH_TERMS = ("R", "U1", "U2", "S")
+
+
+def batch_column(term: str, first: str, second: str) -> str:
+    """Score column of one PID BATCH term (R, U1, U2, S) of the pair (first, second)."""
+    return f"pid_batch_{term}_{first}__{second}"
+
+
 def score_schema(
     id_type: pa.DataType,
     label: bool,
@@ -105,10 +116,11 @@ def score_schema(
     intershap: tuple[Sequence[str], str, int] | None = None,
     code_modalities: Sequence[str] = (),
     lsmi_pairs: Sequence[tuple[str, str]] = (),
+    batch_pairs: Sequence[tuple[str, str]] = (),
 ) -> pa.Schema:
     """Score columns in table order. ``intershap`` is ``(modalities, target, num_classes)`` when
     InterSHAP is measured; ``code_modalities`` those with a ``pid_code_<m>`` column;
-    ``lsmi_pairs`` the pairs with LSMI columns."""
+    ``lsmi_pairs`` and ``batch_pairs`` the pairs with LSMI and PID BATCH columns."""
     fields = [pa.field(SAMPLE_ID, id_type, nullable=False)]
     if label:
         fields.append(pa.field(LABEL, pa.int64()))
@@ -129,6 +141,13 @@ def score_schema(
         pa.field(lsmi_column(term, a, b), pa.float64())  # null where the label is null
         for a, b in lsmi_pairs
         for term in LSMI_TERMS
+    ]
+    if batch_pairs:
+        fields.append(pa.field(BATCH_BLOCK, pa.int64(), nullable=False))
+    fields += [
+        pa.field(batch_column(term, a, b), pa.float64(), nullable=False)
+        for a, b in batch_pairs
+        for term in BATCH_TERMS
     ]
     return pa.schema(fields)
 

@@ -1,0 +1,159 @@
+"""PID BATCH artifacts: cross-fitted classifiers per modality and pair, then one encoder pair per
+pair of modalities trained against the classifiers' held-out outputs → ``artifacts/pid_batch/``.
+
+Files: ``classifiers.pt`` (``FoldedMLP`` state dicts by ``<m>`` / ``<a>__<b>``), ``encoders.pt``
+(``LabelEncoder`` state dicts by ``<a>__<b>/1`` and ``<a>__<b>/2``), ``folds.npz``,
+``fitted_on.json``; all loaded with ``weights_only=True`` / ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from intermodal import storage
+from intermodal.models.classifiers import (
+    ClassifierTraining,
+    FoldedMLP,
+    fold_of,
+    own_fold_probabilities,
+    train_folded,
+)
+from intermodal.models.pid_batch import EncoderTraining, LabelEncoder, train_encoders
+from intermodal.pipelines.artifacts import FitMarker, load_state, save_state
+from intermodal.pipelines.fit_lsmi import classifier_keys, joined, key_name, lsmi_pairs
+from intermodal.pipelines.inputs import Shard, sample_table
+from intermodal.pipelines.run import Progress, RunPaths
+from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import LABEL, SAMPLE_ID, modality_values
+
+
+@dataclass
+class BatchArtifacts:
+    classifiers: dict[str, FoldedMLP]
+    encoders: dict[str, tuple[LabelEncoder, LabelEncoder]]  # by pair key a__b
+    folds: int
+    seed: int
+
+
+def encoder_training(config: JobConfig) -> EncoderTraining:
+    settings = config.pid_batch
+    return EncoderTraining(
+        block_size=settings.block_size,
+        epochs=settings.epochs,
+        lr=settings.lr,
+        hidden=settings.hidden,
+        embed_dim=settings.embed_dim,
+        sinkhorn_iters=settings.sinkhorn_iters,
+        sinkhorn_tol=settings.sinkhorn_tol,
+        seed=settings.seed,
+    )
+
+
+def input_features(config: JobConfig, rows: pa.Table) -> dict[str, np.ndarray]:
+    return {m.name: modality_values(rows.column(m.name), m.size) for m in config.modalities}
+
+
+def _folder(config: JobConfig) -> str:
+    return storage.join(RunPaths(config.output).artifacts, "pid_batch")
+
+
+def _marker(config: JobConfig, shards: list[Shard]) -> FitMarker:
+    return FitMarker(config, shards, "pid_batch", config.pid_batch.model_dump(mode="json"))
+
+
+def batch_fitted(config: JobConfig, shards: list[Shard]) -> bool:
+    return _marker(config, shards).matches()
+
+
+def fit_pid_batch(
+    config: JobConfig, shards: list[Shard], duplicates: pa.Array, progress: Progress = print
+) -> BatchArtifacts:
+    """Fit and save the BATCH artifacts on ``pid_batch.fit_rows`` sampled labelled rows."""
+    settings = config.pid_batch
+    marker = _marker(config, shards)
+    marker.clear()
+    table = sample_table(config, shards, settings.fit_rows, settings.seed, duplicates)
+    table = table.filter(pc.is_valid(table.column(LABEL)))
+    if table.num_rows < max(settings.folds * 2, settings.block_size):
+        raise ValueError(
+            f"PID BATCH needs at least one block of labelled rows: {table.num_rows} in a "
+            f"sample of {settings.fit_rows}, block_size {settings.block_size}"
+        )
+    progress(f"[pid_batch] fitting on {table.num_rows} sampled rows")
+    features = input_features(config, table)
+    labels = table.column(LABEL).to_numpy()
+    folds = fold_of(table.column(SAMPLE_ID), settings.folds, settings.seed)
+    training = ClassifierTraining(**settings.classifier.model_dump(), seed=settings.seed)
+    classifiers = {
+        key_name(key): train_folded(
+            joined(features, key),
+            labels,
+            folds,
+            settings.folds,
+            config.num_classes,
+            training,
+            name=f"p(y | {', '.join(key)})",
+            progress=progress,
+        )
+        for key in classifier_keys(config)
+    }
+    held_out = {
+        name: own_fold_probabilities(classifiers[name], features[name], folds)
+        for name in config.modality_names
+    }
+    encoders = {
+        key_name((a, b)): train_encoders(
+            features[a],
+            features[b],
+            held_out[a],
+            held_out[b],
+            encoder_training(config),
+            name=f"encoders {a}, {b}",
+            progress=progress,
+        )
+        for a, b in lsmi_pairs(config)
+    }
+    artifacts = BatchArtifacts(classifiers, encoders, settings.folds, settings.seed)
+    folder = _folder(config)
+    save_state({k: m.state_dict() for k, m in classifiers.items()}, f"{folder}/classifiers.pt")
+    states = {
+        f"{pair}/{side + 1}": encoder.state_dict()
+        for pair, pair_encoders in encoders.items()
+        for side, encoder in enumerate(pair_encoders)
+    }
+    save_state(states, f"{folder}/encoders.pt")
+    marker.write()
+    return artifacts
+
+
+def load_batch_artifacts(config: JobConfig) -> BatchArtifacts:
+    settings = config.pid_batch
+    folder = _folder(config)
+    sizes = {m.name: m.size for m in config.modalities}
+    classifier_states = load_state(f"{folder}/classifiers.pt")
+    classifiers = {}
+    for key in classifier_keys(config):
+        model = FoldedMLP(
+            sum(sizes[name] for name in key),
+            settings.classifier.hidden,
+            config.num_classes,
+            settings.folds,
+        )
+        model.load_state_dict(classifier_states[key_name(key)])
+        classifiers[key_name(key)] = model.eval()
+    encoder_states = load_state(f"{folder}/encoders.pt")
+    encoders = {}
+    for pair in lsmi_pairs(config):
+        pair_encoders = []
+        for side, name in enumerate(pair):
+            encoder = LabelEncoder(
+                sizes[name], config.num_classes, settings.hidden, settings.embed_dim
+            )
+            encoder.load_state_dict(encoder_states[f"{key_name(pair)}/{side + 1}"])
+            pair_encoders.append(encoder.eval())
+        encoders[key_name(pair)] = (pair_encoders[0], pair_encoders[1])
+    return BatchArtifacts(classifiers, encoders, settings.folds, settings.seed)
