@@ -10,7 +10,8 @@ process on local Ray:
   samples/s = N / seconds of the whole step, Ray start-up excluded;
 * aggregate: ``run_aggregate`` (per-file moments merged on the driver).
 
-Memory: peak RSS of the step's process and the largest Ray worker RSS (``bench/measure.py``).
+Memory: peak RSS of the step's process and the largest Ray worker private RSS
+(``bench/measure.py``).
 Shards of 65,536 rows repeat one generated block with fresh ids, so generation stays cheap; the
 fit sample draws across all of them.
 
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "fit: run_fit on lsmi.fit_rows = 100k sampled rows; score: run_score reusing the "
             "fit (read + validate + LSMI operator + Parquet); samples/s = N / score s",
             "driver MiB: peak RSS of the step's process (Ray client included); worker MiB: "
-            "largest Ray worker RSS sampled every 0.1 s",
+            "largest Ray worker private RSS (RssAnon) sampled every 0.1 s",
             f"N × {last['N'] / first['N']:g}: score worker peak × "
             f"{last['score worker MiB'] / first['score worker MiB']:.2f}, score driver peak × "
             f"{last['score driver MiB'] / first['score driver MiB']:.2f}, aggregate driver "

@@ -16,7 +16,10 @@ RSS_SAMPLE_SECONDS = 0.1
 
 
 def worker_rss_mib() -> float:
-    """Largest VmRSS among running Ray worker processes (``ray::`` in their title)."""
+    """Largest private resident memory (``RssAnon``) among running Ray worker processes
+    (``ray::`` in their title). Shared pages — the object store's mapped blocks, which every
+    worker that touches a block counts in its VmRSS — are left out: they are not the
+    process's own growth."""
     largest = 0
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
@@ -24,7 +27,7 @@ def worker_rss_mib() -> float:
             if b"ray::" not in cmdline and b"default_worker" not in cmdline:
                 continue
             for line in status.read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith("RssAnon:"):
                     largest = max(largest, int(line.split()[1]))
         except OSError:  # the process ended while we looked
             continue

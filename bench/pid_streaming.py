@@ -8,8 +8,8 @@ x3; labels y = x1 XOR x2; a ``site`` group with 4 values), in fresh child proces
 * aggregate: ``run_aggregate`` (per-file count tensors on Ray Data tasks, merged on the driver
   as they stream in, then one exact PID solve per pair and group).
 
-Memory is the peak resident set of the driver process (``ru_maxrss``) and the largest resident
-set seen in any Ray worker (``/proc/<pid>/status`` VmRSS sampled every 0.1 s). Inputs are
+Memory is the peak resident set of the driver process (``ru_maxrss``) and the largest private
+resident set seen in any Ray worker (``/proc/<pid>/status`` RssAnon, every 0.1 s). Inputs are
 generated and written one shard at a time, so the parent never holds N rows either.
 
     python bench/pid_streaming.py                       # N = 100k and 1M

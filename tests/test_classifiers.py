@@ -12,6 +12,7 @@ from intermodal.models.classifiers import (
     FoldedMLP,
     fold_of,
     log_proba_of_labels,
+    own_fold_probabilities,
     train_folded,
 )
 
@@ -103,3 +104,15 @@ def test_confidently_wrong_predictions_are_floored(bad: float) -> None:
             weight.zero_()
     log_p = log_proba_of_labels(model, np.array([[bad]]), np.array([0]), np.array([0]))
     assert np.isfinite(log_p).all() and log_p[0] == pytest.approx(np.log(1e-12))
+
+
+def test_early_stopping_keeps_uninformative_predictions_near_the_prior() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, 16)).astype(np.float32)
+    y = rng.integers(0, 2, 3000)
+    folds = fold_of(pa.array(np.arange(3000)), 5, seed=0)
+    config = ClassifierTraining(hidden=64, epochs=30, batch_size=128, lr=1e-2)
+    model = train_folded(x, y, folds, 5, 2, config)
+    spread = np.abs(own_fold_probabilities(model, x, folds)[:, 1] - 0.5)
+    # the plug-in information of such outputs stays far below what an over-fit MLP reports
+    assert spread.mean() < 0.1

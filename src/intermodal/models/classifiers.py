@@ -23,6 +23,8 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from intermodal.models.training import report_epoch
+
 # splitmix64 finaliser constants: a cheap, well-mixed 64-bit hash of integer ids
 _MIX_1, _MIX_2, _GOLDEN = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0x9E3779B97F4A7C15
 LOG_PROBABILITY_FLOOR = math.log(1e-12)  # clamp for log p(y | x) of a confidently wrong model
@@ -144,6 +146,15 @@ def log_proba_of_labels(
         return np.maximum(np.log(picked), LOG_PROBABILITY_FLOOR)
 
 
+def _held_out_loss(
+    model: FoldedMLP, k: int, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
+    """Mean cross-entropy of fold model ``k`` on the selected rows (inf when there are none)."""
+    if not rows.any():
+        return torch.tensor(math.inf)
+    return nn.functional.cross_entropy(model.fold_forward(x[rows], k), y[rows])
+
+
 def train_folded(
     features: np.ndarray,
     labels: np.ndarray,
@@ -155,8 +166,10 @@ def train_folded(
     progress: Callable[[str], None] | None = None,
 ) -> FoldedMLP:
     """Train the ``n_folds`` models on ``features [n, d]`` and ``labels [n]``: model ``k`` on the
-    rows whose fold is not ``k``. Reports the out-of-fold accuracy (each row predicted by the
-    model that did not see it) through ``progress``."""
+    rows of neither fold ``k`` nor fold ``k + 1``. After every epoch model ``k`` is scored on
+    fold ``k + 1`` and keeps the weights of its lowest cross-entropy there (early stopping), so
+    an over-fitting MLP does not report confident noise — on uninformative features it stays
+    near the prior. Reports the out-of-fold accuracy through ``progress``."""
     x = torch.from_numpy(np.require(features, np.float32, ["C", "W"]))
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     fold = torch.from_numpy(np.asarray(folds, dtype=np.int64))
@@ -166,13 +179,18 @@ def train_folded(
     model.scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
     generator = torch.Generator().manual_seed(config.seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    # trained_on[k, b]: row b counts for model k, i.e. it is not in fold k
+    # model k trains on every fold but k (scored later) and k + 1 (its early-stopping rows), so
+    # neither its weights nor its choice of epoch ever depend on the labels of fold k
+    stopping_fold = (torch.arange(n_folds) + 1) % n_folds
     model_index = torch.arange(n_folds)[:, None]
+    best_loss = torch.full((n_folds,), math.inf)
+    best = [parameter.detach().clone() for parameter in model.parameters()]
     for epoch in range(1, config.epochs + 1):
         model.train()
         total = 0.0
         for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
-            trained_on = (fold[batch][None, :] != model_index).float()
+            row_fold = fold[batch][None, :]
+            trained_on = ((row_fold != model_index) & (row_fold != stopping_fold[:, None])).float()
             logits = model(x[batch])
             losses = nn.functional.cross_entropy(
                 logits.reshape(-1, num_classes), y[batch].repeat(n_folds), reduction="none"
@@ -182,16 +200,26 @@ def train_folded(
             per_model.sum().backward()
             optimiser.step()
             total += float(per_model.detach().mean()) * len(batch)
-        if progress is not None and (
-            epoch == config.epochs or epoch % max(1, config.epochs // 3) == 0
-        ):
-            model.eval()
+        model.eval()
+        with torch.no_grad():
+            stopping_loss = torch.stack(
+                [_held_out_loss(model, k, x, y, fold == stopping_fold[k]) for k in range(n_folds)]
+            )
+            improved = stopping_loss < best_loss
+            best_loss = torch.where(improved, stopping_loss, best_loss)
+            for kept, parameter in zip(best, model.parameters(), strict=True):
+                kept[improved] = parameter.detach()[improved]
+        if progress is not None and report_epoch(epoch, config.epochs):
             with torch.no_grad():
                 held_out = model.own_fold_log_proba(x, fold).argmax(dim=-1)
             accuracy = float((held_out == y).float().mean())
             progress(
-                f"[lsmi] {name}: epoch {epoch}/{config.epochs}  loss {total / len(x):.4f}  "
-                f"out-of-fold accuracy {accuracy:.3f}"
+                f"[classifier] {name}: epoch {epoch}/{config.epochs}  loss {total / len(x):.4f}"
+                f"  stopping loss {float(stopping_loss.mean()):.4f}"
+                f"  out-of-fold accuracy {accuracy:.3f}"
             )
+    with torch.no_grad():
+        for kept, parameter in zip(best, model.parameters(), strict=True):
+            parameter.copy_(kept)
     model.eval()
     return model
