@@ -3,17 +3,20 @@
 Per input size N (M = 3 modalities, so 3 pairs; 16-d x1, x2 carrying the XOR bits, 8-d noise
 x3; labels y = x1 XOR x2; a ``site`` group with 4 values), in fresh child processes:
 
-* score: ``run_score`` with ``measures: [pid_cvx]`` (codebook fit on ``pid.fit_rows`` sampled
-  rows, then codes assigned on Ray Data tasks, Parquet written);
-* aggregate: ``run_aggregate`` (per-file count tensors on Ray Data tasks, merged on the driver
-  as they stream in, then one exact PID solve per pair and group).
+* score: ``run_score`` with ``measures: [<--measure>]``, fitting first on ``--fit-rows``
+  sampled rows (pid_cvx: codebooks; pid_batch: classifiers and encoders), then the score
+  actors (codes, or BATCH estimates per block of 256 rows) and the Parquet writer;
+* aggregate: ``run_aggregate`` (per-file partial statistics on Ray Data tasks, merged on the
+  driver as they stream in: count tensors then one exact solve per pair and group for
+  pid_cvx, block moments for pid_batch).
 
 Memory is the peak resident set of the driver process (``ru_maxrss``) and the largest private
 resident set seen in any Ray worker (``/proc/<pid>/status`` RssAnon, every 0.1 s). Inputs are
 generated and written one shard at a time, so the parent never holds N rows either.
 
-    python bench/pid_streaming.py                       # N = 100k and 1M
-    python bench/pid_streaming.py --sizes 20000 --quick
+    python bench/pid_streaming.py                                # pid_cvx, N = 100k and 1M
+    python bench/pid_streaming.py --measure pid_batch --fit-rows 20000
+    python bench/pid_streaming.py --sizes 20000                  # smoke run
 """
 
 from __future__ import annotations
@@ -76,50 +79,52 @@ def write_input(uri: Path, n_rows: int) -> int:
     return n_shards
 
 
-def job_config(root: Path, n_rows: int) -> JobConfig:
+def job_config(root: Path, n_rows: int, measure: str, fit_rows: int) -> JobConfig:
     dims = {"x1": BIT_DIMS, "x2": BIT_DIMS, "x3": NOISE_DIMS}
     return parse_config(
         {
             "dataset": f"pid-bench-{n_rows}",
             "input": str(root / f"input-{n_rows}"),
-            "output": str(root / f"run-{n_rows}"),
+            "output": str(root / f"run-{measure}-{n_rows}"),
             "num_classes": 2,
             "group_columns": ["site"],
             "modalities": [{"name": m, "shape": [d]} for m, d in dims.items()],
-            "measures": ["pid_cvx"],
-            "pid": {"n_clusters": 20, "fit_rows": 100_000},
+            "measures": [measure],
+            "pid": {"n_clusters": 20, "fit_rows": fit_rows},
+            "pid_batch": {"fit_rows": fit_rows},
         }
     )
 
 
-def child(step: str, root: Path, n_rows: int) -> None:
+def child(step: str, root: Path, n_rows: int, measure: str, fit_rows: int) -> None:
     """One step in this (fresh) process; prints its measurements as JSON on stdout."""
     from intermodal.cluster import ensure_ray
     from intermodal.pipelines.aggregate import run_aggregate
     from intermodal.pipelines.score import run_score
 
-    config = job_config(root, n_rows)
+    config = job_config(root, n_rows, measure, fit_rows)
     ensure_ray()
     if step == "score":
         result = measured(lambda: run_score(config, progress=log))
     else:
         result = measured(lambda: run_aggregate(config.output, progress=log))
-        table = pq.read_table(Path(config.output) / "global" / "pid_cvx.parquet")
+        table = pq.read_table(Path(config.output) / "global" / f"{measure}.parquet")
         result["global_rows"] = table.num_rows
     print(json.dumps(result))
 
 
-def run_step(step: str, root: Path, n_rows: int) -> dict[str, float]:
-    return run_child(__file__, ["--child", step, "--out", str(root), "--sizes", str(n_rows)])
+def run_step(step: str, root: Path, n_rows: int, measure: str, fit_rows: int) -> dict[str, float]:
+    arguments = ["--child", step, "--out", str(root), "--sizes", str(n_rows)]
+    return run_child(__file__, [*arguments, "--measure", measure, "--fit-rows", str(fit_rows)])
 
 
-def bench_table(sizes: Sequence[int], root: Path) -> pl.DataFrame:
+def bench_table(sizes: Sequence[int], root: Path, measure: str, fit_rows: int) -> pl.DataFrame:
     rows = []
     for n_rows in sizes:
         shards = write_input(root / f"input-{n_rows}", n_rows)
         log(f"[bench] N = {n_rows}: {shards} shards written")
-        score = run_step("score", root, n_rows)
-        aggregate = run_step("aggregate", root, n_rows)
+        score = run_step("score", root, n_rows, measure, fit_rows)
+        aggregate = run_step("aggregate", root, n_rows, measure, fit_rows)
         rows.append(
             {
                 "N": n_rows,
@@ -141,6 +146,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--out", type=Path, default=Path("runs/bench-pid-streaming"))
+    parser.add_argument("--measure", choices=["pid_cvx", "pid_batch"], default="pid_cvx")
+    parser.add_argument(
+        "--fit-rows", type=int, default=100_000, help="rows the codebooks / BATCH models fit on"
+    )
     parser.add_argument("--child", choices=["score", "aggregate"], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -148,14 +157,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.child:
-        child(args.child, args.out, args.sizes[0])
+        child(args.child, args.out, args.sizes[0], args.measure, args.fit_rows)
         return
     started = time.perf_counter()
-    table = bench_table(args.sizes, args.out)
+    table = bench_table(args.sizes, args.out, args.measure, args.fit_rows)
     first, last = table.row(0, named=True), table.row(-1, named=True)
     show(
-        "PID (pid_cvx, labels) through score + aggregate: M = 3 (3 pairs), groups "
-        f"overall + {len(SITES)} sites, k = 20 codes per modality",
+        f"PID ({args.measure}, labels) through score + aggregate: M = 3 (3 pairs), groups "
+        f"overall + {len(SITES)} sites (pid_cvx), fit on {args.fit_rows} rows",
         table,
         [
             "driver MiB: peak RSS of the step's process (Ray client included); worker MiB: "

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 
 import polars as pl
 import pyarrow as pa
@@ -13,9 +14,9 @@ import pyarrow as pa
 from intermodal.schemas.config import ConfigError
 from intermodal.schemas.validation import InputSchemaError
 
-SUITES = ("intershap", "pid", "lsmi")
+SUITES = ("intershap", "pid", "pid_batch", "lsmi")
 # rows per generated data set unless --samples says otherwise
-DEFAULT_SAMPLES = {"intershap": 20_000, "pid": 100_000, "lsmi": 20_000}
+DEFAULT_SAMPLES = {"intershap": 20_000, "pid": 100_000, "pid_batch": 20_000, "lsmi": 20_000}
 
 
 def _print_table(title: str, table: pl.DataFrame) -> None:
@@ -70,11 +71,16 @@ def _validate(args: argparse.Namespace) -> None:
     from intermodal.pipelines.validate_lsmi import run_lsmi_suite
     from intermodal.pipelines.validate_pid import run_pid_suite
 
-    suites = {"intershap": run_intershap_suite, "pid": run_pid_suite, "lsmi": run_lsmi_suite}
+    suites = {
+        "intershap": run_intershap_suite,
+        "pid": run_pid_suite,
+        "pid_batch": partial(run_pid_suite, estimator="pid_batch"),
+        "lsmi": run_lsmi_suite,
+    }
     run_suite = suites[args.suite]
     n_samples = args.samples or DEFAULT_SAMPLES[args.suite]
     table = run_suite(args.out, experiments=args.experiment or None, n_samples=n_samples)
-    units = {"intershap": "%", "pid": "bits", "lsmi": "nats"}[args.suite]
+    units = {"intershap": "%", "pid": "bits", "pid_batch": "bits", "lsmi": "nats"}[args.suite]
     _print_table(
         f"validation: {args.suite} ({units}, written to {args.out}/validation.parquet)", table
     )
@@ -151,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--samples",
         type=int,
-        help="rows per data set (default: 20000 for intershap and lsmi, 100000 for pid)",
+        help="rows per data set (default: 100000 for pid, 20000 for the others)",
     )
     validate.set_defaults(handler=_validate)
     return parser

@@ -6,7 +6,7 @@ import io
 
 import torch
 
-from intermodal import storage
+from intermodal import __version__, storage
 from intermodal.pipelines.inputs import Shard, fingerprint
 from intermodal.pipelines.run import RunPaths
 from intermodal.schemas.config import JobConfig
@@ -20,6 +20,7 @@ class FitMarker:
     def __init__(self, config: JobConfig, shards: list[Shard], folder: str, settings: dict):
         self.uri = storage.join(RunPaths(config.output).artifacts, folder, "fitted_on.json")
         self.content = {
+            "intermodal": __version__,  # another release may fit differently
             folder: settings,
             "modalities": [m.model_dump(mode="json") for m in config.modalities],
             "input": fingerprint(shards),

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from intermodal import storage
 from intermodal.pipelines.aggregate_pid import DATA_MEASURE, pid_term
-from intermodal.pipelines.experiments import run_job
+from intermodal.pipelines.experiments import overall_terms, run_job
 from intermodal.pipelines.run import Progress
 from intermodal.pipelines.validate import write_validation
 from intermodal.schemas.config import JobConfig, parse_config
@@ -51,7 +51,14 @@ def _data(experiment: str, n_samples: int, seed: int) -> tuple[pa.Table, int]:
     return generate_latent(latent), latent.feature_dim
 
 
-def pid_job(experiment: str, data_uri: str, run_uri: str, dims: int, n_clusters: int) -> JobConfig:
+def pid_job(
+    experiment: str,
+    data_uri: str,
+    run_uri: str,
+    dims: int,
+    n_clusters: int,
+    measures: tuple[str, ...] = (DATA_MEASURE,),
+) -> JobConfig:
     return parse_config(
         {
             "dataset": f"pid_{experiment}",
@@ -59,26 +66,33 @@ def pid_job(experiment: str, data_uri: str, run_uri: str, dims: int, n_clusters:
             "output": run_uri,
             "num_classes": 2,
             "modalities": [{"name": name, "shape": [dims]} for name in ("x1", "x2")],
-            "measures": ["pid_cvx"],
+            "measures": list(measures),
             "pid": {"n_clusters": n_clusters},
+            "pid_batch": {"fit_rows": 100_000},
         }
     )
 
 
-def _estimates(table: pa.Table) -> dict[str, float]:
-    """Whole-dataset PID terms of the label, bits."""
-    frame = pl.DataFrame(pl.from_arrow(table)).filter(
-        (pl.col("measure") == DATA_MEASURE) & (pl.col("group_by") == "")
-    )
-    values = dict(zip(frame["term"], frame["value"], strict=True))
-    return {term: values[pid_term(term, ("x1", "x2"))] for term in TERMS}
+def _estimates(table: pa.Table, measure: str) -> dict[str, float]:
+    """Whole-dataset PID terms of the label under one estimator (``pid_cvx``, ``pid_batch``),
+    bits."""
+    terms = overall_terms(table, measure)
+    return {term: terms[pid_term(term, ("x1", "x2"))] for term in TERMS}
 
 
-def _rows(experiment: str, estimate: dict[str, float]) -> list[dict]:
+def _rows(
+    suite: str,
+    experiment: str,
+    estimate: dict[str, float],
+    reference: dict[str, float] | None = None,
+) -> list[dict]:
+    """Validation rows; for the latent data sets ``reference`` (CVX's terms, when ``estimate`` is
+    BATCH's) adds whether both name the same largest term."""
+
     def row(term: str, value: float, truth: float | None) -> dict:
         error = None if truth is None else abs(value - truth)
         return {
-            "suite": "pid",
+            "suite": suite,
             "experiment": experiment,
             "term": term,
             "estimate": value,
@@ -91,10 +105,14 @@ def _rows(experiment: str, estimate: dict[str, float]) -> list[dict]:
             row(t, estimate[t], truth) for t, truth in zip(TERMS, TABLE_1[experiment], strict=True)
         ]
     largest = max(TERMS, key=estimate.__getitem__)
-    return [
+    rows = [
         *(row(t, estimate[t], None) for t in TERMS),
         row("generating_term_largest", float(largest == GENERATING_TERM[experiment]), 1.0),
     ]
+    if reference is not None:
+        agrees = largest == max(TERMS, key=reference.__getitem__)
+        rows.append(row("largest_agrees_with_cvx", float(agrees), 1.0))
+    return rows
 
 
 def run_pid_suite(
@@ -104,8 +122,11 @@ def run_pid_suite(
     n_clusters: int = 20,
     seed: int = 0,
     progress: Progress = print,
+    estimator: str = DATA_MEASURE,
 ) -> pl.DataFrame:
-    """Run the experiments (default: all seven) and write ``out/validation.parquet``."""
+    """Run the experiments (default: all seven) with ``estimator`` (``pid_cvx``, or
+    ``pid_batch``, which also runs CVX on the same data to compare the largest terms) and write
+    ``out/validation.parquet``."""
     experiments = experiments or [*BITWISE_EXPERIMENTS, *LATENT_EXPERIMENTS]
     unknown = set(experiments) - set(TABLE_1) - set(GENERATING_TERM)
     if unknown:
@@ -115,6 +136,11 @@ def run_pid_suite(
         table, dims = _data(experiment, n_samples, seed)
         data_uri = storage.join(out, "data", experiment)
         write_table_shards(table, data_uri, N_SHARDS)
-        job = pid_job(experiment, data_uri, storage.join(out, "runs", experiment), dims, n_clusters)
-        rows += _rows(experiment, _estimates(run_job(job, progress)))
+        measures = tuple(dict.fromkeys([DATA_MEASURE, estimator]))
+        run_uri = storage.join(out, "runs", experiment)
+        job = pid_job(experiment, data_uri, run_uri, dims, n_clusters, measures)
+        table = run_job(job, progress)
+        suite = "pid" if estimator == DATA_MEASURE else estimator
+        reference = None if estimator == DATA_MEASURE else _estimates(table, DATA_MEASURE)
+        rows += _rows(suite, experiment, _estimates(table, estimator), reference)
     return write_validation(out, rows)

@@ -1,0 +1,121 @@
+"""PID BATCH through fit → score → aggregate on local Ray with real Parquet shards."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from intermodal.estimators.pid_batch import block_pid
+from intermodal.models.classifiers import fold_of, own_fold_probabilities
+from intermodal.pipelines.aggregate import run_aggregate
+from intermodal.pipelines.fit_pid_batch import load_batch_artifacts
+from intermodal.pipelines.score import run_score
+from intermodal.schemas.config import parse_config
+from intermodal.schemas.tables import modality_values
+from intermodal.synthetic.hdxor import write_table_shards
+from intermodal.synthetic.pid_data import BitwiseSpec, generate_bitwise
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+DIMS = {"x1": 8, "x2": 8, "x3": 2}
+TERMS = ("R", "U1", "U2", "S")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pid_batch")
+    n = 3000
+    table = generate_bitwise(BitwiseSpec(op="xor", n_samples=n, dims=8, noise=0.1, seed=4))
+    noise = np.random.default_rng(1).normal(size=n * 2).astype(np.float32)
+    table = table.select(["sample_id", "label", "x1", "x2"]).append_column(
+        "x3", pa.FixedSizeListArray.from_arrays(pa.array(noise), 2)
+    )
+    data = str(root / "data")
+    write_table_shards(table, data, n_shards=3)
+    config = parse_config(
+        {
+            "dataset": "batch_unit",
+            "input": data,
+            "output": str(root / "run"),
+            "num_classes": 2,
+            "modalities": [{"name": m, "shape": [d]} for m, d in DIMS.items()],
+            "measures": ["pid_batch"],
+            "pid_batch": {
+                "block_size": 128,
+                "epochs": 2,
+                "folds": 3,
+                "classifier": {"hidden": 16, "epochs": 4, "lr": 1e-2},
+            },
+            "compute": {"batch_size": 500},
+        }
+    )
+    messages: list[str] = []
+    run_score(config, progress=messages.append)
+    assert any(message.startswith("[pid_batch] encoders x1, x2") for message in messages)
+    table = pl.from_arrow(run_aggregate(config.output, progress=lambda _: None))
+    return config, data, table
+
+
+def test_rows_of_a_block_share_its_estimate(run) -> None:
+    config, _, _ = run
+    scores = pl.read_parquet(f"{config.output}/scores")
+    columns = [f"pid_batch_{t}_{a}__{b}" for a, b in combinations(DIMS, 2) for t in TERMS]
+    per_block = scores.group_by("pid_batch_block").agg(
+        pl.len().alias("rows"), *(pl.col(c).n_unique().alias(c) for c in columns)
+    )
+    assert (per_block.select(columns).to_numpy() == 1).all()
+    # blocks of 128 rows; the tail of a 500-row batch joins the block before it
+    assert per_block["rows"].min() >= 64 and per_block["rows"].max() < 192
+    assert per_block["rows"].sum() == 3000
+
+
+def test_global_is_the_mean_over_blocks(run) -> None:
+    config, _, table = run
+    scores = pl.read_parquet(f"{config.output}/scores")
+    blocks = scores.group_by("pid_batch_block").agg(pl.all().first())
+    for a, b in combinations(DIMS, 2):
+        for term in TERMS:
+            values = blocks[f"pid_batch_{term}_{a}__{b}"].to_numpy()
+            row = table.filter(pl.col("term") == f"{term}[{a},{b}]")
+            assert row["measure"].item() == "pid_batch" and row["n"].item() == 3000
+            assert row["value"].item() == pytest.approx(values.mean(), abs=1e-12)
+            stderr = values.std(ddof=1) / np.sqrt(len(values))
+            assert row["stderr"].item() == pytest.approx(stderr, rel=1e-9)
+            assert np.isfinite(values).all()
+
+
+def test_a_block_estimate_equals_an_independent_recomputation(run) -> None:
+    config, data, _ = run
+    artifacts = load_batch_artifacts(config)
+    scores = pq.read_table(f"{config.output}/scores")
+    block = scores.column("pid_batch_block")[0].as_py()
+    members = scores.filter(pa.compute.equal(scores.column("pid_batch_block"), block))
+    inputs = pq.read_table(data)
+    order = {v: i for i, v in enumerate(inputs.column("sample_id").to_pylist())}
+    rows = inputs.take([order[v] for v in members.column("sample_id").to_pylist()])
+    x = {m: modality_values(rows.column(m), d) for m, d in DIMS.items()}
+    folds = fold_of(rows.column("sample_id"), 3, seed=0)
+
+    def probabilities(*names: str) -> torch.Tensor:
+        features = np.concatenate([x[m] for m in names], axis=1)
+        model = artifacts.classifiers["__".join(names)]
+        return torch.from_numpy(own_fold_probabilities(model, features, folds))
+
+    encoders = artifacts.encoders["x1__x2"]
+    with torch.no_grad():
+        expected = block_pid(
+            encoders[0](torch.from_numpy(x["x1"])).double(),
+            encoders[1](torch.from_numpy(x["x2"])).double(),
+            probabilities("x1"),
+            probabilities("x2"),
+            probabilities("x1", "x2"),
+        )
+    for term in TERMS:
+        stored = members.column(f"pid_batch_{term}_x1__x2")[0].as_py()
+        assert stored == pytest.approx(expected[term] / np.log(2), abs=1e-9)
