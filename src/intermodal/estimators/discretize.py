@@ -211,6 +211,26 @@ def best_of_restarts(rows: np.ndarray, n_clusters: int, seed: int) -> np.ndarray
     return best.cluster_centers_.astype(np.float64)
 
 
+def fit_preprocessing(
+    rows: np.ndarray, standardize: bool, pca_components: int | None
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """Standardiser (mean, population std) then PCA fitted on ``rows [m, d]`` float64:
+    ``(mean [d] | None, scale [d] | None, components [p, d] | None, transformed rows)``."""
+    needs_centre = standardize or pca_components is not None
+    mean = rows.mean(axis=0) if needs_centre else None
+    scale = None
+    if standardize:
+        std = rows.std(axis=0)
+        # A constant feature carries no information; scale 1 keeps it at zero instead of NaN.
+        scale = np.where(std > 0, std, 1.0)
+    rows = _projected(rows, mean, scale, None)
+    components = None
+    if pca_components is not None:
+        components = principal_components(rows, pca_components)
+        rows = rows @ components.T
+    return mean, scale, components, rows
+
+
 def fit_kmeans(sample: np.ndarray, config: CodebookConfig) -> Codebook:
     """Standardiser → PCA → MiniBatchKMeans codebook fitted on ``sample [m, d]``."""
     rows = sample.astype(np.float64)
@@ -218,18 +238,9 @@ def fit_kmeans(sample: np.ndarray, config: CodebookConfig) -> Codebook:
         raise ValueError(
             f"k-means needs at least n_clusters = {config.n_clusters} rows, got {len(rows)}"
         )
-    needs_centre = config.standardize or config.pca_components is not None
-    mean = rows.mean(axis=0) if needs_centre else None
-    scale = None
-    if config.standardize:
-        std = rows.std(axis=0)
-        # A constant feature carries no information; scale 1 keeps it at zero instead of NaN.
-        scale = np.where(std > 0, std, 1.0)
-    rows = _projected(rows, mean, scale, None)
-    components = None
-    if config.pca_components is not None:
-        components = principal_components(rows, config.pca_components)
-        rows = rows @ components.T
+    mean, scale, components, rows = fit_preprocessing(
+        rows, config.standardize, config.pca_components
+    )
     return Codebook(
         kind="kmeans",
         mean=mean,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from intermodal.estimators.discretize import _checked, _projected, principal_components
+from intermodal.estimators.discretize import _checked, _projected, fit_preprocessing
 
 ENTROPY_CHUNK_ROWS = 65_536
 # exp(±10) spans 2e-5 … 2e4 kernel widths per unit of (standardised) feature: wide enough for any
@@ -250,18 +250,9 @@ def fit_entropy_model(
     the mean training ``h`` of an epoch (averaged over its minibatches while they are being
     fitted) about ``PROGRESS_REPORTS`` times."""
     rows = _validated_rows(rows, config)
-    needs_centre = config.standardize or config.pca_components is not None
-    mean = rows.mean(axis=0) if needs_centre else None
-    scale = None
-    if config.standardize:
-        std = rows.std(axis=0)
-        # A constant feature carries no information; scale 1 keeps it at zero instead of NaN.
-        scale = np.where(std > 0, std, 1.0)
-    rows = _projected(rows, mean, scale, None)
-    components = None
-    if config.pca_components is not None:
-        components = principal_components(rows, config.pca_components)
-        rows = rows @ components.T
+    mean, scale, components, rows = fit_preprocessing(
+        rows, config.standardize, config.pca_components
+    )
 
     data = torch.from_numpy(rows.astype(np.float32))
     generator = torch.Generator().manual_seed(config.seed)

@@ -14,7 +14,6 @@ from itertools import combinations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from intermodal import storage
@@ -22,7 +21,7 @@ from intermodal.estimators.knife import EntropyModel, KnifeConfig, fit_entropy_m
 from intermodal.models.classifiers import ClassifierTraining, FoldedMLP, fold_of, train_folded
 from intermodal.models.protocol import MultimodalModel, build_model
 from intermodal.pipelines.artifacts import FitMarker, load_state, save_state
-from intermodal.pipelines.inputs import Shard, sample_table
+from intermodal.pipelines.inputs import Shard, labelled_sample
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, SAMPLE_ID, modality_values
@@ -78,6 +77,32 @@ def lsmi_features(
 def joined(features: dict[str, np.ndarray], key: tuple[str, ...]) -> np.ndarray:
     """The classifier input of ``key``: its modalities' features side by side."""
     return np.concatenate([features[name] for name in key], axis=1)
+
+
+def train_classifiers(
+    keys: list[tuple[str, ...]],
+    features: dict[str, np.ndarray],
+    labels: np.ndarray,
+    folds: np.ndarray,
+    n_folds: int,
+    num_classes: int,
+    training: ClassifierTraining,
+    progress: Progress,
+) -> dict[str, FoldedMLP]:
+    """One cross-fitted ``FoldedMLP`` per key (its modalities' features side by side)."""
+    return {
+        key_name(key): train_folded(
+            joined(features, key),
+            labels,
+            folds,
+            n_folds,
+            num_classes,
+            training,
+            name=f"p(y | {', '.join(key)})",
+            progress=progress,
+        )
+        for key in keys
+    }
 
 
 @dataclass
@@ -159,13 +184,9 @@ def fit_lsmi(
     settings = config.lsmi
     marker = _marker(config, shards)
     marker.clear()
-    table = sample_table(config, shards, settings.fit_rows, settings.seed, duplicates)
-    table = table.filter(pc.is_valid(table.column(LABEL)))
-    if table.num_rows < settings.folds * 2:
-        raise ValueError(
-            f"LSMI needs labelled rows to fit on: {table.num_rows} in a sample of "
-            f"{settings.fit_rows}"
-        )
+    table = labelled_sample(
+        config, shards, settings.fit_rows, settings.seed, duplicates, settings.folds * 2, "LSMI"
+    )
     progress(f"[lsmi] fitting on {table.num_rows} sampled rows, {settings.folds} folds")
     features = lsmi_features(config, table, lsmi_model(config))
     labels = table.column(LABEL).to_numpy()
@@ -187,19 +208,16 @@ def fit_lsmi(
     training = ClassifierTraining(**settings.classifier.model_dump(), seed=settings.seed)
     # with classifiers: model the coalitions of the configured model stand in: nothing to train
     crossfit_keys = classifier_keys(config) if settings.classifiers == "crossfit" else []
-    classifiers = {
-        key_name(key): train_folded(
-            joined(features, key),
-            labels,
-            folds,
-            settings.folds,
-            config.num_classes,
-            training,
-            name=f"p(y | {', '.join(key)})",
-            progress=progress,
-        )
-        for key in crossfit_keys
-    }
+    classifiers = train_classifiers(
+        crossfit_keys,
+        features,
+        labels,
+        folds,
+        settings.folds,
+        config.num_classes,
+        training,
+        progress,
+    )
     artifacts = LSMIArtifacts(
         entropy,
         classifiers,

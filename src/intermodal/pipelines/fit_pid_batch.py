@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from intermodal import storage
 from intermodal.models.classifiers import (
@@ -20,12 +19,16 @@ from intermodal.models.classifiers import (
     FoldedMLP,
     fold_of,
     own_fold_probabilities,
-    train_folded,
 )
 from intermodal.models.pid_batch import EncoderTraining, LabelEncoder, train_encoders
 from intermodal.pipelines.artifacts import FitMarker, load_state, save_state
-from intermodal.pipelines.fit_lsmi import classifier_keys, joined, key_name, lsmi_pairs
-from intermodal.pipelines.inputs import Shard, sample_table
+from intermodal.pipelines.fit_lsmi import (
+    classifier_keys,
+    key_name,
+    lsmi_pairs,
+    train_classifiers,
+)
+from intermodal.pipelines.inputs import Shard, labelled_sample
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, SAMPLE_ID, modality_values
@@ -76,31 +79,25 @@ def fit_pid_batch(
     settings = config.pid_batch
     marker = _marker(config, shards)
     marker.clear()
-    table = sample_table(config, shards, settings.fit_rows, settings.seed, duplicates)
-    table = table.filter(pc.is_valid(table.column(LABEL)))
-    if table.num_rows < max(settings.folds * 2, settings.block_size):
-        raise ValueError(
-            f"PID BATCH needs at least one block of labelled rows: {table.num_rows} in a "
-            f"sample of {settings.fit_rows}, block_size {settings.block_size}"
-        )
+    minimum = max(settings.folds * 2, settings.block_size)  # at least one block
+    table = labelled_sample(
+        config, shards, settings.fit_rows, settings.seed, duplicates, minimum, "PID BATCH"
+    )
     progress(f"[pid_batch] fitting on {table.num_rows} sampled rows")
     features = input_features(config, table)
     labels = table.column(LABEL).to_numpy()
     folds = fold_of(table.column(SAMPLE_ID), settings.folds, settings.seed)
     training = ClassifierTraining(**settings.classifier.model_dump(), seed=settings.seed)
-    classifiers = {
-        key_name(key): train_folded(
-            joined(features, key),
-            labels,
-            folds,
-            settings.folds,
-            config.num_classes,
-            training,
-            name=f"p(y | {', '.join(key)})",
-            progress=progress,
-        )
-        for key in classifier_keys(config)
-    }
+    classifiers = train_classifiers(
+        classifier_keys(config),
+        features,
+        labels,
+        folds,
+        settings.folds,
+        config.num_classes,
+        training,
+        progress,
+    )
     held_out = {
         name: own_fold_probabilities(classifiers[name], features[name], folds)
         for name in config.modality_names

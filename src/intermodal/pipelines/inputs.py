@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from intermodal import storage
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import modality_values
+from intermodal.schemas.tables import LABEL, modality_values
 from intermodal.schemas.validation import InputSchemaError, schema_problems, validate_rows
 
 # Driver threads for per-shard footer and id reads (I/O bound, object stores like many).
@@ -128,6 +128,27 @@ def sample_table(
     if have == 0:
         raise NoValidRows("no valid row to draw a sample from")
     return pa.concat_tables(collected)
+
+
+def labelled_sample(
+    config: JobConfig,
+    shards: list[Shard],
+    n_rows: int,
+    seed: int,
+    duplicates: pa.Array,
+    minimum: int,
+    purpose: str,
+) -> pa.Table:
+    """``sample_table``'s rows that have a label; ValueError naming ``purpose`` when fewer than
+    ``minimum`` remain."""
+    table = sample_table(config, shards, n_rows, seed, duplicates)
+    table = table.filter(pc.is_valid(table.column(LABEL)))
+    if table.num_rows < minimum:
+        raise ValueError(
+            f"{purpose} needs at least {minimum} labelled rows to fit on: {table.num_rows} in "
+            f"a sample of {n_rows}"
+        )
+    return table
 
 
 def sample_rows(
