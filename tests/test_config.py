@@ -104,6 +104,13 @@ def test_measures_and_their_needs() -> None:
     with pytest.raises(ConfigError, match="unique"):
         parse_config({**base, "measures": ["pid_cvx", "pid_cvx"]})
     with pytest.raises(ConfigError, match=r"measures\.0"):
-        parse_config({**base, "measures": ["pid_batch"]})
+        parse_config({**base, "measures": ["shapley"]})
+    for measure in ("lsmi", "pid_batch"):
+        with pytest.raises(ConfigError, match=f"'{measure}' needs label_column"):
+            parse_config({**base, "measures": [measure], "label_column": None})
+    with pytest.raises(ConfigError, match="'encoder' needs a model"):
+        parse_config({**base, "measures": ["lsmi"], "lsmi": {"features": "encoder"}})
+    with pytest.raises(ConfigError, match="classifiers 'model' needs a model"):
+        parse_config({**base, "measures": ["lsmi"], "lsmi": {"classifiers": "model"}})
     with pytest.raises(ConfigError, match=r"pid\.n_clusters"):
         parse_config({**base, "measures": ["pid_cvx"], "pid": {"n_clusters": 1}})
