@@ -13,6 +13,8 @@ import torch
 
 from intermodal.estimators.pid_batch import block_pid
 from intermodal.models.classifiers import fold_of, own_fold_probabilities
+from intermodal.models.fcnn import build_fcnn
+from intermodal.models.training import TrainConfig, train_classifier
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.fit_pid_batch import load_batch_artifacts
 from intermodal.pipelines.score import run_score
@@ -119,3 +121,55 @@ def test_a_block_estimate_equals_an_independent_recomputation(run) -> None:
     for term in TERMS:
         stored = members.column(f"pid_batch_{term}_x1__x2")[0].as_py()
         assert stored == pytest.approx(expected[term] / np.log(2), abs=1e-9)
+
+
+def test_model_pid_decomposes_the_predictions(tmp_path) -> None:
+    """With a model, BATCH is fitted a second time on its predictions (measure
+    pid_batch_model). The model here is trained to predict x1's bit, so its predictions carry
+    about one bit unique to x1 while the labels (XOR) are all synergy."""
+    n = 1500
+    table = generate_bitwise(BitwiseSpec(op="xor", n_samples=n, dims=4, noise=0.1, seed=5))
+    data = str(tmp_path / "data")
+    write_table_shards(table.select(["sample_id", "label", "x1", "x2"]), data, n_shards=1)
+    model = build_fcnn(["x1", "x2"], [4, 4], 2, "late")
+    inputs = {m: modality_values(table.column(m), 4) for m in ("x1", "x2")}
+    train_classifier(
+        model,
+        inputs,
+        table.column("x1_bits").to_numpy(),
+        TrainConfig(epochs=20, lr=1e-2),
+        progress=lambda _: None,
+    )
+    weights = tmp_path / "fcnn.pt"
+    torch.save(model.state_dict(), weights)
+    config = parse_config(
+        {
+            "dataset": "batch_model",
+            "input": data,
+            "output": str(tmp_path / "run"),
+            "num_classes": 2,
+            "modalities": [{"name": m, "shape": [4]} for m in ("x1", "x2")],
+            "measures": ["pid_batch"],
+            "model": {
+                "name": "fcnn",
+                "factory": "intermodal.models.fcnn:build_fcnn",
+                "kwargs": {"modalities": ["x1", "x2"], "dims": [4, 4], "fusion": "late"},
+                "weights": str(weights),
+            },
+            "pid_batch": {
+                "block_size": 128,
+                "epochs": 2,
+                "folds": 3,
+                "classifier": {"hidden": 16, "epochs": 6, "lr": 1e-2},
+            },
+        }
+    )
+    run_score(config, progress=lambda _: None)
+    table = pl.from_arrow(run_aggregate(config.output, progress=lambda _: None))
+    model_terms = table.filter(pl.col("measure") == "pid_batch_model")
+    values = dict(zip(model_terms["term"], model_terms["value"], strict=True))
+    assert set(values) == {f"{t}[x1,x2]" for t in TERMS}
+    assert set(model_terms["n"]) == {n}
+    # the predictions come from x1 alone: U1 carries them, U2 and R vanish
+    assert values["U1[x1,x2]"] > 0.8
+    assert abs(values["U2[x1,x2]"]) < 0.1 and abs(values["R[x1,x2]"]) < 0.1

@@ -35,6 +35,10 @@ def _batch_pairs(config: JobConfig) -> list[tuple[str, str]]:
     return list(combinations(config.modality_names, 2)) if "pid_batch" in config.measures else []
 
 
+def _batch_targets(config: JobConfig) -> list[str]:
+    return ["label", *(["pred"] if config.model is not None else [])]
+
+
 def measure_columns(batch: pa.Table, config: JobConfig) -> dict[str, Any]:
     """Columns added by earlier stages (PID codes, LSMI terms, BATCH estimates), carried
     through to the scores."""
@@ -42,7 +46,12 @@ def measure_columns(batch: pa.Table, config: JobConfig) -> dict[str, Any]:
     names += [lsmi_column(t, a, b) for a, b in _lsmi_pairs(config) for t in LSMI_TERMS]
     if "pid_batch" in config.measures:
         names.append(BATCH_BLOCK)
-    names += [batch_column(t, a, b) for a, b in _batch_pairs(config) for t in BATCH_TERMS]
+    names += [
+        batch_column(t, a, b, target)
+        for target in _batch_targets(config)
+        for a, b in _batch_pairs(config)
+        for t in BATCH_TERMS
+    ]
     return {name: batch.column(name) for name in names}
 
 
@@ -60,4 +69,5 @@ def scores_schema(batch: pa.Table, config: JobConfig, *, prediction: bool) -> pa
         code_modalities=config.modality_names if "pid_cvx" in config.measures else (),
         lsmi_pairs=_lsmi_pairs(config),
         batch_pairs=_batch_pairs(config),
+        batch_targets=_batch_targets(config),
     )

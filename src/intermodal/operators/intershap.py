@@ -126,11 +126,15 @@ class PredictionOperator(ModelOperator):
     """The class the model predicts from all modalities, for model PID without InterSHAP."""
 
     @torch.no_grad()
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def predict(self, batch: pa.Table) -> np.ndarray:
+        """The predicted class ``[B]`` int64 of a normalised input batch."""
         inputs = self._inputs(batch)
         logits = self.model.fuse({m: self.model.encode(m, x) for m, x in inputs.items()})
+        return logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
         columns = carried_columns(batch, self.config)
-        columns[PRED] = logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
+        columns[PRED] = self.predict(batch)
         columns.update(measure_columns(batch, self.config))
         return pa.table(columns, schema=scores_schema(batch, self.config, prediction=True))
 

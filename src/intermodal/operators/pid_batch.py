@@ -1,6 +1,7 @@
-"""The PID BATCH operator: per block of ``pid_batch.block_size`` rows and pair of modalities the
-BATCH estimate (bits) from the fitted ``artifacts/pid_batch/``, written on every row of the
-block with the block's id (``aggregate`` averages over blocks)."""
+"""The PID BATCH operator: per block of ``pid_batch.block_size`` rows, pair of modalities and
+target (labels; predictions with a model) the BATCH estimate (bits) from the fitted
+``artifacts/pid_batch/``, written on every row of the block with the block's id (``aggregate``
+averages over blocks). Scoring needs no label: the fitted classifiers stand for the target."""
 
 from __future__ import annotations
 
@@ -32,37 +33,38 @@ class PIDBatchOperator:
         config, artifacts = self.config, self.artifacts
         features = input_features(config, batch)
         folds = fold_of(batch.column(SAMPLE_ID), artifacts.folds, artifacts.seed)
-        probabilities = {
-            key_name(key): torch.from_numpy(
-                own_fold_probabilities(
-                    artifacts.classifiers[key_name(key)], joined(features, key), folds
-                )
-            )
-            for key in classifier_keys(config)
-        }
         ids = batch.column(SAMPLE_ID).combine_chunks()
+        slices = blocks(batch.num_rows, config.pid_batch.block_size)
         block_ids = np.empty(batch.num_rows, dtype=np.int64)
-        terms = {
-            (pair, term): np.empty(batch.num_rows) for pair in lsmi_pairs(config) for term in TERMS
-        }
-        for block in blocks(batch.num_rows, config.pid_batch.block_size):
-            first = ids.slice(block.start, 1)
-            block_ids[block] = fold_of(first, BLOCK_ID_RANGE, BLOCK_ID_SEED)[0]
-            for a, b in lsmi_pairs(config):
-                encoder_a, encoder_b = artifacts.encoders[key_name((a, b))]
-                x_a, x_b = (torch.from_numpy(np.array(features[m][block])) for m in (a, b))
-                values = block_pid(
-                    encoder_a(x_a).double(),
-                    encoder_b(x_b).double(),
-                    probabilities[a][block],
-                    probabilities[b][block],
-                    probabilities[key_name((a, b))][block],
-                    n_iters=config.pid_batch.sinkhorn_iters,
-                    tol=config.pid_batch.sinkhorn_tol,
-                )
-                for term, value in values.items():
-                    terms[((a, b), term)][block] = value / np.log(2)  # bits, as pid_cvx
+        for block in slices:
+            block_ids[block] = fold_of(ids.slice(block.start, 1), BLOCK_ID_RANGE, BLOCK_ID_SEED)[0]
         batch = batch.append_column(pa.field(BATCH_BLOCK, pa.int64()), [block_ids])
-        for ((a, b), term), values in terms.items():
-            batch = batch.append_column(pa.field(batch_column(term, a, b), pa.float64()), [values])
+        for target, models in artifacts.targets.items():
+            probabilities = {
+                key_name(key): torch.from_numpy(
+                    own_fold_probabilities(
+                        models.classifiers[key_name(key)], joined(features, key), folds
+                    )
+                )
+                for key in classifier_keys(config)
+            }
+            for a, b in lsmi_pairs(config):
+                encoder_a, encoder_b = models.encoders[key_name((a, b))]
+                terms = {term: np.empty(batch.num_rows) for term in TERMS}
+                for block in slices:
+                    x_a, x_b = (torch.from_numpy(np.array(features[m][block])) for m in (a, b))
+                    values = block_pid(
+                        encoder_a(x_a).double(),
+                        encoder_b(x_b).double(),
+                        probabilities[a][block],
+                        probabilities[b][block],
+                        probabilities[key_name((a, b))][block],
+                        n_iters=config.pid_batch.sinkhorn_iters,
+                        tol=config.pid_batch.sinkhorn_tol,
+                    )
+                    for term, value in values.items():
+                        terms[term][block] = value / np.log(2)  # bits, as pid_cvx
+                for term, values in terms.items():
+                    field = pa.field(batch_column(term, a, b, target), pa.float64())
+                    batch = batch.append_column(field, [values])
         return batch

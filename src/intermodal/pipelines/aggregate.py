@@ -148,29 +148,36 @@ def _partials(files: list[str], stage: Callable, **kwargs: object) -> Iterator[d
 
 
 BATCH_MEASURE = "pid_batch"
+# BATCH target → measure in global/pid_batch.parquet
+BATCH_MEASURES = {"label": BATCH_MEASURE, "pred": "pid_batch_model"}
 
 
 def batch_partial_statistics(batch: pa.Table, config: dict) -> pa.Table:
-    """Ray Data stage over score files (``uri``): per pair, the moments over the file's scoring
-    blocks of the block estimates (R, U1, U2, S) and the block size (rows share their block's
-    estimate; a block is never split across files)."""
+    """Ray Data stage over score files (``uri``): per target and pair, the moments over the
+    file's scoring blocks of the block estimates (R, U1, U2, S) and the block size (rows share
+    their block's estimate; a block is never split across files)."""
     job = JobConfig.model_validate(config)
-    pairs = list(combinations(job.modality_names, 2))
+    keys = [
+        (target, a, b)
+        for target in BATCH_MEASURES
+        if target == "label" or job.model is not None
+        for a, b in combinations(job.modality_names, 2)
+    ]
     records = []
     for uri in batch.column("uri").to_pylist():
-        columns = [BATCH_BLOCK] + [batch_column(t, a, b) for a, b in pairs for t in BATCH_TERMS]
-        scores = pl.from_arrow(storage.parquet_file(uri).read(columns=columns))
+        columns = [batch_column(t, a, b, target) for target, a, b in keys for t in BATCH_TERMS]
+        scores = pl.from_arrow(storage.parquet_file(uri).read(columns=[BATCH_BLOCK, *columns]))
         per_block = scores.group_by(BATCH_BLOCK).agg(
-            pl.len().alias("rows"), *(pl.col(c).first() for c in columns[1:])
+            pl.len().alias("rows"), *(pl.col(c).first() for c in columns)
         )
-        for a, b in pairs:
+        for target, a, b in keys:
             values = per_block.select(
-                *(batch_column(t, a, b) for t in BATCH_TERMS), "rows"
+                *(batch_column(t, a, b, target) for t in BATCH_TERMS), "rows"
             ).to_numpy()
             moments = Moments.of(values.astype(np.float64))
             records.append(
                 {
-                    "key": f"{a},{b}",
+                    "key": f"{target}:{a},{b}",
                     "group_by": "",
                     "group": "",
                     "count": moments.count,
@@ -182,10 +189,12 @@ def batch_partial_statistics(batch: pa.Table, config: dict) -> pa.Table:
 
 
 def batch_global_table(merged: dict[str, GroupedMoments]) -> pa.Table:
-    """Per pair ``a,b``: ``R[a,b]``, ``U1[a,b]``, ``U2[a,b]``, ``S[a,b]`` in bits — the mean of
-    the block estimates with its standard error across blocks; ``n`` is the rows scored."""
+    """Per target and pair ``a,b``: ``R[a,b]``, ``U1[a,b]``, ``U2[a,b]``, ``S[a,b]`` in bits —
+    the mean of the block estimates with its standard error across blocks; ``n`` is the rows
+    scored. Measure ``pid_batch`` for the labels, ``pid_batch_model`` for the predictions."""
     records = []
-    for pair, grouped in sorted(merged.items()):
+    for key, grouped in sorted(merged.items()):
+        target, pair = key.split(":")
         moments = grouped[("", "")]
         stderr = moments.stderr()
         rows = round(float(moments.mean[-1]) * moments.count)
@@ -193,7 +202,7 @@ def batch_global_table(merged: dict[str, GroupedMoments]) -> pa.Table:
             error = float(stderr[index])
             records.append(
                 {
-                    "measure": BATCH_MEASURE,
+                    "measure": BATCH_MEASURES[target],
                     "term": f"{term}[{pair}]",
                     "group_by": "",
                     "group": "",

@@ -1,9 +1,10 @@
-"""PID BATCH artifacts: cross-fitted classifiers per modality and pair, then one encoder pair per
-pair of modalities trained against the classifiers' held-out outputs → ``artifacts/pid_batch/``.
+"""PID BATCH artifacts: per target (the labels, and the model's predictions when a model is
+configured), cross-fitted classifiers per modality and pair, then one encoder pair per pair of
+modalities trained against the classifiers' held-out outputs → ``artifacts/pid_batch/``.
 
-Files: ``classifiers.pt`` (``FoldedMLP`` state dicts by ``<m>`` / ``<a>__<b>``), ``encoders.pt``
-(``LabelEncoder`` state dicts by ``<a>__<b>/1`` and ``<a>__<b>/2``), ``folds.npz``,
-``fitted_on.json``; all loaded with ``weights_only=True`` / ``allow_pickle=False``.
+Files: ``classifiers.pt`` (``FoldedMLP`` state dicts by ``<target>/<m>`` and
+``<target>/<a>__<b>``), ``encoders.pt`` (``LabelEncoder`` state dicts by
+``<target>/<a>__<b>/1`` and ``/2``), ``fitted_on.json``; loaded with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from intermodal.models.classifiers import (
     own_fold_probabilities,
 )
 from intermodal.models.pid_batch import EncoderTraining, LabelEncoder, train_encoders
+from intermodal.operators.intershap import PredictionOperator
 from intermodal.pipelines.artifacts import FitMarker, load_state, save_state
 from intermodal.pipelines.fit_lsmi import (
     classifier_keys,
@@ -35,11 +37,31 @@ from intermodal.schemas.tables import LABEL, SAMPLE_ID, modality_values
 
 
 @dataclass
+class TargetModels:
+    """The classifiers and encoder pairs fitted for one target (labels or predictions)."""
+
+    classifiers: dict[str, FoldedMLP]  # by key <m> or <a>__<b>
+    encoders: dict[str, tuple[LabelEncoder, LabelEncoder]]  # by pair key <a>__<b>
+
+
+@dataclass
 class BatchArtifacts:
-    classifiers: dict[str, FoldedMLP]
-    encoders: dict[str, tuple[LabelEncoder, LabelEncoder]]  # by pair key a__b
+    targets: dict[str, TargetModels]  # "label", and "pred" when a model is configured
     folds: int
     seed: int
+
+
+def batch_targets(config: JobConfig) -> list[str]:
+    """What BATCH decomposes: the labels, and the model's predictions (model PID) with a model."""
+    return ["label", *(["pred"] if config.model is not None else [])]
+
+
+def predictions(config: JobConfig, rows: pa.Table) -> np.ndarray:
+    """The configured model's predicted class ``[n]`` for normalised rows, in batches."""
+    operator = PredictionOperator(config.model_dump(mode="json"))
+    size = config.compute.batch_size
+    parts = [operator.predict(rows.slice(start, size)) for start in range(0, rows.num_rows, size)]
+    return np.concatenate(parts)
 
 
 def encoder_training(config: JobConfig) -> EncoderTraining:
@@ -65,7 +87,10 @@ def _folder(config: JobConfig) -> str:
 
 
 def _marker(config: JobConfig, shards: list[Shard]) -> FitMarker:
-    return FitMarker(config, shards, "pid_batch", config.pid_batch.model_dump(mode="json"))
+    settings = config.pid_batch.model_dump(mode="json")
+    if config.model is not None:  # model PID is fitted on its predictions
+        settings["model"] = config.model.model_dump(mode="json")
+    return FitMarker(config, shards, "pid_batch", settings)
 
 
 def batch_fitted(config: JobConfig, shards: list[Shard]) -> bool:
@@ -88,43 +113,55 @@ def fit_pid_batch(
     labels = table.column(LABEL).to_numpy()
     folds = fold_of(table.column(SAMPLE_ID), settings.folds, settings.seed)
     training = ClassifierTraining(**settings.classifier.model_dump(), seed=settings.seed)
-    classifiers = train_classifiers(
-        classifier_keys(config),
-        features,
-        labels,
-        folds,
-        settings.folds,
-        config.num_classes,
-        training,
-        progress,
-    )
-    held_out = {
-        name: own_fold_probabilities(classifiers[name], features[name], folds)
-        for name in config.modality_names
-    }
-    encoders = {
-        key_name((a, b)): train_encoders(
-            features[a],
-            features[b],
-            held_out[a],
-            held_out[b],
-            encoder_training(config),
-            name=f"encoders {a}, {b}",
-            progress=progress,
+    targets = {"label": labels}
+    if config.model is not None:
+        progress("[pid_batch] model predictions of the sample (model PID)")
+        targets["pred"] = predictions(config, table)
+    fitted = {}
+    for target, values in targets.items():
+        classifiers = train_classifiers(
+            classifier_keys(config),
+            features,
+            values,
+            folds,
+            settings.folds,
+            config.num_classes,
+            training,
+            progress,
         )
-        for a, b in lsmi_pairs(config)
-    }
-    artifacts = BatchArtifacts(classifiers, encoders, settings.folds, settings.seed)
+        held_out = {
+            name: own_fold_probabilities(classifiers[name], features[name], folds)
+            for name in config.modality_names
+        }
+        encoders = {
+            key_name((a, b)): train_encoders(
+                features[a],
+                features[b],
+                held_out[a],
+                held_out[b],
+                encoder_training(config),
+                name=f"{target}: encoders {a}, {b}",
+                progress=progress,
+            )
+            for a, b in lsmi_pairs(config)
+        }
+        fitted[target] = TargetModels(classifiers, encoders)
     folder = _folder(config)
-    save_state({k: m.state_dict() for k, m in classifiers.items()}, f"{folder}/classifiers.pt")
-    states = {
-        f"{pair}/{side + 1}": encoder.state_dict()
-        for pair, pair_encoders in encoders.items()
+    classifier_states = {
+        f"{target}/{key}": model.state_dict()
+        for target, models in fitted.items()
+        for key, model in models.classifiers.items()
+    }
+    save_state(classifier_states, f"{folder}/classifiers.pt")
+    encoder_states = {
+        f"{target}/{pair}/{side + 1}": encoder.state_dict()
+        for target, models in fitted.items()
+        for pair, pair_encoders in models.encoders.items()
         for side, encoder in enumerate(pair_encoders)
     }
-    save_state(states, f"{folder}/encoders.pt")
+    save_state(encoder_states, f"{folder}/encoders.pt")
     marker.write()
-    return artifacts
+    return BatchArtifacts(fitted, settings.folds, settings.seed)
 
 
 def load_batch_artifacts(config: JobConfig) -> BatchArtifacts:
@@ -132,25 +169,29 @@ def load_batch_artifacts(config: JobConfig) -> BatchArtifacts:
     folder = _folder(config)
     sizes = {m.name: m.size for m in config.modalities}
     classifier_states = load_state(f"{folder}/classifiers.pt")
-    classifiers = {}
-    for key in classifier_keys(config):
-        model = FoldedMLP(
-            sum(sizes[name] for name in key),
-            settings.classifier.hidden,
-            config.num_classes,
-            settings.folds,
-        )
-        model.load_state_dict(classifier_states[key_name(key)])
-        classifiers[key_name(key)] = model.eval()
     encoder_states = load_state(f"{folder}/encoders.pt")
-    encoders = {}
-    for pair in lsmi_pairs(config):
-        pair_encoders = []
-        for side, name in enumerate(pair):
-            encoder = LabelEncoder(
-                sizes[name], config.num_classes, settings.hidden, settings.embed_dim
+    targets = {}
+    for target in batch_targets(config):
+        classifiers = {}
+        for key in classifier_keys(config):
+            model = FoldedMLP(
+                sum(sizes[name] for name in key),
+                settings.classifier.hidden,
+                config.num_classes,
+                settings.folds,
             )
-            encoder.load_state_dict(encoder_states[f"{key_name(pair)}/{side + 1}"])
-            pair_encoders.append(encoder.eval())
-        encoders[key_name(pair)] = (pair_encoders[0], pair_encoders[1])
-    return BatchArtifacts(classifiers, encoders, settings.folds, settings.seed)
+            model.load_state_dict(classifier_states[f"{target}/{key_name(key)}"])
+            classifiers[key_name(key)] = model.eval()
+        encoders = {}
+        for pair in lsmi_pairs(config):
+            pair_encoders = []
+            for side, name in enumerate(pair):
+                encoder = LabelEncoder(
+                    sizes[name], config.num_classes, settings.hidden, settings.embed_dim
+                )
+                state = encoder_states[f"{target}/{key_name(pair)}/{side + 1}"]
+                encoder.load_state_dict(state)
+                pair_encoders.append(encoder.eval())
+            encoders[key_name(pair)] = (pair_encoders[0], pair_encoders[1])
+        targets[target] = TargetModels(classifiers, encoders)
+    return BatchArtifacts(targets, settings.folds, settings.seed)

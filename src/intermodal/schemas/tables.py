@@ -15,7 +15,8 @@ Shapley decomposition; local InterSHAP is a fraction in [0, 1]. With the ``pid_c
 absent, and ``pred`` is absent without a model. With ``lsmi``, ``lsmi_<term>_<a>__<b>`` (float64,
 nats, null for rows without a label) per pair and term r, u1, u2, s. With ``pid_batch``,
 ``pid_batch_block`` (the row's scoring block) and ``pid_batch_<T>_<a>__<b>`` (the block's
-BATCH estimate, bits) per pair and term R, U1, U2, S.
+BATCH estimate, bits) per pair and term R, U1, U2, S; ``pid_batch_model_...`` the same for the
+model's predictions when a model is configured.
 """
 
 from __future__ import annotations
@@ -102,9 +103,11 @@ BATCH_BLOCK = "pid_batch_block"
 BATCH_TERMS = ("R", "U1", "U2", "S")
 
 
-def batch_column(term: str, first: str, second: str) -> str:
-    """Score column of one PID BATCH term (R, U1, U2, S) of the pair (first, second)."""
-    return f"pid_batch_{term}_{first}__{second}"
+def batch_column(term: str, first: str, second: str, target: str = "label") -> str:
+    """Score column of one PID BATCH term (R, U1, U2, S) of the pair (first, second), of the
+    labels (``pid_batch_...``) or of the model's predictions (``pid_batch_model_...``)."""
+    prefix = "pid_batch" if target == "label" else "pid_batch_model"
+    return f"{prefix}_{term}_{first}__{second}"
 
 
 def score_schema(
@@ -117,6 +120,7 @@ def score_schema(
     code_modalities: Sequence[str] = (),
     lsmi_pairs: Sequence[tuple[str, str]] = (),
     batch_pairs: Sequence[tuple[str, str]] = (),
+    batch_targets: Sequence[str] = ("label",),
 ) -> pa.Schema:
     """Score columns in table order. ``intershap`` is ``(modalities, target, num_classes)`` when
     InterSHAP is measured; ``code_modalities`` those with a ``pid_code_<m>`` column;
@@ -145,7 +149,8 @@ def score_schema(
     if batch_pairs:
         fields.append(pa.field(BATCH_BLOCK, pa.int64(), nullable=False))
     fields += [
-        pa.field(batch_column(term, a, b), pa.float64(), nullable=False)
+        pa.field(batch_column(term, a, b, target), pa.float64(), nullable=False)
+        for target in batch_targets
         for a, b in batch_pairs
         for term in BATCH_TERMS
     ]
