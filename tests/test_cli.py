@@ -64,6 +64,22 @@ def test_validate_pid_reproduces_table_1_through_the_pipeline(tmp_path, capsys) 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_session")
+def test_validate_pid_batch_runs_batch_and_cvx_through_the_pipeline(tmp_path, capsys) -> None:
+    args = ["validate", "pid_batch", "--out", str(tmp_path), "--samples", "4000"]
+    assert main([*args, "--experiment=xor", "--experiment=DU1"]) == 0
+    table = pl.read_parquet(tmp_path / "validation.parquet")
+    assert set(table["suite"]) == {"pid_batch"}
+    xor = table.filter(pl.col("experiment") == "xor")
+    assert xor["term"].to_list() == ["R", "U1", "U2", "S"]
+    assert xor["abs_error"].max() < 0.1  # 4,000 rows; the full suite uses 20,000
+    checks = table.filter(pl.col("truth") == 1.0)["term"].to_list()
+    assert checks == ["generating_term_largest", "largest_agrees_with_cvx"]
+    assert table.filter(pl.col("truth") == 1.0)["estimate"].to_list() == [1.0, 1.0]
+    assert "validation: pid_batch (bits" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
 def test_validate_lsmi_reproduces_table_1_through_the_pipeline(tmp_path, capsys) -> None:
     args = ["validate", "lsmi", "--out", str(tmp_path), "--samples", "8000"]
     assert main([*args, "--experiment=or", "--experiment=xor_not"]) == 0
