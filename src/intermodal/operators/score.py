@@ -17,7 +17,11 @@ import pyarrow as pa
 
 from intermodal.estimators.discretize import Codebook
 from intermodal.operators.columns import carried_columns, measure_columns, scores_schema
-from intermodal.operators.intershap import InterSHAPOperator, PredictionOperator
+from intermodal.operators.intershap import (
+    InterSHAPOperator,
+    PredictionOperator,
+    keep_freed_memory,
+)
 from intermodal.operators.lsmi import LSMIOperator
 from intermodal.operators.pid_batch import PIDBatchOperator
 from intermodal.schemas.config import JobConfig
@@ -52,6 +56,9 @@ class ScoreOperator:
         codebooks: dict[str, dict[str, np.ndarray]] | None = None,
     ) -> None:
         self.config = JobConfig.model_validate(config)
+        # every measure allocates and frees the same batch temporaries: keep them for reuse
+        # (without it a PID BATCH actor's heap grew 0.7 → 2.8 GB from 100k to 1M rows)
+        keep_freed_memory()
         measures = self.config.measures
         self.codebooks = (
             {name: Codebook.from_arrays(arrays) for name, arrays in codebooks.items()}
