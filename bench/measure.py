@@ -1,5 +1,5 @@
 """Measuring a pipeline step for the bench scripts: seconds, the step process's peak RSS and the
-largest Ray worker RSS seen while it ran; and running a step in a fresh child process."""
+largest Ray worker private RSS seen while it ran; and running a step in a fresh child process."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def worker_rss_mib() -> float:
 
 
 def measured(step: Callable[[], object]) -> dict[str, float]:
-    """Seconds of ``step``, this process's peak RSS and the largest Ray worker RSS seen."""
+    """Seconds of ``step``, this process's peak RSS and the largest Ray worker private RSS."""
     peak = {"worker": 0.0}
     done = threading.Event()
 

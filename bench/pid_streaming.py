@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         table,
         [
             "driver MiB: peak RSS of the step's process (Ray client included); worker MiB: "
-            f"largest Ray worker RSS sampled every {RSS_SAMPLE_SECONDS} s",
+            f"largest Ray worker private RSS (RssAnon) sampled every {RSS_SAMPLE_SECONDS} s",
             f"N × {last['N'] / first['N']:g}: aggregate driver peak × "
             f"{last['aggregate driver MiB'] / first['aggregate driver MiB']:.2f}, worker peak × "
             f"{last['aggregate worker MiB'] / max(first['aggregate worker MiB'], 1e-9):.2f}; "
