@@ -32,12 +32,13 @@ def _print_table(title: str, table: pl.DataFrame) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from intermodal.pipelines.demo import run_demo
+    from intermodal.pipelines.demo import demo_report, run_demo
 
     started = time.perf_counter()
     table = run_demo(args.out, n_samples=args.samples)
     _print_table(f"HD-XOR (M = 2): InterSHAP and exact PID, runs under {args.out}", table)
     print("pid_*: R/U1/U2/S in bits of (m0, m1) with the labels and with the model's predictions")
+    print(f"\nreport of every run: {demo_report(args.out, table['run'].to_list())}")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
 
 
@@ -91,6 +92,41 @@ def _fit(args: argparse.Namespace) -> None:
     from intermodal.schemas.config import load_config
 
     run_fit(load_config(args.config))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from intermodal.report import write_report
+
+    print(f"report: {write_report(args.run_dir)}")
+
+
+def _pair(text: str) -> tuple[str, str]:
+    names = tuple(text.split(","))
+    if len(names) != 2:
+        raise argparse.ArgumentTypeError(f"expected two modality names as a,b, got {text!r}")
+    return names  # type: ignore[return-value]
+
+
+def _partition(args: argparse.Namespace) -> None:
+    from intermodal.pipelines.partition import Rule, run_partition
+
+    rule = Rule(
+        by=args.by,
+        quantiles=tuple(args.quantiles or ()),
+        thresholds=tuple(args.threshold or ()),
+        pair=args.pair,
+    )
+    started = time.perf_counter()
+    summary = run_partition(args.run_dir, args.out, rule, with_input=args.with_input)
+    _print_table(f"partitions of {args.run_dir} by {args.by} → {args.out}", summary)
+    print(f"\npartition finished in {time.perf_counter() - started:.0f} s")
+
+
+def _export_distill_weights(args: argparse.Namespace) -> None:
+    from intermodal.export import run_distill_weights
+
+    summary = run_distill_weights(args.run_dir, args.out)
+    _print_table(f"distillation weights (mean per pair) → {args.out}", summary)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +196,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows per data set (default: 100000 for pid, 20000 for the others)",
     )
     validate.set_defaults(handler=_validate)
+
+    report = commands.add_parser(
+        "report",
+        help="write a run's HTML report",
+        description="Write RUN_DIR/report/index.html: one self-contained page (figures "
+        "embedded, nothing loaded from the network) with the run's facts, global tables and "
+        "figures of every measure it scored.",
+    )
+    report.add_argument("run_dir", help="run directory written by score")
+    report.set_defaults(handler=_report)
+
+    partition = commands.add_parser(
+        "partition",
+        help="split a run's samples by a score column or the dominant LSMI term",
+        description="Write OUT/partition=<name>/*.parquet (sample_id and the --by column) and "
+        "OUT/partitions.json. Quantile cuts are exact: rows are ordered by (value, sample_id) "
+        "and the lowest floor(q * n) rows fall below the cut q; rows with a null value go to "
+        "partition=null. --by dominant puts each row in the partition of its largest adjusted "
+        "LSMI term (redundancy, uniqueness_<a>, uniqueness_<b>, synergy).",
+    )
+    partition.add_argument("run_dir", help="run directory written by score")
+    partition.add_argument(
+        "--by", required=True, help="a numeric score column, or 'dominant' (needs lsmi)"
+    )
+    cuts = partition.add_mutually_exclusive_group()
+    cuts.add_argument(
+        "--quantiles", type=float, nargs="+", metavar="Q", help="cut at these quantiles in (0, 1)"
+    )
+    cuts.add_argument(
+        "--threshold", type=float, nargs="+", metavar="T", help="cut at these values (v < T below)"
+    )
+    partition.add_argument(
+        "--pair", type=_pair, help="with --by dominant and several LSMI pairs: the pair a,b"
+    )
+    partition.add_argument(
+        "--with-input", action="store_true", help="write the input rows' columns as well"
+    )
+    partition.add_argument("--out", required=True, help="output directory (replaced on rerun)")
+    partition.set_defaults(handler=_partition)
+
+    export = commands.add_parser(
+        "export",
+        help="tables for later jobs",
+        description="Export a run's scores in a form another job consumes.",
+    )
+    exports = export.add_subparsers(dest="export", required=True, metavar="EXPORT")
+    distill = exports.add_parser(
+        "distill-weights",
+        help="per-sample distillation weights from LSMI (paper 001 §4.3.2)",
+        description="Write OUT/*.parquet with sample_id and w_<term>_<a>__<b> for r, u1, u2, s "
+        "of every LSMI pair: the adjusted terms clipped at 0 and divided by their sum (1/4 each "
+        "when all are 0, null without a label), and OUT/distill_weights.json.",
+    )
+    distill.add_argument("run_dir", help="run directory scored with lsmi and aggregated")
+    distill.add_argument("--out", required=True, help="output directory (replaced on rerun)")
+    distill.set_defaults(handler=_export_distill_weights)
     return parser
 
 

@@ -19,6 +19,7 @@ from intermodal.pipelines.experiments import (
     xor_function_job,
 )
 from intermodal.pipelines.run import Progress, RunPaths
+from intermodal.report import write_combined_report
 from intermodal.synthetic.hdxor import HDXORSpec
 
 DEMO_SETTINGS = ("synergy", "uniqueness")
@@ -64,3 +65,9 @@ def run_demo(
                 }
             )
     return pl.DataFrame(rows)
+
+
+def demo_report(out: str, runs: list[str]) -> str:
+    """One report page for all of the demo's runs, ``OUT/report/index.html``."""
+    run_dirs = [storage.join(out, run) for run in runs]
+    return write_combined_report(run_dirs, out, "intermodal demo: HD-XOR synergy and uniqueness")
