@@ -136,9 +136,11 @@ def run_distill_weights(run_dir: str, out: str, progress: Progress = print) -> p
     progress(f"[export] distillation weights of {len(pairs)} pair(s) → {out}")
     columns = [SAMPLE_ID, *(lsmi_column(t, a, b) for a, b in pairs for t in LSMI_TERMS)]
     scores_fs, scores_path = storage.filesystem(paths.scores)
-    rows = ray.data.read_parquet(
-        scores_path, filesystem=storage.arrow_filesystem(scores_fs), columns=columns
-    ).map_batches(weights_stage, batch_format="pyarrow", fn_kwargs={"constants": constants})
+    rows = (
+        ray.data.read_parquet(scores_path, filesystem=storage.arrow_filesystem(scores_fs))
+        .select_columns(columns)
+        .map_batches(weights_stage, batch_format="pyarrow", fn_kwargs={"constants": constants})
+    )
     rows.write_parquet(path, filesystem=storage.arrow_filesystem(fs))
     written = pl.from_arrow(storage.read_table(out))
     summary = pl.DataFrame(

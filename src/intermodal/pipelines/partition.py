@@ -336,7 +336,8 @@ def _prepare_out(out: str) -> None:
 
 def _read(uri: str, columns: list[str] | None = None) -> ray.data.Dataset:
     fs, path = storage.filesystem(uri)
-    return ray.data.read_parquet(path, filesystem=storage.arrow_filesystem(fs), columns=columns)
+    dataset = ray.data.read_parquet(path, filesystem=storage.arrow_filesystem(fs))
+    return dataset if columns is None else dataset.select_columns(columns)
 
 
 def join_stage(batch: pa.Table, lookup: pa.Table, id_column: str) -> pa.Table:
