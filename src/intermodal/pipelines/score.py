@@ -29,6 +29,13 @@ from intermodal.pipelines.inputs import (
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
 
+# Rows of score output an actor buffers before handing them on as one block. Ray Data's
+# default (target_max_block_size, 128 MiB) made a score actor hold most of a run's output: the
+# shard list reaches the actor pool as one bundle, so one task scores every shard and its
+# buffer flushed only at 128 MiB of logical row bytes (actor memory rose from 355 to 731 MiB
+# for LSMI and 714 to 2,753 MiB for PID BATCH between 100k and 1M rows). Small blocks go to
+# the writer as they fill, so actor memory is flat in N; the writer makes a file per block.
+SCORE_BLOCK_BYTES = 8 << 20
 
 def needs_background(config: JobConfig) -> bool:
     """Masked coalitions are computed: InterSHAP, or LSMI reading the model's coalitions."""
@@ -135,6 +142,7 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
         [{"uri": shard.uri, "index": shard.index} for shard in shards],
         override_num_blocks=len(shards),
     )
+    dataset.context.target_max_block_size = SCORE_BLOCK_BYTES  # this run's datasets only
     rows = dataset.map_batches(
         read_and_validate,
         batch_size=1,
