@@ -11,12 +11,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scored_runs import all_measures_run  # tests/scored_runs.py
 
 from intermodal.cli import main
 from intermodal.pipelines.demo import demo_report, run_demo
 from intermodal.report import write_report
+from intermodal.report.figures import histograms
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -113,12 +115,17 @@ def chromium() -> str:
         return found
     if shutil.which("apt-get") is None:
         pytest.skip("chromium is not installed and apt-get is unavailable to install it")
-    install = subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-        capture_output=True,
-        text=True,
-        env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-    )
+
+    def apt_get(*arguments: str) -> subprocess.CompletedProcess:
+        environment = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        return subprocess.run(
+            ["apt-get", *arguments], capture_output=True, text=True, env=environment
+        )
+
+    install = apt_get("install", "-y", "--no-install-recommends", "chromium")
+    if install.returncode != 0 and "unable to locate package" in install.stderr.lower():
+        apt_get("update")  # a fresh machine has no package lists yet
+        install = apt_get("install", "-y", "--no-install-recommends", "chromium")
     if install.returncode != 0 and "are you root" in install.stderr.lower():
         pytest.skip(f"chromium missing and apt-get cannot install it: {install.stderr[-200:]}")
     assert install.returncode == 0, install.stderr[-2000:]
@@ -169,3 +176,18 @@ def test_demo_report_renders_in_chromium(chromium, tmp_path) -> None:
     assert console == [], console
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(screenshot, ARTIFACTS / "report.png")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([]),
+        np.full(10, np.nan),
+        np.full(10, 0.25),
+        1.0 + np.array([0.0, 2.2e-16, 4.4e-16, 0.0]),  # v(all) of a saturated model
+        np.random.default_rng(0).normal(size=1000),
+    ],
+)
+def test_histograms_draw_any_column(values) -> None:
+    image = histograms({"column": values}, "one column")
+    assert base64.b64decode(IMAGE.fullmatch(image).group(1)).startswith(PNG_SIGNATURE)

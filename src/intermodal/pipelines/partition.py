@@ -104,7 +104,9 @@ def id_bits(ids: pa.Array) -> np.ndarray:
     )
 
 
-def sort_keys(values: pa.ChunkedArray | pa.Array, ids: pa.ChunkedArray | pa.Array):
+def sort_keys(
+    values: pa.ChunkedArray | pa.Array, ids: pa.ChunkedArray | pa.Array
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(valid, hi, lo)``: rows with a value (not null, not NaN) and their 128-bit keys."""
     values = pa.chunked_array([values]) if isinstance(values, pa.Array) else values
     ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
@@ -235,6 +237,8 @@ def exact_cut_keys(
 ) -> tuple[int, list[tuple[int, int]]]:
     """The number of rows with a value and the ``(hi, lo)`` key of the first row above each
     quantile cut, exactly (see the module docstring)."""
+    # the first pass histograms the top digit of every row (a bucket over the limit), which
+    # also counts the rows with a value
     root = _run_searches(files, by, [Search(rank=0, bucket=collect_limit + 1)], collect_limit)
     n = int(root[0]["counts"].sum())
     if n == 0:
@@ -263,7 +267,9 @@ def exact_cut_keys(
 # --- assigning rows --------------------------------------------------------------------------
 
 
-def _cut_partitions(values: pa.ChunkedArray, ids: pa.ChunkedArray, rule: Rule, keys) -> np.ndarray:
+def _cut_partitions(
+    values: pa.ChunkedArray, ids: pa.ChunkedArray, rule: Rule, keys: list[tuple[int, int]]
+) -> np.ndarray:
     names = np.array([*cut_names(len(rule.quantiles or rule.thresholds)), NULL_PARTITION])
     valid, hi, lo = sort_keys(values, ids)
     index = np.full(len(valid), len(names) - 1)
@@ -393,7 +399,11 @@ def _descriptions(rule: Rule, n_valid: int, cut_values: list[float]) -> dict[str
         if rule.quantiles:
             first = cut_rank(low, n_valid) if low is not None else 0
             last = cut_rank(high, n_valid) if high is not None else n_valid
-            values = [cut_values[i - 1] if low else None, cut_values[i] if high else None]
+            known = bool(cut_values)  # no cut values when every row is null
+            values = [
+                cut_values[i - 1] if known and low is not None else None,
+                cut_values[i] if known and high is not None else None,
+            ]
             described[name] = {
                 "rule": f"quantiles [{low or 0}, {high or 1}) of {rule.by} (ties by sample_id)",
                 "expected_rows": last - first,
@@ -451,7 +461,7 @@ def run_partition(
     if sizes.get(NULL_PARTITION):
         missing = "the LSMI terms" if rule.by == DOMINANT else rule.by
         described[NULL_PARTITION] = {"rule": f"{missing} null or NaN (e.g. no label)"}
-    total = sum(sizes.values())
+    total = max(sum(sizes.values()), 1)
     summary = [
         {"partition": name, "rows": sizes.get(name, 0), "fraction": sizes.get(name, 0) / total, **d}
         for name, d in described.items()

@@ -78,6 +78,15 @@ def heatmap(matrix: np.ndarray, names: Sequence[str], title: str) -> str:
     return embed(figure, title)
 
 
+def _bins(values: np.ndarray) -> int:
+    """HISTOGRAM_BINS, or one bin for a (nearly) constant column: numpy cannot cut a range of
+    a few ulps (v(all) = 1 ± 1e-16 on every sample) into 50 finite bins."""
+    if values.size == 0:
+        return 1
+    scale = max(1.0, float(np.abs(values).max()))
+    return HISTOGRAM_BINS if float(np.ptp(values)) > 1e-9 * scale else 1
+
+
 def histograms(columns: Mapping[str, np.ndarray], title: str, per_row: int = 3) -> str:
     """One small histogram per column (nulls and NaN left out), in a grid."""
     rows = -(-len(columns) // per_row)
@@ -86,7 +95,7 @@ def histograms(columns: Mapping[str, np.ndarray], title: str, per_row: int = 3) 
     )
     for axes, (name, values) in zip(grid.flat, columns.items(), strict=False):
         finite = values[np.isfinite(values)]
-        axes.hist(finite, bins=HISTOGRAM_BINS, color="#4C72B0")
+        axes.hist(finite, bins=_bins(finite), color="#4C72B0")
         axes.set_title(name, fontsize=9)
         axes.tick_params(labelsize=8)
     for axes in list(grid.flat)[len(columns) :]:

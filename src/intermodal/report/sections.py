@@ -196,12 +196,15 @@ def _pid_bars(run: RunData, measure: str, unit: str, adjusted: bool = False) -> 
     figures = []
     suffix = "_adjusted" if adjusted else ""
     for_pairs: dict[tuple[str, str], tuple[list[str], dict[str, list[float]]]] = {}
-    for target, target_suffix in TARGETS.items():
+    targets = [(t, s) for t, s in TARGETS.items() if run.groups(measure + s)]
+    for target, target_suffix in targets:
         for group_by, group in run.groups(measure + target_suffix):
             terms = pair_terms(run.terms(measure + target_suffix, group_by, group))
             for pair, values in terms.items():
                 labels, segments = for_pairs.setdefault(pair, ([], {t: [] for t in PID_TERMS}))
-                labels.append(f"{group_label(group_by, group)} · {target}")
+                # name the target only where there are two to tell apart
+                shown = f" · {target}" if len(targets) > 1 else ""
+                labels.append(group_label(group_by, group) + shown)
                 for term in PID_TERMS:
                     segments[term].append(values.get(term + suffix, np.nan))
     for (a, b), (labels, segments) in for_pairs.items():
