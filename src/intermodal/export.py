@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 
 from intermodal import storage
@@ -52,18 +53,19 @@ def dominant_names(pair: tuple[str, str]) -> list[str]:
 
 
 def lsmi_score_pairs(scores_file: str) -> list[tuple[str, str]]:
-    """The modality pairs with LSMI columns in a score file."""
+    """The modality pairs with LSMI columns in a score file (at least one, else an error)."""
     names = storage.parquet_file(scores_file).schema_arrow.names
     prefix = "lsmi_r_"
-    return [tuple(n[len(prefix) :].split("__")) for n in names if n.startswith(prefix)]  # type: ignore[misc]
+    pairs = [tuple(n[len(prefix) :].split("__")) for n in names if n.startswith(prefix)]
+    if not pairs:
+        raise ValueError(f"{scores_file}: no LSMI columns (lsmi_r_<a>__<b>); was lsmi measured?")
+    return pairs  # type: ignore[return-value]
 
 
 def lsmi_pair(
     pairs: list[tuple[str, str]], wanted: tuple[str, str] | None, source: str
 ) -> tuple[str, str]:
     """The pair to use: ``wanted`` if given (and present), else the only one."""
-    if not pairs:
-        raise ValueError(f"{source}: no LSMI columns (lsmi_r_<a>__<b>); was lsmi measured?")
     if wanted is not None:
         if tuple(wanted) not in pairs:
             raise ValueError(f"--pair {','.join(wanted)}: {source} has LSMI pairs {pairs}")
@@ -125,7 +127,6 @@ def run_distill_weights(run_dir: str, out: str, progress: Progress = print) -> p
     if not files:
         raise ValueError(f"{paths.scores}: no score files")
     pairs = lsmi_score_pairs(files[0])
-    lsmi_pair(pairs, pairs[0] if pairs else None, files[0])  # fails clearly without LSMI
     constants = {f"{a},{b}": lsmi_constant(run_dir, (a, b)) for a, b in pairs}
     fs, path = storage.filesystem(out)
     if fs.exists(path) and fs.ls(path):
@@ -142,15 +143,19 @@ def run_distill_weights(run_dir: str, out: str, progress: Progress = print) -> p
         .map_batches(weights_stage, batch_format="pyarrow", fn_kwargs={"constants": constants})
     )
     rows.write_parquet(path, filesystem=storage.arrow_filesystem(fs))
-    written = pl.from_arrow(storage.read_table(out))
+    sums, counts, total = written_sums(out)
     summary = pl.DataFrame(
         [
             {
                 "pair": f"{a},{b}",
                 "adjustment": constants[f"{a},{b}"],
-                **{f"mean_w_{t}": written[weight_column(t, a, b)].mean() for t in LSMI_TERMS},
-                "rows": written.height,
-                "null_rows": written[weight_column("r", a, b)].null_count(),
+                **{
+                    f"mean_w_{t}": sums[weight_column(t, a, b)]
+                    / max(counts[weight_column(t, a, b)], 1)
+                    for t in LSMI_TERMS
+                },
+                "rows": total,
+                "null_rows": total - counts[weight_column("r", a, b)],
             }
             for a, b in pairs
         ]
@@ -165,6 +170,23 @@ def run_distill_weights(run_dir: str, out: str, progress: Progress = print) -> p
         storage.join(out, WEIGHTS_FILE),
     )
     return summary
+
+
+def written_sums(out: str) -> tuple[dict[str, float], dict[str, int], int]:
+    """Per weight column of the written files: the sum and count of non-null values, and the
+    rows; one record batch at a time."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    rows = 0
+    for uri in storage.list_parquet(out):
+        for batch in storage.parquet_file(uri).iter_batches():
+            rows += batch.num_rows
+            for name in batch.schema.names:
+                if name.startswith("w_"):
+                    column = batch.column(name)
+                    sums[name] = sums.get(name, 0.0) + (pc.sum(column).as_py() or 0.0)
+                    counts[name] = counts.get(name, 0) + len(column) - column.null_count
+    return sums, counts, rows
 
 
 def _import_shap():
@@ -197,10 +219,13 @@ def to_shap_explanation(
     pairs = interaction_pairs(modalities)
     full, empty = f"intershap_value_full{suffix}", f"intershap_value_empty{suffix}"
     matrix = [interaction_column(modalities[i], modalities[j], suffix) for i, j in pairs]
-    table = storage.read_table(RunPaths(run_dir).scores, columns=[SAMPLE_ID, full, empty, *matrix])
-    if sample_ids is not None:
-        table = table.filter(pc.is_in(table.column(SAMPLE_ID), pa.array(list(sample_ids))))
-    table = table.sort_by(SAMPLE_ID)
+    fs, path = storage.filesystem(RunPaths(run_dir).scores)
+    table = pq.read_table(
+        path,
+        columns=[SAMPLE_ID, full, empty, *matrix],
+        filters=None if sample_ids is None else pc.field(SAMPLE_ID).isin(list(sample_ids)),
+        filesystem=storage.arrow_filesystem(fs),
+    ).sort_by(SAMPLE_ID)
     terms = {name: table.column(name).to_numpy() for name in matrix}
     main = [terms[interaction_column(m, m, suffix)] for m in modalities]
     # the scores keep the upper triangle: each off-diagonal φ_ab stands for φ_ab and φ_ba
