@@ -187,13 +187,11 @@ def mean_weights_after_training(setting: str) -> dict[str, float]:
     return dict(zip(model.expert_names, weights.tolist(), strict=True))
 
 
-@pytest.mark.slow
 def test_synergy_expert_leads_on_hdxor_synergy() -> None:
     weights = mean_weights_after_training("synergy")
     assert max(weights, key=weights.get) == "syn", weights
 
 
-@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="open: on HD-XOR uniqueness the synergy expert fits the label from m0 as well as "

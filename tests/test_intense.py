@@ -258,7 +258,6 @@ def test_synthgene_informative_modalities_get_the_largest_relevance() -> None:
     assert set(top_three) == {"M2", "M4", "M7"}, relevance
 
 
-@pytest.mark.slow
 def test_synthgene_tri_relevance_goes_to_the_xor_pair() -> None:
     spec = SynthGeneTriSpec(n_samples=4000)
     names = spec.modality_names

@@ -9,14 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from intermodal.models.training import print_progress
 
 Model = TypeVar("Model", bound=nn.Module)
+Task = Literal["classification", "regression"]
+
+
+def check_task(task: str) -> None:
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be classification or regression, got {task!r}")
+
+
+def task_loss(task: Task, outputs: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy of ``outputs`` [B, C] against class ids [B], or the MSE of the single
+    output [B, 1] against values [B]."""
+    if task == "classification":
+        return F.cross_entropy(outputs, targets.long())
+    return F.mse_loss(outputs.squeeze(-1), targets.to(outputs.dtype))
 
 
 @dataclass(frozen=True)

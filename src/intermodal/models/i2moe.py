@@ -12,17 +12,31 @@ modality embedding plus a learned modality embedding, one encoder layer, mean po
 
 Interaction losses (§3.3.2, §3.4, App. C) use ``1 + n`` forward passes of every expert: the
 clean embeddings (anchor ``ŷ⁽⁰⁾``) and, for each modality ``j``, the embeddings with that
-modality's embedding replaced by fresh N(0, 1) noise (``ŷ⁽ʲ⁾``). On the raw outputs:
+modality's embedding replaced by fresh N(0, 1) noise (``ŷ⁽ʲ⁾``). For classification they
+compare the experts' class probabilities (``interaction_space="probabilities"``, default) or
+raw logits (``"logits"``, the reference implementation):
 
 * ``uni_i``: mean over ``j ≠ i`` of the triplet margin loss (margin 1, p = 2), anchor
   ``ŷ⁽⁰⁾``, positive ``ŷ⁽ʲ⁾``, negative ``ŷ⁽ⁱ⁾``;
 * ``syn``: mean over ``j`` of the cosine similarity of ``ŷ⁽⁰⁾`` and ``ŷ⁽ʲ⁾`` (minimised);
 * ``red``: mean over ``j`` of ``1 −`` that cosine similarity.
 
+Why probabilities: logits carry a class-common offset that the prediction ignores, and the
+losses can be met through it alone. On HD-XOR the synergy expert reached cosine −0.998 by
+flipping that offset on perturbed passes while predicting at chance, and on uniqueness data
+``uni_m1`` (whose modality is pure noise) predicted at 0.92 from ``m0``.
+
 For regression the paper says only that it uses MSE; here the same roles with squared
 distances: ``uni_i`` = mean_j ``relu(d(ŷ⁽⁰⁾, ŷ⁽ʲ⁾) − d(ŷ⁽⁰⁾, ŷ⁽ⁱ⁾) + margin)``, ``syn`` =
 mean_j ``relu(margin − d(ŷ⁽⁰⁾, ŷ⁽ʲ⁾))``, ``red`` = mean_j ``d(ŷ⁽⁰⁾, ŷ⁽ʲ⁾)`` with ``d`` the
 squared error. Training minimises ``task + λ_int · mean over experts`` (Algorithm 1).
+
+Warm-up (:meth:`I2MoE.warmup_loss`, ``FusionTrainConfig.warmup_epochs``): for the first
+epochs every expert fits the task on its own (plus the interaction losses) and the
+re-weighting model is unused. Trained jointly from the start, the re-weighting MLP computes
+the label itself and routes between experts that predict nothing (HD-XOR synergy: mixture
+accuracy 0.90, every expert ≤ 0.70 and the synergy expert at chance), so the weights say
+nothing about interactions.
 """
 
 from __future__ import annotations
@@ -35,7 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Task = Literal["classification", "regression"]
+from intermodal.models.fusion_training import Task, check_task, task_loss
+
 Backbone = Literal["mlp", "transformer"]
 InteractionSpace = Literal["probabilities", "logits"]
 
@@ -115,12 +130,16 @@ def regression_redundancy_loss(outputs: Tensor) -> Tensor:
 
 
 class I2MoE(nn.Module):
-    """I2MoE over ``modalities`` (input sizes ``input_dims``).
+    """I2MoE over ``modalities`` (input sizes ``input_dims``); also a config factory
+    (``intermodal.models.i2moe:I2MoE``).
 
-    ``hidden_dim``: embedding and backbone width. ``reweight_hidden_dim`` /
-    ``reweight_layers``: the re-weighting MLP. ``temperature``: T of the weights' softmax.
-    ``interaction_weight``: λ_int. ``task``: cross-entropy over ``num_classes`` logits, or MSE
-    on one output (``num_classes`` is then ignored).
+    ``backbone``: ``mlp`` or ``transformer`` (``num_heads`` heads). ``hidden_dim``: embedding
+    and backbone width. ``reweight_hidden_dim`` / ``reweight_layers``: the re-weighting MLP
+    (1 layer = linear). ``temperature``: T of the weights' softmax. ``interaction_weight``:
+    λ_int. ``margin``: of the uniqueness triplets (and of the regression synergy hinge).
+    ``interaction_space``: what the classification interaction losses compare (module doc).
+    ``task``: cross-entropy over ``num_classes`` logits, or MSE on one output
+    (``num_classes`` is then ignored). Train with a few warm-up epochs (module doc).
     """
 
     def __init__(
@@ -144,8 +163,7 @@ class I2MoE(nn.Module):
             raise ValueError("I2MoE needs at least two modalities")
         if len(modalities) != len(input_dims):
             raise ValueError("one input dimension per modality")
-        if task not in ("classification", "regression"):
-            raise ValueError(f"task must be classification or regression, got {task!r}")
+        check_task(task)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.modalities = tuple(modalities)
@@ -253,11 +271,6 @@ class I2MoE(nn.Module):
             ]
         return torch.stack(unique + rest)
 
-    def task_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        if self.task == "classification":
-            return F.cross_entropy(logits, targets.long())
-        return F.mse_loss(logits.squeeze(-1), targets.float())
-
     def _interaction_outputs(self, outputs: Tensor) -> Tensor:
         """What the interaction losses compare: class probabilities or raw outputs."""
         if self.task == "classification" and self.interaction_space == "probabilities":
@@ -276,11 +289,13 @@ class I2MoE(nn.Module):
         """Task loss of the weighted prediction + λ_int · mean interaction loss (Algorithm 1)."""
         tokens, outputs, interaction = self._passes(inputs)
         logits = (self.expert_weights(tokens).unsqueeze(-1) * outputs[0]).sum(dim=1)
-        return self.task_loss(logits, targets) + self.interaction_weight * interaction
+        return task_loss(self.task, logits, targets) + self.interaction_weight * interaction
 
     def warmup_loss(self, inputs: Mapping[str, Tensor], targets: Tensor) -> Tensor:
         """Mean of every expert's own task loss + λ_int · mean interaction loss; the
         re-weighting model is not used. See the module doc for why training starts so."""
         _, outputs, interaction = self._passes(inputs)
-        task = torch.stack([self.task_loss(expert, targets) for expert in outputs[0].unbind(1)])
+        task = torch.stack(
+            [task_loss(self.task, expert, targets) for expert in outputs[0].unbind(1)]
+        )
         return task.mean() + self.interaction_weight * interaction

@@ -30,13 +30,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-Task = Literal["classification", "regression"]
+from intermodal.models.fusion_training import Task, check_task, task_loss
 
 EPS = 1e-6
 
@@ -173,12 +171,15 @@ def _subset_positions(
 
 
 class InTense(nn.Module):
-    """InTense over ``modalities`` (input sizes ``input_dims``) with one block per subset.
+    """InTense over ``modalities`` (input sizes ``input_dims``) with one block per subset; also
+    a config factory (``intermodal.models.intense:InTense``).
 
     ``subsets``: lists of modality names (default: every singleton and every pair).
     ``hidden_dim`` / ``latent_dim``: the subnetworks' hidden width and representation size
-    (a block of k modalities has ``latent_dim**k`` entries). ``p``: the relevance/regulariser
-    exponent (eqs. 3–4). ``regularization``: Λ of eq. 3. ``task``: cross-entropy over
+    (a block of k modalities has ``latent_dim**k`` entries; small by default because large
+    high-order blocks memorise training rows, see docs/models.md). ``p``: the
+    relevance/regulariser exponent (eqs. 3–4). ``regularization``: Λ of eq. 3 (the paper's
+    0.05). ``momentum``: of the running statistics. ``task``: cross-entropy over
     ``num_classes`` logits, or MSE on one output (``num_classes`` is then ignored).
     """
 
@@ -200,8 +201,7 @@ class InTense(nn.Module):
             raise ValueError("one input dimension per modality")
         if p < 1:
             raise ValueError(f"p must be >= 1, got {p}")
-        if task not in ("classification", "regression"):
-            raise ValueError(f"task must be classification or regression, got {task!r}")
+        check_task(task)
         self.modalities = tuple(modalities)
         self.task = task
         self.p = p
@@ -297,11 +297,8 @@ class InTense(nn.Module):
         q = 2 * self.p / (self.p + 1)
         return self.block_weight_norms().pow(q).sum().pow(2 / q)
 
-    def task_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        if self.task == "classification":
-            return F.cross_entropy(logits, targets.long())
-        return F.mse_loss(logits.squeeze(-1), targets.float())
-
     def training_loss(self, inputs: Mapping[str, Tensor], targets: Tensor) -> Tensor:
         """Task loss + Λ · regulariser (eq. 3) on one minibatch."""
-        return self.task_loss(self(inputs), targets) + self.regularization * self.regularizer()
+        return (
+            task_loss(self.task, self(inputs), targets) + self.regularization * self.regularizer()
+        )
