@@ -8,7 +8,7 @@ Part 1, per input size N (M = 3 modalities, background masking with K rows):
 * limit: ``CoalitionValues`` (the code the operator runs for the 2**M masked batches) over the
   same rows as in-memory tensors, same model, K, batch size and torch threads.
 * two in-process stages of the pipeline, timed in the driver after Ray is shut down, to show
-  where the pipeline loses time: read + validate (``read_and_validate`` per shard) and the
+  where the pipeline loses time: read + validate (``read_shard`` per shard) and the
   whole operator (``InterSHAPOperator`` on Arrow batches: the limit plus Arrow → tensor
   conversion, Shapley values, interaction matrices and the output table).
 
@@ -46,7 +46,7 @@ from intermodal.cluster import ensure_ray, shutdown_ray
 from intermodal.models.fcnn import Fusion, build_fcnn
 from intermodal.operators.coalitions import CoalitionValues, naive_coalition_values
 from intermodal.operators.intershap import InterSHAPOperator
-from intermodal.pipelines.inputs import Shard, duplicate_ids, inspect_shards, read_and_validate
+from intermodal.pipelines.inputs import Shard, duplicate_ids, inspect_shards, read_shard
 from intermodal.pipelines.score import background_inputs, run_score
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.schemas.tables import modality_values
@@ -175,8 +175,7 @@ def stage_seconds(config: JobConfig, rejects: Path, limit_threads: int) -> Stage
         }
 
     def validated(shard: Shard) -> Iterator[pa.Table]:
-        source = pa.table({"uri": [shard.uri], "index": [shard.index]})
-        return read_and_validate(source, config_data, duplicates, str(rejects))
+        return read_shard(shard, config_data, duplicates, str(rejects))
 
     warm_up = next(validated(shards[0])).slice(0, batch_size)
     operator(warm_up)
@@ -342,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "limit: CoalitionValues.__call__ per batch on in-memory tensors, after an untimed "
             "warm-up batch; pipe/limit = throughput ratio",
             "operator/s: InterSHAPOperator.__call__ on Arrow batches in-process; "
-            "read+valid/s: read_and_validate per shard in-process (one thread of Python)",
+            "read+valid/s: read_shard per shard in-process (one thread of Python)",
             "driver RSS: running peak of this process after each run_score (Ray workers not "
             "included)",
         ],

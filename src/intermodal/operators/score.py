@@ -25,7 +25,7 @@ from intermodal.operators.intershap import (
 from intermodal.operators.lsmi import LSMIOperator
 from intermodal.operators.pid_batch import PIDBatchOperator
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import code_column, modality_values
+from intermodal.schemas.tables import SOURCE_SHARD, code_column, modality_values
 
 
 def with_codes(batch: pa.Table, config: JobConfig, codebooks: dict[str, Codebook]) -> pa.Table:
@@ -75,6 +75,12 @@ class ScoreOperator:
             self.model_operator = PredictionOperator(config)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        scores = self._scores(batch)
+        if SOURCE_SHARD in batch.column_names:  # the pipeline's writer files rows by shard
+            scores = scores.append_column(SOURCE_SHARD, batch.column(SOURCE_SHARD))
+        return scores
+
+    def _scores(self, batch: pa.Table) -> pa.Table:
         if self.codebooks is not None:
             batch = with_codes(batch, self.config, self.codebooks)
         if self.lsmi is not None:

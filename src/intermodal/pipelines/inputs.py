@@ -7,14 +7,17 @@ import hashlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
 
 from intermodal import storage
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import LABEL, modality_values
+from intermodal.schemas.tables import LABEL, SOURCE_SHARD, modality_values
 from intermodal.schemas.validation import InputSchemaError, schema_problems, validate_rows
 
 # Driver threads for per-shard footer and id reads (I/O bound, object stores like many).
@@ -159,24 +162,65 @@ def sample_rows(
     return {m.name: modality_values(rows.column(m.name), m.size) for m in config.modalities}
 
 
-def read_and_validate(
-    batch: pa.Table, config: dict, duplicates: pa.Array, rejects_uri: str
+def shard_file_prefix(shard_index: int) -> str:
+    """The start of the names of a shard's reject and score files (``resume`` finds them by it)."""
+    return f"shard-{shard_index:06d}-"
+
+
+def read_shard(
+    shard: Shard, config: dict, duplicates: pa.Array, rejects_uri: str
 ) -> Iterator[pa.Table]:
-    """Ray Data stage over a table of shards (``uri``, ``index``): streams each shard by row
-    group, writes the group's bad rows to ``rejects/`` (one file per group, named by shard and
-    group so a retried task overwrites rather than duplicates) and yields the valid rows."""
+    """Stream one shard by row group: write each group's bad rows to ``rejects/`` (one file per
+    group, named by shard and group so a retried task overwrites rather than duplicates) and
+    yield its valid rows with the shard's index in ``SOURCE_SHARD`` (the score writer files
+    rows by shard, which is what ``resume`` counts)."""
     job = JobConfig.model_validate(config)
-    for uri, index in zip(
-        batch.column("uri").to_pylist(), batch.column("index").to_pylist(), strict=True
-    ):
-        parquet = storage.parquet_file(uri)
-        first_row = 0
-        for group in range(parquet.num_row_groups):
-            raw = parquet.read_row_group(group)
-            valid, rejects = validate_rows(raw, job, duplicates, uri, first_row)
-            first_row += raw.num_rows
-            if rejects.num_rows:
-                name = f"shard-{index:06d}-group-{group:06d}.parquet"
-                storage.write_table(rejects, storage.join(rejects_uri, name))
-            if valid.num_rows:
-                yield valid
+    parquet = storage.parquet_file(shard.uri)
+    first_row = 0
+    for group in range(parquet.num_row_groups):
+        raw = parquet.read_row_group(group)
+        valid, rejects = validate_rows(raw, job, duplicates, shard.uri, first_row)
+        first_row += raw.num_rows
+        if rejects.num_rows:
+            name = f"{shard_file_prefix(shard.index)}group-{group:06d}.parquet"
+            storage.write_table(rejects, storage.join(rejects_uri, name))
+        if valid.num_rows:
+            shard_index = pa.array(np.full(valid.num_rows, shard.index, np.int32))
+            yield valid.append_column(SOURCE_SHARD, shard_index)
+
+
+class ShardSource(Datasource):
+    """The input as a Ray Data source: one read task per shard (``read_shard``).
+
+    One task per shard keeps the unit of work, of retry and of resumption the shard, and
+    lets the read fuse into the score actors with one shard per actor task (a shard list
+    mapped with ``map_batches`` reached the actor pool as a single bundle: one task, one
+    busy actor)."""
+
+    def __init__(
+        self, shards: list[Shard], config: dict, duplicates: pa.Array, rejects_uri: str
+    ) -> None:
+        self.shards = shards
+        self.config = config
+        self.duplicates = duplicates
+        self.rejects_uri = rejects_uri
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
+    ) -> list[ReadTask]:
+        return [
+            ReadTask(
+                partial(read_shard, shard, self.config, self.duplicates, self.rejects_uri),
+                BlockMetadata(
+                    num_rows=shard.num_rows,
+                    size_bytes=None,
+                    exec_stats=None,
+                    input_files=(shard.uri,),
+                ),
+                per_task_row_limit=per_task_row_limit,
+            )
+            for shard in self.shards
+        ]

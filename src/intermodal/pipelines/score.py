@@ -1,4 +1,5 @@
-"""``score``: input shards → validated rows → InterSHAP operator on an actor pool → scores/."""
+"""``score``: input shards → validated rows → every measure on an actor pool → scores/, resumable
+by shard."""
 
 from __future__ import annotations
 
@@ -20,22 +21,23 @@ from intermodal.pipelines.fit_pid_batch import batch_fitted, fit_pid_batch
 from intermodal.pipelines.inputs import (
     NoValidRows,
     Shard,
+    ShardSource,
     duplicate_ids,
     fingerprint,
     inspect_shards,
-    read_and_validate,
     sample_rows,
 )
+from intermodal.pipelines.resume import ScoreSink, resume_key, shard_progress
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
 
 # Rows of score output an actor buffers before handing them on as one block. Ray Data's
-# default (target_max_block_size, 128 MiB) made a score actor hold most of a run's output: the
-# shard list reaches the actor pool as one bundle, so one task scores every shard and its
-# buffer flushed only at 128 MiB of logical row bytes (actor memory rose from 355 to 731 MiB
-# for LSMI and 714 to 2,753 MiB for PID BATCH between 100k and 1M rows). Small blocks go to
-# the writer as they fill, so actor memory is flat in N; the writer makes a file per block.
+# default (target_max_block_size, 128 MiB of logical row bytes) let a score actor hold up to
+# that much of its output (actor memory rose from 355 to 731 MiB for LSMI and from 714 to
+# 2,753 MiB for PID BATCH between 100k and 1M rows). Small blocks go to the writer as they
+# fill, so actor memory is flat in N; the writer makes a file per block.
 SCORE_BLOCK_BYTES = 8 << 20
+
 
 def needs_background(config: JobConfig) -> bool:
     """Masked coalitions are computed: InterSHAP, or LSMI reading the model's coalitions."""
@@ -97,8 +99,77 @@ def _score_stage(
     )
 
 
-def run_score(config: JobConfig, progress: Progress = print) -> dict:
-    """Score every valid input row; returns the manifest written to the run directory."""
+def _prepare(
+    config: JobConfig, shards: list[Shard], duplicates: pa.Array, progress: Progress
+) -> tuple[dict[str, np.ndarray] | None, dict[str, Codebook] | None, bool]:
+    """Background rows and fitted artifacts the measures need: ``(background, codebooks,
+    refitted)``, refitted when any artifact was fitted now rather than reused."""
+    background = codebooks = None
+    refitted = False
+    if needs_background(config):
+        background = background_inputs(config, shards, duplicates)
+    if "pid_cvx" in config.measures:
+        codebooks = load_codebooks(config, shards)
+        if codebooks is None:
+            codebooks, refitted = fit_codebooks(config, shards, duplicates, progress), True
+        else:
+            progress("[score] PID codebooks fitted on this input and settings: reused")
+    fits = (
+        ("pid_batch", "PID BATCH", batch_fitted, fit_pid_batch),
+        ("lsmi", "LSMI", lsmi_fitted, fit_lsmi),
+    )
+    for measure, title, fitted, fit in fits:
+        if measure not in config.measures:
+            continue
+        if fitted(config, shards):
+            progress(f"[score] {title} models fitted on this input and settings: reused")
+        else:
+            fit(config, shards, duplicates, progress)
+            refitted = True
+    return background, codebooks, refitted
+
+
+def _recorded_resume_key(paths: RunPaths) -> dict | None:
+    fs, path = storage.filesystem(paths.manifest)
+    return storage.read_json(paths.manifest).get("resume") if fs.exists(path) else None
+
+
+def _manifest(
+    config: JobConfig,
+    shards: list[Shard],
+    key: dict,
+    finished: set[int],
+    background: dict[str, np.ndarray] | None,
+    codebooks: dict[str, Codebook] | None,
+) -> dict:
+    return {
+        "dataset": config.dataset,
+        "model": config.model_name,
+        "status": "complete" if len(finished) == len(shards) else "running",
+        "config": config.model_dump(mode="json"),
+        "versions": package_versions(),
+        "resume": key,
+        "input": {
+            "uri": config.input,
+            "fingerprint": key["input"],
+            "shards": [
+                {"uri": s.uri, "rows": s.num_rows, "finished": s.index in finished} for s in shards
+            ],
+            "rows": sum(shard.num_rows for shard in shards),
+        },
+        "background_rows": 0 if background is None else len(next(iter(background.values()))),
+        "codebooks": {}
+        if codebooks is None
+        else {name: {"kind": b.kind, "codes": b.n_codes} for name, b in codebooks.items()},
+    }
+
+
+def run_score(config: JobConfig, progress: Progress = print, restart: bool = False) -> dict:
+    """Score every valid input row; returns the manifest written to the run directory.
+
+    A run of the same config on the same input that was stopped part-way resumes: shards it
+    finished are kept and only the others are scored (``pipelines.resume``); ``restart``
+    scores everything again."""
     started = time.time()
     paths = RunPaths(config.output)
     shards = inspect_shards(config)
@@ -110,76 +181,50 @@ def run_score(config: JobConfig, progress: Progress = print) -> dict:
     duplicates = duplicate_ids(config, shards)
     background = codebooks = None
     try:
-        if needs_background(config):
-            background = background_inputs(config, shards, duplicates)
-        if "pid_cvx" in config.measures:
-            codebooks = load_codebooks(config, shards)
-            if codebooks is None:
-                codebooks = fit_codebooks(config, shards, duplicates, progress)
-            else:
-                progress("[score] PID codebooks fitted on this input and settings: reused")
-        if "pid_batch" in config.measures:
-            if batch_fitted(config, shards):
-                progress("[score] PID BATCH models fitted on this input and settings: reused")
-            else:
-                fit_pid_batch(config, shards, duplicates, progress)
-        if "lsmi" in config.measures:
-            if lsmi_fitted(config, shards):
-                progress("[score] LSMI models fitted on this input and settings: reused")
-            else:
-                fit_lsmi(config, shards, duplicates, progress)
+        background, codebooks, refitted = _prepare(config, shards, duplicates, progress)
         any_valid = True
     except NoValidRows:
         if config.intershap.background_uri is not None and needs_background(config):
             raise
-        any_valid = False  # every input row is invalid: there are only rejects to write
-    for stale in (paths.scores, paths.rejects, paths.global_):
-        storage.remove(stale)
-
-    ensure_ray()
+        any_valid, refitted = False, True  # every input row is invalid: only rejects to write
     config_data = config.model_dump(mode="json")
-    dataset = ray.data.from_items(
-        [{"uri": shard.uri, "index": shard.index} for shard in shards],
-        override_num_blocks=len(shards),
-    )
-    dataset.context.target_max_block_size = SCORE_BLOCK_BYTES  # this run's datasets only
-    rows = dataset.map_batches(
-        read_and_validate,
-        batch_size=1,
-        batch_format="pyarrow",
-        fn_kwargs={"config": config_data, "duplicates": duplicates, "rejects_uri": paths.rejects},
-    )
-    if any_valid:
-        scores = _score_stage(rows, config, background, codebooks)
-        fs, scores_path = storage.filesystem(paths.scores)
-        scores.write_parquet(scores_path, filesystem=storage.arrow_filesystem(fs))
+    key = resume_key(config_data, fingerprint(shards), __version__)
+    storage.remove(paths.global_)
+    if not restart and not refitted and _recorded_resume_key(paths) == key:
+        pending = shard_progress(paths, shards).pending
+        progress(f"[score] resuming: {len(shards) - len(pending)} of {len(shards)} shards done")
     else:
-        rows.materialize()  # runs the read-and-validate stage, which writes rejects/
+        storage.remove(paths.scores)
+        storage.remove(paths.rejects)
+        pending = shards
+    done = {shard.index for shard in shards} - {shard.index for shard in pending}
+    storage.write_json(_manifest(config, shards, key, done, background, codebooks), paths.manifest)
+
+    if pending:
+        ensure_ray()
+        rows = ray.data.read_datasource(
+            ShardSource(pending, config_data, duplicates, paths.rejects),
+            # one block per read task: Ray would otherwise split each shard's rows into many
+            # small blocks to reach its default parallelism (and so many small score files)
+            override_num_blocks=len(pending),
+        )
+        rows.context.target_max_block_size = SCORE_BLOCK_BYTES  # this run's datasets only
+        if any_valid:
+            _score_stage(rows, config, background, codebooks).write_datasink(
+                ScoreSink(paths.scores)
+            )
+        else:
+            rows.materialize()  # runs the read stage, which writes rejects/
 
     n_scored, n_rejected = _count_rows(paths.scores), _count_rows(paths.rejects)
-    manifest = {
-        "dataset": config.dataset,
-        "model": config.model_name,
-        "config": config_data,
-        "versions": package_versions(),
-        "input": {
-            "uri": config.input,
-            "fingerprint": fingerprint(shards),
-            "shards": [{"uri": s.uri, "rows": s.num_rows} for s in shards],
-            "rows": total_rows,
-        },
-        "background_rows": 0 if background is None else len(next(iter(background.values()))),
-        "codebooks": {}
-        if codebooks is None
-        else {name: {"kind": b.kind, "codes": b.n_codes} for name, b in codebooks.items()},
-        "rows": {"scored": n_scored, "rejected": n_rejected},
-        "seconds": {"score": round(time.time() - started, 3)},
-    }
-    storage.write_json(manifest, paths.manifest)
-    progress(f"[score] {n_scored} rows scored, {n_rejected} rejected → {paths.root}")
     if n_scored + n_rejected != total_rows:
         raise RuntimeError(
             f"row accounting failed: {total_rows} input rows, {n_scored} scored, "
             f"{n_rejected} rejected"
         )
+    manifest = _manifest(config, shards, key, {s.index for s in shards}, background, codebooks)
+    manifest["rows"] = {"scored": n_scored, "rejected": n_rejected}
+    manifest["seconds"] = {"score": round(time.time() - started, 3)}
+    storage.write_json(manifest, paths.manifest)
+    progress(f"[score] {n_scored} rows scored, {n_rejected} rejected → {paths.root}")
     return manifest

@@ -29,6 +29,9 @@ import pyarrow as pa
 SAMPLE_ID = "sample_id"
 LABEL = "label"
 PRED = "pred"
+# index of a row's input shard: travels with the rows through the score stage to the score
+# writer, which files rows by shard; never written to scores/
+SOURCE_SHARD = "_source_shard"
 
 REJECT_SCHEMA = pa.schema(
     [
