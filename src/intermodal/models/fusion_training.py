@@ -70,7 +70,7 @@ def train_fusion_model(
     for epoch in range(1, config.epochs + 1):
         warmup = epoch <= config.warmup_epochs
         objective = model.warmup_loss if warmup else model.training_loss
-        total = 0.0
+        total, seen = 0.0, 0
         for rows in torch.randperm(n, generator=generator).split(config.batch_size):
             if len(rows) < 2:  # batch statistics (VBN) need two rows
                 continue
@@ -79,7 +79,8 @@ def train_fusion_model(
             loss.backward()
             optimiser.step()
             total += loss.item() * len(rows)
+            seen += len(rows)
         phase = " (warm-up)" if warmup else ""
-        progress(f"  epoch {epoch}/{config.epochs}{phase}  loss {total / n:.4f}")
+        progress(f"  epoch {epoch}/{config.epochs}{phase}  loss {total / max(seen, 1):.4f}")
     model.eval()
     return model
