@@ -432,7 +432,6 @@ def run_partition(
     files = storage.list_parquet(paths.scores)
     if not files:
         raise ValueError(f"{paths.scores}: no score files to partition")
-    ensure_ray()
     constant, keys, n_valid, cut_values = None, [], 0, []
     if rule.by == DOMINANT:
         pair = lsmi_pair(lsmi_score_pairs(files[0]), rule.pair, files[0])
@@ -442,10 +441,11 @@ def run_partition(
     else:
         _check_column(files, rule.by)
         columns = [SAMPLE_ID, rule.by]
-        if rule.quantiles:
-            n_valid, keys = exact_cut_keys(files, rule.by, rule.quantiles, collect_limit, progress)
-            cut_values = [key_value(hi) for hi, _ in keys]
-    _prepare_out(out)
+    _prepare_out(out)  # every check before Ray starts or any pass runs
+    ensure_ray()
+    if rule.quantiles:
+        n_valid, keys = exact_cut_keys(files, rule.by, rule.quantiles, collect_limit, progress)
+        cut_values = [key_value(hi) for hi, _ in keys]
     progress(f"[partition] writing {len(files)} score file(s) → {out}")
     rows = _read(paths.scores, columns).map_batches(
         assign_stage,
