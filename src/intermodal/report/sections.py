@@ -61,6 +61,11 @@ def html_table(frame: pl.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def class_label(suffix: str) -> str:
+    """``"__class1"`` (a ``target: all`` column suffix) → ``" (class 1)"``; ``""`` → ``""``."""
+    return f" (class {suffix.removeprefix('__class')})" if suffix else ""
+
+
 def group_label(group_by: str, group: str) -> str:
     return "all samples" if not group_by else f"{group_by} = {group}"
 
@@ -126,7 +131,7 @@ def _intershap_breakdown(run: RunData, suffix: str) -> str:
     return stacked_bars(
         [group_label(*g) for g in groups],
         segments,
-        f"InterSHAP breakdown{suffix}: modalities vs interactions",
+        f"InterSHAP breakdown{class_label(suffix)}: modalities vs interactions",
         "fraction of the model's behaviour",
         colours,
     )
@@ -156,7 +161,7 @@ def _mean_waterfall(run: RunData, suffix: str) -> str:
     return waterfall(
         float(np.mean(empty)),
         contributions,
-        f"Mean decomposition of the explained probability{suffix}",
+        f"Mean decomposition of the explained probability{class_label(suffix)}",
         "probability of the explained class",
     )
 
@@ -181,9 +186,13 @@ def intershap(run: RunData) -> Section | None:
         ]
         parts += [
             _intershap_breakdown(run, suffix),
-            heatmap(_mean_matrix(run, suffix), run.modalities, f"Mean interaction matrix{suffix}"),
+            heatmap(
+                _mean_matrix(run, suffix),
+                run.modalities,
+                f"Mean interaction matrix{class_label(suffix)}",
+            ),
             _mean_waterfall(run, suffix),
-            histograms(run.scores(columns), f"Per-sample InterSHAP scores{suffix}"),
+            histograms(run.scores(columns), f"Per-sample InterSHAP scores{class_label(suffix)}"),
         ]
     return Section("InterSHAP", "".join(parts))
 
