@@ -201,3 +201,12 @@ def test_synergy_expert_leads_on_hdxor_synergy() -> None:
 def test_uniqueness_expert_leads_on_hdxor_uniqueness() -> None:
     weights = mean_weights_after_training("uniqueness")
     assert max(weights, key=weights.get) == "uni_m0", weights
+
+
+def test_state_dict_round_trip(tmp_path) -> None:
+    model = I2MoE(NAMES, [6, 7, 8], backbone="transformer").eval()
+    torch.save(model.state_dict(), tmp_path / "i2moe.pt")
+    fresh = I2MoE(NAMES, [6, 7, 8], backbone="transformer").eval()
+    fresh.load_state_dict(torch.load(tmp_path / "i2moe.pt", weights_only=True))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(random_inputs()), model(random_inputs()))

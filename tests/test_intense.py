@@ -267,3 +267,15 @@ def test_synthgene_tri_relevance_goes_to_the_xor_pair() -> None:
     interactions = {term: value for term, value in relevance.items() if "x" in term}
     assert interactions["M1xM2"] >= 0.8 * sum(interactions.values()), relevance
     assert np.argmax(list(relevance.values())) == model.term_names.index("M1xM2")
+
+
+def test_state_dict_round_trip_keeps_running_statistics(tmp_path) -> None:
+    model, inputs, _ = tiny_model()
+    torch.save(model.state_dict(), tmp_path / "intense.pt")
+    names = list(model.modalities)
+    subsets = [[names[m] for m in subset] for subset in model.subsets]
+    fresh = InTense(names, [5] * 4, num_classes=3, subsets=subsets, latent_dim=3)
+    fresh.load_state_dict(torch.load(tmp_path / "intense.pt", weights_only=True))
+    fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(inputs), model(inputs))
