@@ -48,9 +48,18 @@ def _score(args: argparse.Namespace) -> None:
     from intermodal.schemas.config import load_config
 
     config = load_config(args.config)
-    run_score(config)
+    run_score(config, restart=args.restart)
     if not args.no_aggregate:
         _print_global(run_aggregate(config.output))
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from intermodal.cluster.submit import submit
+    from intermodal.schemas.config import load_config
+
+    config = load_config(args.config)  # a bad config fails here, before the cluster sees it
+    _, status = submit(config, args.address, wait=not args.no_wait, aggregate=not args.no_aggregate)
+    return 1 if status in {"FAILED", "STOPPED"} else 0
 
 
 def _aggregate(args: argparse.Namespace) -> None:
@@ -158,14 +167,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("config", help="job config YAML (path or fsspec URI)")
     score.add_argument("--no-aggregate", action="store_true", help="skip writing global/")
+    score.add_argument(
+        "--restart",
+        action="store_true",
+        help="score every shard again (default: a stopped run of the same config resumes)",
+    )
     score.set_defaults(handler=_score)
+
+    submit = commands.add_parser(
+        "submit",
+        help="run score on a Ray cluster (Ray Job Submission)",
+        description="Validate CONFIG here, then submit 'intermodal score' to the cluster at "
+        "--address with this package and the config shipped in the job's runtime_env; "
+        "echo the job's log until it ends. Input and output must be reachable from the "
+        "cluster (shared filesystem or object store URIs); local relative paths are made "
+        "absolute first.",
+    )
+    submit.add_argument("config", help="job config YAML (path or fsspec URI)")
+    submit.add_argument(
+        "--address",
+        required=True,
+        help="the cluster's dashboard address, e.g. http://127.0.0.1:8265",
+    )
+    submit.add_argument("--no-wait", action="store_true", help="return once submitted")
+    submit.add_argument("--no-aggregate", action="store_true", help="skip writing global/")
+    submit.set_defaults(handler=_submit)
 
     fit = commands.add_parser(
         "fit",
-        help="learn the PID codebooks of a job into its run directory",
-        description="Fit one codebook per modality (k-means, or a histogram for scalars) on a "
-        "uniform sample of pid.fit_rows valid rows; write OUTPUT/artifacts/codebooks/. "
-        "score fits them itself when they are missing or stale.",
+        help="learn what a job's measures need into its run directory",
+        description="Fit what the configured measures need on a uniform sample of valid rows "
+        "(PID codebooks, LSMI entropy models and classifiers, PID BATCH encoders) into "
+        "OUTPUT/artifacts/. score fits them itself when they are missing or stale.",
     )
     fit.add_argument("config", help="job config YAML (path or fsspec URI)")
     fit.set_defaults(handler=_fit)
@@ -258,11 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.handler(args)
+        return args.handler(args) or 0
     except (ConfigError, InputSchemaError, FileNotFoundError, ValueError) as error:
         print(f"intermodal {args.command}: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,140 @@
+"""intermodal submit against a real Ray cluster started here on loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from intermodal.cli import main
+from intermodal.pipelines.score import run_score
+from intermodal.schemas.config import dump_config, parse_config
+from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
+
+pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def head(tmp_path):
+    """A one-node Ray cluster (``ray start --head --block`` in its own process group, killed
+    with the group afterwards: ``ray stop`` would stop every Ray on the machine, the test
+    session's own included). Yields the dashboard address."""
+    dashboard = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray-head-", dir="/tmp")
+    # the job's `python` is the first on the cluster's PATH: this environment's, which has
+    # intermodal's dependencies (a real cluster's image provides them)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "", "PATH": path}
+    # every port this cluster listens on is a free one: the defaults (52365, 10001, ...) may be
+    # held by another Ray on this machine, such as the test session's own
+    ports = [
+        f"--{name}={_free_port()}"
+        for name in (
+            "port",
+            "node-manager-port",
+            "object-manager-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+            "ray-client-server-port",
+        )
+    ]
+    command = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        *ports,
+        "--num-cpus=2",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",  # short: Ray's socket paths must fit in 107 bytes
+    ]
+    log = (tmp_path / "head.log").open("w")
+    cluster = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{address}/api/version", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or cluster.poll() is not None:
+                    raise AssertionError((tmp_path / "head.log").read_text()) from None
+                time.sleep(0.5)
+        yield address
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # it may have died on its own
+            os.killpg(cluster.pid, signal.SIGKILL)
+        cluster.wait()
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _job(data: Path, run: Path) -> dict:
+    return {
+        "dataset": "submitted",
+        "input": str(data),
+        "output": str(run),
+        "num_classes": 2,
+        "modalities": [
+            {"name": "m0", "column": "m0_bits", "shape": [1]},
+            {"name": "m1", "column": "m1_bits", "shape": [1]},
+        ],
+        "model": {
+            "name": "xor_function",
+            "factory": "intermodal.synthetic.hdxor:xor_function_model",
+            "kwargs": {"setting": "synergy", "n_modalities": 2},
+        },
+        "measures": ["intershap", "pid_cvx"],
+        "intershap": {"background_size": 16},
+        "pid": {"fit_rows": 1000},
+    }
+
+
+def test_a_submitted_job_scores_as_a_local_run(head, tmp_path, capsys) -> None:
+    data = tmp_path / "data"
+    write_table_shards(generate(HDXORSpec(n_samples=2_000, seed=5)), str(data), 3)
+    local = tmp_path / "local"
+    run_score(parse_config(_job(data, local)), progress=lambda _: None)
+
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(dump_config(parse_config(_job(data, tmp_path / "cluster"))))
+    assert main(["submit", str(config_file), "--address", head]) == 0
+
+    log = capsys.readouterr().out
+    assert "SUCCEEDED" in log and "2000 rows scored, 0 rejected" in log
+    cluster_scores = pl.read_parquet(tmp_path / "cluster" / "scores").sort("sample_id")
+    assert cluster_scores.equals(pl.read_parquet(local / "scores").sort("sample_id"))
+    assert (tmp_path / "cluster" / "global" / "intershap.parquet").exists()
+
+
+def test_a_bad_config_is_refused_before_submission(tmp_path, capsys) -> None:
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text("dataset: x\nnum_classes: 1\n")
+    # no cluster at this address: the config must fail first
+    assert main(["submit", str(config_file), "--address", "http://127.0.0.1:9"]) == 2
+    assert "num_classes" in capsys.readouterr().err
