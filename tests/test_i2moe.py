@@ -179,6 +179,7 @@ def mean_weights_after_training(setting: str) -> dict[str, float]:
         for m in spec.modality_names
     }
     labels = torch.from_numpy(table["label"].to_numpy().copy())
+    torch.manual_seed(0)  # the initial weights, whatever ran before
     model = I2MoE(spec.modality_names, [100, 100])
     config = FusionTrainConfig(epochs=10, warmup_epochs=5, batch_size=64)
     train_fusion_model(model, inputs, labels, config, progress=lambda _: None)
