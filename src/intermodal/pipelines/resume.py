@@ -55,6 +55,8 @@ class ScoreSink(Datasink[None]):
 
     def write(self, blocks: Iterable[Block], ctx: object) -> None:
         for block in blocks:
+            if block.num_rows == 0:  # Ray hands on empty blocks, with no columns, as they are
+                continue
             for shard_index in pc.unique(block.column(SOURCE_SHARD)).to_pylist():
                 rows = block.filter(pc.equal(block.column(SOURCE_SHARD), shard_index))
                 rows = rows.drop_columns([SOURCE_SHARD])

@@ -7,11 +7,19 @@ file and the dotted key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import fsspec
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -20,6 +28,20 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _shared_uri(uri: str | None) -> str | None:
+    """A URI that Ray's worker processes read too: not ``memory://``, which lives inside one
+    process (fine for tests of storage helpers, never for a job)."""
+    if uri is not None and uri.startswith("memory://"):
+        raise ValueError(
+            f"'{uri}': memory:// lives inside one process and Ray's workers cannot read it; "
+            "use a local path, file://, or an object store URI such as s3://"
+        )
+    return uri
+
+
+SharedURI = Annotated[str, AfterValidator(_shared_uri)]
 
 
 class ModalityConfig(_Strict):
@@ -50,14 +72,14 @@ class ModelConfig(_Strict):
     name: str  # recorded in the manifest and the demo tables
     factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:function
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    weights: str | None = None  # URI of a state_dict, loaded with weights_only=True
+    weights: SharedURI | None = None  # URI of a state_dict, loaded with weights_only=True
 
 
 class InterSHAPConfig(_Strict):
     # background: expectation over K rows; mean: one row, the background mean; zeros: zeros
     masking: Literal["background", "mean", "zeros"] = "background"
     background_size: int = Field(default=32, ge=1, le=4096)
-    background_uri: str | None = None  # default: sampled from the input itself
+    background_uri: SharedURI | None = None  # default: sampled from the input itself
     # predicted: the class predicted with all modalities (paper); label; all: every class
     target: Literal["predicted", "label", "all"] = "predicted"
     seed: int = 0
@@ -141,8 +163,8 @@ class ComputeConfig(_Strict):
 
 class JobConfig(_Strict):
     dataset: str  # a name for the manifest and tables
-    input: str  # fsspec URI of a Parquet file, a directory of shards, or a glob
-    output: str  # run directory URI
+    input: SharedURI  # fsspec URI of a Parquet file, a directory of shards, or a glob
+    output: SharedURI  # run directory URI
     id_column: str = "sample_id"
     label_column: str | None = "label"
     group_columns: list[str] = Field(default_factory=list)
