@@ -7,6 +7,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from jobs import xor_function_job  # tests/jobs.py
 
 from intermodal.estimators.intershap import global_intershap, local_intershap
 from intermodal.pipelines.aggregate import run_aggregate
@@ -20,25 +21,14 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 def _job(input_uri: str, output: str, **extra) -> object:
     return parse_config(
-        {
-            "dataset": "unit",
-            "input": input_uri,
-            "output": output,
-            "num_classes": 2,
-            "group_columns": ["site"],
-            "modalities": [
-                {"name": "m0", "column": "m0_bits", "shape": [1]},
-                {"name": "m1", "column": "m1_bits", "shape": [1]},
-            ],
-            "model": {
-                "name": "xor_function",
-                "factory": "intermodal.synthetic.hdxor:xor_function_model",
-                "kwargs": {"setting": "synergy", "n_modalities": 2},
-            },
-            "intershap": {"background_size": 16},
-            "compute": {"batch_size": 64},
+        xor_function_job(
+            input_uri,
+            output,
+            group_columns=["site"],
+            intershap={"background_size": 16},
+            compute={"batch_size": 64},
             **extra,
-        }
+        )
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from jobs import xor_function_job  # tests/jobs.py
 
 from intermodal.pipelines.score import run_score
 from intermodal.schemas.config import JobConfig, dump_config, parse_config
@@ -27,25 +28,10 @@ ROWS = 8_000
 def _job(data: Path, run: Path) -> JobConfig:
     """InterSHAP of the exact XOR function with many background rows: cheap to set up, slow
     enough per shard that a kill lands while shards are still being scored."""
-    return parse_config(
-        {
-            "dataset": "faults",
-            "input": str(data),
-            "output": str(run),
-            "num_classes": 2,
-            "modalities": [
-                {"name": "m0", "column": "m0_bits", "shape": [1]},
-                {"name": "m1", "column": "m1_bits", "shape": [1]},
-            ],
-            "model": {
-                "name": "xor_function",
-                "factory": "intermodal.synthetic.hdxor:xor_function_model",
-                "kwargs": {"setting": "synergy", "n_modalities": 2},
-            },
-            "intershap": {"background_size": 1024},
-            "compute": {"batch_size": 64},
-        }
+    job = xor_function_job(
+        data, run, intershap={"background_size": 1024}, compute={"batch_size": 64}
     )
+    return parse_config(job)
 
 
 @pytest.fixture(scope="module")

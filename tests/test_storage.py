@@ -8,6 +8,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 import torch
+from jobs import xor_function_job  # tests/jobs.py
 
 from intermodal import storage
 from intermodal.pipelines.artifacts import load_state, save_state
@@ -44,18 +45,7 @@ def test_memory_uris_round_trip_tables_json_arrays_and_states() -> None:
 
 
 def _job(data: str, run: str) -> dict:
-    return {
-        "dataset": "uris",
-        "input": data,
-        "output": run,
-        "num_classes": 2,
-        "modalities": [
-            {"name": "m0", "column": "m0_bits", "shape": [1]},
-            {"name": "m1", "column": "m1_bits", "shape": [1]},
-        ],
-        "measures": ["pid_cvx"],
-        "pid": {"fit_rows": 500},
-    }
+    return xor_function_job(data, run, measures=["pid_cvx"], pid={"fit_rows": 500})
 
 
 def test_a_config_is_read_from_a_memory_uri(tmp_path) -> None:

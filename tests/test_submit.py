@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from jobs import xor_function_job  # tests/jobs.py
 
 from intermodal.cli import main
 from intermodal.pipelines.score import run_score
@@ -95,24 +96,13 @@ def head(tmp_path):
 
 
 def _job(data: Path, run: Path) -> dict:
-    return {
-        "dataset": "submitted",
-        "input": str(data),
-        "output": str(run),
-        "num_classes": 2,
-        "modalities": [
-            {"name": "m0", "column": "m0_bits", "shape": [1]},
-            {"name": "m1", "column": "m1_bits", "shape": [1]},
-        ],
-        "model": {
-            "name": "xor_function",
-            "factory": "intermodal.synthetic.hdxor:xor_function_model",
-            "kwargs": {"setting": "synergy", "n_modalities": 2},
-        },
-        "measures": ["intershap", "pid_cvx"],
-        "intershap": {"background_size": 16},
-        "pid": {"fit_rows": 1000},
-    }
+    return xor_function_job(
+        data,
+        run,
+        measures=["intershap", "pid_cvx"],
+        intershap={"background_size": 16},
+        pid={"fit_rows": 1000},
+    )
 
 
 def test_a_submitted_job_scores_as_a_local_run(head, tmp_path, capsys) -> None:
