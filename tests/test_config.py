@@ -114,3 +114,34 @@ def test_measures_and_their_needs() -> None:
         parse_config({**base, "measures": ["lsmi"], "lsmi": {"classifiers": "model"}})
     with pytest.raises(ConfigError, match=r"pid\.n_clusters"):
         parse_config({**base, "measures": ["pid_cvx"], "pid": {"n_clusters": 1}})
+
+
+def test_fusion_measures_sections_and_their_checks() -> None:
+    base = {
+        "dataset": "d",
+        "input": "i",
+        "output": "o",
+        "num_classes": 2,
+        "modalities": [{"name": "x", "shape": [1]}, {"name": "y", "shape": [2]}],
+    }
+    config = parse_config({**base, "measures": ["i2moe", "intense"]})
+    assert config.i2moe.warmup_epochs == 5 and config.i2moe.epochs == 10
+    assert config.i2moe.backbone == "mlp" and config.intense.subsets is None
+    subsets = [["x"], ["x", "y"]]
+    config = parse_config({**base, "measures": ["intense"], "intense": {"subsets": subsets}})
+    assert config.intense.subsets == subsets
+    for measure in ("i2moe", "intense"):
+        with pytest.raises(ConfigError, match=f"'{measure}' needs label_column"):
+            parse_config({**base, "measures": [measure], "label_column": None})
+    with pytest.raises(ConfigError, match=r"intense.subsets name \['z'\]"):
+        parse_config({**base, "measures": ["intense"], "intense": {"subsets": [["x", "z"]]}})
+    with pytest.raises(ConfigError, match="lists a subset twice"):
+        parse_config(
+            {**base, "intense": {"subsets": [["x", "y"], ["y", "x"]]}, "measures": ["i2moe"]}
+        )
+    with pytest.raises(ConfigError, match=r"intense\.subsets: .*distinct modality names"):
+        parse_config({**base, "measures": ["intense"], "intense": {"subsets": [["x", "x"]]}})
+    with pytest.raises(ConfigError, match=r"warmup_epochs \(5\) must be fewer than epochs \(5\)"):
+        parse_config({**base, "measures": ["i2moe"], "i2moe": {"epochs": 5}})
+    with pytest.raises(ConfigError, match=r"i2moe\.backbone"):
+        parse_config({**base, "measures": ["i2moe"], "i2moe": {"backbone": "cnn"}})

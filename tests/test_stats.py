@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from intermodal.estimators.stats import JointCounts, Moments, grouped_moments, merge_grouped
+from intermodal.estimators.stats import (
+    Histogram,
+    JointCounts,
+    Moments,
+    grouped_histograms,
+    grouped_moments,
+    merge_grouped,
+)
 
 
 def test_moments_merged_over_splits_equal_one_pass() -> None:
@@ -57,3 +64,45 @@ def test_joint_counts_merged_over_splits_equal_one_pass() -> None:
         JointCounts.of([0], [3], [0], shape)
     with pytest.raises(ValueError, match="empty sample"):
         JointCounts.empty(shape).joint()
+
+
+def test_histogram_merged_over_splits_equals_one_pass_and_its_quantiles_numpys() -> None:
+    rows = np.random.default_rng(3).beta(0.5, 2.0, size=(2000, 3))
+    rows[0, 0], rows[1, 1] = 0.0, 1.0  # both ends of the closed range are counted
+    whole = Histogram.of(rows, bins=1000)
+    merged = Histogram.empty(3, bins=1000)
+    for part in np.array_split(rows, [0, 7, 7, 1200]):
+        merged = merged.merge(Histogram.of(part, bins=1000))
+    np.testing.assert_array_equal(merged.counts, whole.counts)
+    assert whole.counts.sum() == 6000
+    q = np.array([0.0, 0.1, 0.5, 0.9, 1.0])
+    expected = np.quantile(rows, q, axis=0).T
+    assert np.abs(merged.quantiles(q) - expected).max() <= whole.bin_width
+    # a histogram of few values recovers them to half a bin
+    few = Histogram.of(np.array([[0.12], [0.5]]), bins=10)
+    np.testing.assert_allclose(few.quantiles(np.array([0.0, 0.5, 1.0])), [[0.15, 0.35, 0.55]])
+
+
+def test_histogram_refuses_values_outside_and_unlike_merges() -> None:
+    with pytest.raises(ValueError, match=r"must lie in \[0.0, 1.0\], got 1.5"):
+        Histogram.of(np.array([[0.2], [1.5]]), bins=10)
+    with pytest.raises(ValueError, match="must lie in"):
+        Histogram.of(np.array([[np.nan]]), bins=10)
+    with pytest.raises(ValueError, match="cannot merge"):
+        Histogram.empty(1, 10).merge(Histogram.empty(1, 20))
+    with pytest.raises(ValueError, match="empty sample"):
+        Histogram.empty(1, 10).quantiles(np.array([0.5]))
+
+
+def test_grouped_histograms_merge_like_one_pass() -> None:
+    rng = np.random.default_rng(4)
+    rows = rng.random((400, 2))
+    groups = {"label": rng.integers(0, 2, 400)}
+    whole = grouped_histograms(rows, groups, 50, 0.0, 1.0)
+    merged: dict = {}
+    for part in np.array_split(np.arange(400), 3):
+        split = grouped_histograms(rows[part], {"label": groups["label"][part]}, 50, 0.0, 1.0)
+        merged = merge_grouped(merged, split)
+    assert merged.keys() == whole.keys() == {("", ""), ("label", "0"), ("label", "1")}
+    for key, histogram in whole.items():
+        np.testing.assert_array_equal(merged[key].counts, histogram.counts)

@@ -1,5 +1,5 @@
 """Mergeable partial statistics per group: count, mean and M2 (sum of squared deviations), and
-joint count tensors of discrete codes.
+joint count tensors of discrete codes; fixed-bin histograms for streamed quantiles.
 
 Blocks are summarised independently and merged in any order (Chan et al.'s parallel update),
 so a dataset-level mean and its standard error never need the rows in one place. The empty
@@ -150,3 +150,75 @@ def grouped_counts(
     return _grouped(
         lambda selected: JointCounts.of(x1[selected], x2[selected], y[selected], shape), groups
     )
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of each column of ``[n, P]`` values in ``bins`` equal-width bins on
+    ``[low, high]`` (the last bin closed): the mergeable sketch behind streamed quantiles, exact
+    to one bin width (Ray's exact quantile would hold the whole column)."""
+
+    counts: np.ndarray  # [P, bins] int64
+    low: float = 0.0
+    high: float = 1.0
+
+    @classmethod
+    def empty(cls, columns: int, bins: int, low: float = 0.0, high: float = 1.0) -> Histogram:
+        return cls(np.zeros((columns, bins), dtype=np.int64), low, high)
+
+    @classmethod
+    def of(cls, rows: np.ndarray, bins: int, low: float = 0.0, high: float = 1.0) -> Histogram:
+        """Counts of ``rows [n, P]``; raises on values outside ``[low, high]`` (or NaN)."""
+        rows = np.asarray(rows, dtype=np.float64)
+        inside = (rows >= low) & (rows <= high)
+        if not inside.all():
+            bad = rows[~inside][0]
+            raise ValueError(f"histogram values must lie in [{low}, {high}], got {bad}")
+        index = np.minimum(((rows - low) / (high - low) * bins).astype(np.int64), bins - 1)
+        columns = rows.shape[1]
+        flat = (index + np.arange(columns) * bins).ravel()
+        counts = np.bincount(flat, minlength=columns * bins).reshape(columns, bins)
+        return cls(counts, low, high)
+
+    def merge(self, other: Histogram) -> Histogram:
+        if (self.counts.shape, self.low, self.high) != (other.counts.shape, other.low, other.high):
+            raise ValueError(
+                f"cannot merge histograms of shapes {self.counts.shape} on "
+                f"[{self.low}, {self.high}] and {other.counts.shape} on "
+                f"[{other.low}, {other.high}]"
+            )
+        return Histogram(self.counts + other.counts, self.low, self.high)
+
+    @property
+    def bin_width(self) -> float:
+        return (self.high - self.low) / self.counts.shape[1]
+
+    def quantiles(self, q: np.ndarray) -> np.ndarray:
+        """``[P, len(q)]`` quantiles as numpy's default (linear between the order statistics
+        around ``q (n − 1)``), each order statistic read as its bin's midpoint: within half a
+        bin width of numpy's value."""
+        q = np.asarray(q, dtype=np.float64)
+        total = int(self.counts[0].sum()) if len(self.counts) else 0
+        if total == 0:
+            raise ValueError("no counts: the quantiles of an empty sample are undefined")
+        position = q * (total - 1)
+        below, above = np.floor(position).astype(np.int64), np.ceil(position).astype(np.int64)
+        cumulative = self.counts.cumsum(axis=1)  # [P, bins]
+        midpoints = self.low + (np.arange(self.counts.shape[1]) + 0.5) * self.bin_width
+        result = np.empty((len(self.counts), len(q)))
+        for column, running in enumerate(cumulative):
+            # the bin holding order statistic k (0-based) is the first with running count > k
+            low_value = midpoints[np.searchsorted(running, below, side="right")]
+            high_value = midpoints[np.searchsorted(running, above, side="right")]
+            result[column] = low_value + (position - below) * (high_value - low_value)
+        return result
+
+
+GroupedHistograms = dict[GroupKey, Histogram]
+
+
+def grouped_histograms(
+    rows: np.ndarray, groups: Mapping[str, np.ndarray], bins: int, low: float, high: float
+) -> GroupedHistograms:
+    """``Histogram`` of ``rows [n, P]`` over all rows and per group (``_grouped``)."""
+    return _grouped(lambda selected: Histogram.of(rows[selected], bins, low, high), groups)

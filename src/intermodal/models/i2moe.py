@@ -129,6 +129,12 @@ def regression_redundancy_loss(outputs: Tensor) -> Tensor:
     return _squared_distance(outputs[:1], outputs[1:]).mean()
 
 
+def expert_names(modalities: Sequence[str]) -> list[str]:
+    """The experts of an I2MoE over ``modalities``: ``uni_<modality>`` per modality in order,
+    then ``syn``, ``red``."""
+    return [f"uni_{name}" for name in modalities] + ["syn", "red"]
+
+
 class I2MoE(nn.Module):
     """I2MoE over ``modalities`` (input sizes ``input_dims``); also a config factory
     (``intermodal.models.i2moe:I2MoE``).
@@ -204,7 +210,7 @@ class I2MoE(nn.Module):
     @property
     def expert_names(self) -> list[str]:
         """``uni_<modality>`` per modality in order, then ``syn``, ``red``."""
-        return [f"uni_{name}" for name in self.modalities] + ["syn", "red"]
+        return expert_names(self.modalities)
 
     def encode(self, name: str, x: Tensor) -> Tensor:
         """``[B, input_dim]`` → embedding ``[B, hidden_dim]``."""

@@ -170,6 +170,19 @@ def _subset_positions(
     return tuple(positions)
 
 
+def term_name(modalities: Sequence[str], subset: Sequence[int]) -> str:
+    """A block's name: its members (positions in ``modalities``) joined by ``x``."""
+    return "x".join(modalities[m] for m in subset)
+
+
+def term_names(
+    modalities: Sequence[str], subsets: Sequence[Sequence[str]] | None = None
+) -> list[str]:
+    """The block names of an InTense over ``modalities`` with ``subsets`` (default: every
+    singleton and pair), in block order; members in modality order."""
+    return [term_name(modalities, subset) for subset in _subset_positions(modalities, subsets)]
+
+
 class InTense(nn.Module):
     """InTense over ``modalities`` (input sizes ``input_dims``) with one block per subset; also
     a config factory (``intermodal.models.intense:InTense``).
@@ -232,7 +245,7 @@ class InTense(nn.Module):
         self.bias = nn.Parameter(torch.zeros(outputs))
 
     def _term(self, subset: Sequence[int]) -> str:
-        return "x".join(self.modalities[m] for m in subset)
+        return term_name(self.modalities, subset)
 
     @property
     def term_names(self) -> list[str]:

@@ -7,6 +7,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from intermodal.models.i2moe import expert_names
+from intermodal.models.intense import term_names
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import (
     BATCH_BLOCK,
@@ -16,6 +18,7 @@ from intermodal.schemas.tables import (
     SAMPLE_ID,
     batch_column,
     code_column,
+    fusion_fields,
     lsmi_column,
     score_schema,
 )
@@ -39,9 +42,27 @@ def _batch_targets(config: JobConfig) -> list[str]:
     return ["label", *(["pred"] if config.model is not None else [])]
 
 
+def i2moe_experts(config: JobConfig) -> list[str]:
+    """The I2MoE experts scored (``uni_<m>`` per modality, ``syn``, ``red``); none without the
+    measure."""
+    return expert_names(config.modality_names) if "i2moe" in config.measures else []
+
+
+def intense_terms(config: JobConfig) -> list[str]:
+    """The InTense blocks scored (one per configured subset); none without the measure."""
+    if "intense" not in config.measures:
+        return []
+    return term_names(config.modality_names, config.intense.subsets)
+
+
+def fusion_column_names(config: JobConfig) -> list[str]:
+    """Score columns of the I2MoE and InTense measures, in table order."""
+    return [field.name for field in fusion_fields(i2moe_experts(config), intense_terms(config))]
+
+
 def measure_columns(batch: pa.Table, config: JobConfig) -> dict[str, Any]:
-    """Columns added by earlier stages (PID codes, LSMI terms, BATCH estimates), carried
-    through to the scores."""
+    """Columns added by earlier stages (PID codes, LSMI terms, BATCH estimates, I2MoE weights,
+    InTense contributions), carried through to the scores."""
     names = [code_column(m) for m in config.modality_names] if "pid_cvx" in config.measures else []
     names += [lsmi_column(t, a, b) for a, b in _lsmi_pairs(config) for t in LSMI_TERMS]
     if "pid_batch" in config.measures:
@@ -52,6 +73,7 @@ def measure_columns(batch: pa.Table, config: JobConfig) -> dict[str, Any]:
         for a, b in _batch_pairs(config)
         for t in BATCH_TERMS
     ]
+    names += fusion_column_names(config)
     return {name: batch.column(name) for name in names}
 
 
@@ -70,4 +92,6 @@ def scores_schema(batch: pa.Table, config: JobConfig, *, prediction: bool) -> pa
         lsmi_pairs=_lsmi_pairs(config),
         batch_pairs=_batch_pairs(config),
         batch_targets=_batch_targets(config),
+        i2moe_experts=i2moe_experts(config),
+        intense_terms=intense_terms(config),
     )

@@ -16,7 +16,7 @@ from intermodal.estimators.shapley import interaction_matrix, shapley_values
 from intermodal.models.protocol import build_model
 from intermodal.operators.coalitions import CoalitionValues
 from intermodal.operators.columns import carried_columns, measure_columns, scores_schema
-from intermodal.schemas.config import JobConfig
+from intermodal.schemas.config import ComputeConfig, JobConfig
 from intermodal.schemas.tables import (
     LABEL,
     PRED,
@@ -44,6 +44,12 @@ def keep_freed_memory() -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
     except (OSError, AttributeError):
         pass
+
+
+def use_actor_threads(compute: ComputeConfig) -> None:
+    """Size torch's threads to the actor: ``compute.torch_threads``, else its CPUs (Ray sets
+    ``OMP_NUM_THREADS`` to them, and torch read it before the actor existed)."""
+    torch.set_num_threads(compute.torch_threads or max(1, int(compute.cpus_per_actor)))
 
 
 def select_device(gpus: float) -> torch.device:
@@ -96,7 +102,7 @@ class ModelOperator:
         self.config = JobConfig.model_validate(config)
         compute = self.config.compute
         keep_freed_memory()
-        torch.set_num_threads(compute.torch_threads or max(1, int(compute.cpus_per_actor)))
+        use_actor_threads(compute)
         self.device = select_device(compute.gpus_per_actor)
         self.modalities = self.config.modalities
         model = self.config.model

@@ -8,12 +8,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from intermodal.estimators.lsmi import pointwise
 from intermodal.models.classifiers import LOG_PROBABILITY_FLOOR, fold_of, log_proba_of_labels
 from intermodal.operators.coalitions import CoalitionValues
-from intermodal.operators.intershap import ModelOperator, keep_freed_memory
+from intermodal.operators.intershap import ModelOperator, keep_freed_memory, use_actor_threads
 from intermodal.pipelines.fit_lsmi import (
     classifier_keys,
     joined,
@@ -38,7 +37,7 @@ class LSMIOperator:
         self.config = JobConfig.model_validate(config)
         compute = self.config.compute
         keep_freed_memory()
-        torch.set_num_threads(compute.torch_threads or max(1, int(compute.cpus_per_actor)))
+        use_actor_threads(compute)
         self.model = lsmi_model(self.config)
         self.artifacts = load_artifacts(self.config)
         self.coalitions: _CoalitionSource | None = None

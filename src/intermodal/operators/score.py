@@ -2,7 +2,8 @@
 
 One actor pool for the whole job keeps all per-row work in one process per batch (no Arrow
 hand-offs between pools) and never lets two actor pools hold every CPU while the read tasks
-wait for one (ray#44687). Order: PID codes, LSMI terms and PID BATCH estimates are appended to
+wait for one (ray#44687). Order: PID codes, LSMI terms, PID BATCH estimates, I2MoE weights and
+InTense contributions are appended to
 the normalised input, then the model operator (InterSHAP, or the prediction alone) turns the
 batch into score rows and carries those columns on; without a model the score columns are
 selected directly.
@@ -17,6 +18,7 @@ import pyarrow as pa
 
 from intermodal.estimators.discretize import Codebook
 from intermodal.operators.columns import carried_columns, measure_columns, scores_schema
+from intermodal.operators.fusion import I2MoEOperator, InTenseOperator
 from intermodal.operators.intershap import (
     InterSHAPOperator,
     PredictionOperator,
@@ -47,7 +49,8 @@ def model_free_scores(batch: pa.Table, config: JobConfig) -> pa.Table:
 
 class ScoreOperator:
     """Loads what the job's measures need once per actor: PID codebooks (``Codebook.to_arrays``
-    form), the LSMI models, and the model operator with its background rows."""
+    form), the LSMI, PID BATCH, I2MoE and InTense models, and the model operator with its
+    background rows."""
 
     def __init__(
         self,
@@ -66,6 +69,8 @@ class ScoreOperator:
         )
         self.lsmi = LSMIOperator(config, background) if "lsmi" in measures else None
         self.pid_batch = PIDBatchOperator(config) if "pid_batch" in measures else None
+        self.i2moe = I2MoEOperator(config) if "i2moe" in measures else None
+        self.intense = InTenseOperator(config) if "intense" in measures else None
         self.model_operator: InterSHAPOperator | PredictionOperator | None = None
         if "intershap" in measures:
             if background is None:
@@ -87,6 +92,10 @@ class ScoreOperator:
             batch = self.lsmi(batch)
         if self.pid_batch is not None:
             batch = self.pid_batch(batch)
+        if self.i2moe is not None:
+            batch = self.i2moe(batch)
+        if self.intense is not None:
+            batch = self.intense(batch)
         if self.model_operator is not None:
             return self.model_operator(batch)
         return model_free_scores(batch, self.config)

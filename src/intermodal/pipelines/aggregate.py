@@ -15,7 +15,16 @@ from intermodal import storage
 from intermodal.cluster import ensure_ray
 from intermodal.estimators.intershap import summary_terms
 from intermodal.estimators.lsmi import adjusted, adjustment
-from intermodal.estimators.stats import GroupedMoments, Moments, grouped_moments, merge_grouped
+from intermodal.estimators.stats import (
+    GroupedHistograms,
+    GroupedMoments,
+    Histogram,
+    Moments,
+    grouped_histograms,
+    grouped_moments,
+    merge_grouped,
+)
+from intermodal.operators.columns import i2moe_experts, intense_terms
 from intermodal.pipelines.aggregate_pid import (
     DATA_MEASURE,
     group_text,
@@ -23,6 +32,7 @@ from intermodal.pipelines.aggregate_pid import (
     partial_counts,
     pid_global_table,
 )
+from intermodal.pipelines.fit_fusion import load_fusion_model
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import (
@@ -33,6 +43,8 @@ from intermodal.schemas.tables import (
     LSMI_TERMS,
     PRED,
     batch_column,
+    i2moe_weight_column,
+    intense_contribution_column,
     interaction_column,
     interaction_pairs,
     lsmi_column,
@@ -56,10 +68,15 @@ def group_columns(config: JobConfig) -> list[str]:
 
 def moment_columns(config: JobConfig, measure: str) -> dict[str, list[str]]:
     """Key → score columns whose moments are kept together: per explained output for
-    InterSHAP (the interaction terms, then local InterSHAP), per pair for LSMI (r, u1, u2, s)."""
+    InterSHAP (the interaction terms, then local InterSHAP), per pair for LSMI (r, u1, u2, s),
+    the expert weights for I2MoE, the block contributions for InTense."""
     if measure == MEASURE:
         suffixes = target_suffixes(config.intershap.target, config.num_classes)
         return {suffix: _statistic_columns(config, suffix) for suffix in suffixes}
+    if measure == I2MOE_MEASURE:
+        return {I2MOE_MEASURE: i2moe_weight_columns(config)}
+    if measure == INTENSE_MEASURE:
+        return {INTENSE_MEASURE: intense_contribution_columns(config)}
     return {
         f"{a},{b}": [lsmi_column(term, a, b) for term in LSMI_TERMS]
         for a, b in combinations(config.modality_names, 2)
@@ -254,9 +271,127 @@ def lsmi_global_table(merged: dict[str, GroupedMoments]) -> pa.Table:
     return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
 
 
+I2MOE_MEASURE = "i2moe"
+INTENSE_MEASURE = "intense"
+# I2MoE weights lie in [0, 1]: quantiles from 1000 bins are exact to 0.001
+WEIGHT_BINS = 1000
+WEIGHT_QUANTILES = {"p10": 0.1, "p50": 0.5, "p90": 0.9}
+
+
+def i2moe_weight_columns(config: JobConfig) -> list[str]:
+    return [i2moe_weight_column(expert) for expert in i2moe_experts(config)]
+
+
+def intense_contribution_columns(config: JobConfig) -> list[str]:
+    return [intense_contribution_column(term) for term in intense_terms(config)]
+
+
+def histogram_partial_statistics(batch: pa.Table, config: dict) -> pa.Table:
+    """Ray Data stage over score files (``uri``): per group, the ``WEIGHT_BINS``-bin histogram
+    on [0, 1] of every I2MoE expert weight (counts flattened expert-major)."""
+    job = JobConfig.model_validate(config)
+    columns = i2moe_weight_columns(job)
+    merged: GroupedHistograms = {}
+    for uri in batch.column("uri").to_pylist():
+        for scores in storage.parquet_file(uri).iter_batches():
+            weights = np.column_stack([scores.column(c).to_numpy() for c in columns])
+            groups = group_text(scores, group_columns(job))
+            merged = merge_grouped(
+                merged, grouped_histograms(weights, groups, WEIGHT_BINS, 0.0, 1.0)
+            )
+    records = [
+        {"group_by": group_by, "group": group, "counts": histogram.counts.ravel().tolist()}
+        for (group_by, group), histogram in merged.items()
+    ]
+    return pa.Table.from_pylist(records)
+
+
+def merge_histograms(rows: Iterable[dict], experts: int) -> GroupedHistograms:
+    merged: GroupedHistograms = {}
+    for row in rows:
+        counts = np.asarray(row["counts"], dtype=np.int64).reshape(experts, WEIGHT_BINS)
+        merged = merge_grouped(merged, {(row["group_by"], row["group"]): Histogram(counts)})
+    return merged
+
+
+def _global_record(
+    measure: str, term: str, key: tuple[str, str], value: float, n: int, stderr: float | None
+) -> dict:
+    group_by, group = key
+    return {
+        "measure": measure,
+        "term": term,
+        "group_by": group_by,
+        "group": group,
+        "value": value,
+        "n": n,
+        "stderr": None if stderr is None or np.isnan(stderr) else float(stderr),
+    }
+
+
+def i2moe_global_table(
+    experts: list[str], moments: GroupedMoments, histograms: GroupedHistograms
+) -> pa.Table:
+    """Per expert and group: ``weight[<expert>]`` (mean weight, with its standard error) and
+    ``weight_p10[<expert>]``, ``weight_p50[...]``, ``weight_p90[...]`` (quantiles of the
+    weight, to one histogram bin)."""
+    records = []
+    quantile_levels = np.array(list(WEIGHT_QUANTILES.values()))
+    for key, grouped in sorted(moments.items()):
+        errors = grouped.stderr()
+        quantiles = histograms[key].quantiles(quantile_levels)  # [experts, quantiles]
+        for index, expert in enumerate(experts):
+            mean = float(grouped.mean[index])
+            records.append(
+                _global_record(
+                    I2MOE_MEASURE, f"weight[{expert}]", key, mean, grouped.count, errors[index]
+                )
+            )
+            for column, name in enumerate(WEIGHT_QUANTILES):
+                value = float(quantiles[index, column])
+                term = f"weight_{name}[{expert}]"
+                records.append(_global_record(I2MOE_MEASURE, term, key, value, grouped.count, None))
+    return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
+
+
+def intense_global_table(
+    terms: list[str], relevance: np.ndarray, moments: GroupedMoments
+) -> pa.Table:
+    """``relevance[<term>]`` per block (the trained model's β_I, whole dataset, ``n`` the rows
+    scored, no standard error) and per block and group ``contribution[<term>]``: the mean
+    contribution to the predicted class's logit, with its standard error."""
+    records = []
+    scored = moments[("", "")].count if moments else 0
+    for index, term in enumerate(terms):
+        value = float(relevance[index])
+        records.append(
+            _global_record(INTENSE_MEASURE, f"relevance[{term}]", ("", ""), value, scored, None)
+        )
+    for key, grouped in sorted(moments.items()):
+        errors = grouped.stderr()
+        for index, term in enumerate(terms):
+            mean = float(grouped.mean[index])
+            records.append(
+                _global_record(
+                    INTENSE_MEASURE,
+                    f"contribution[{term}]",
+                    key,
+                    mean,
+                    grouped.count,
+                    errors[index],
+                )
+            )
+    return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
+
+
+def intense_relevance(config: JobConfig) -> np.ndarray:
+    """β_I of every block of the run's trained InTense (``artifacts/intense/``)."""
+    return load_fusion_model(config, "intense").relevance().numpy()
+
+
 def run_aggregate(run_dir: str, progress: Progress = print) -> pa.Table:
     """Merge the run's scores into ``global/<measure>.parquet`` (``intershap``, ``lsmi``,
-    ``pid_batch``, ``pid_cvx``); returns all of them as one table."""
+    ``i2moe``, ``intense``, ``pid_batch``, ``pid_cvx``); returns all of them as one table."""
     paths = RunPaths(run_dir)
     manifest = storage.read_json(paths.manifest)
     config = JobConfig.model_validate(manifest["config"])
@@ -272,6 +407,20 @@ def run_aggregate(run_dir: str, progress: Progress = print) -> pa.Table:
         if measure in config.measures:
             rows = _partials(files, partial_statistics, config=manifest["config"], measure=measure)
             tables.append((measure, to_table(merge_partials(rows))))
+    if I2MOE_MEASURE in config.measures:
+        moments = merge_partials(
+            _partials(files, partial_statistics, config=manifest["config"], measure=I2MOE_MEASURE)
+        ).get(I2MOE_MEASURE, {})
+        experts = i2moe_experts(config)
+        rows = _partials(files, histogram_partial_statistics, config=manifest["config"])
+        histograms = merge_histograms(rows, len(experts))
+        tables.append((I2MOE_MEASURE, i2moe_global_table(experts, moments, histograms)))
+    if INTENSE_MEASURE in config.measures:
+        moments = merge_partials(
+            _partials(files, partial_statistics, config=manifest["config"], measure=INTENSE_MEASURE)
+        ).get(INTENSE_MEASURE, {})
+        table = intense_global_table(intense_terms(config), intense_relevance(config), moments)
+        tables.append((INTENSE_MEASURE, table))
     if BATCH_MEASURE in config.measures:
         rows = _partials(files, batch_partial_statistics, config=manifest["config"])
         tables.append((BATCH_MEASURE, batch_global_table(merge_partials(rows))))

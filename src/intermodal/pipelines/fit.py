@@ -12,6 +12,7 @@ import pyarrow as pa
 from intermodal import storage
 from intermodal.estimators.discretize import Codebook, CodebookConfig, fit_codebook
 from intermodal.pipelines.artifacts import FitMarker
+from intermodal.pipelines.fit_fusion import FUSION_MEASURES, fit_fusion
 from intermodal.pipelines.fit_lsmi import fit_lsmi
 from intermodal.pipelines.fit_pid_batch import fit_pid_batch
 from intermodal.pipelines.inputs import Shard, duplicate_ids, inspect_shards, sample_rows
@@ -74,8 +75,8 @@ def load_codebooks(config: JobConfig, shards: list[Shard]) -> dict[str, Codebook
 
 
 def run_fit(config: JobConfig, progress: Progress = print) -> None:
-    """``intermodal fit``: learn what the job's measures need (PID codebooks, LSMI models)
-    into its run directory, whether or not earlier fits match."""
+    """``intermodal fit``: learn what the job's measures need (PID codebooks, LSMI, PID BATCH,
+    I2MoE and InTense models) into its run directory, whether or not earlier fits match."""
     shards = inspect_shards(config)
     duplicates = duplicate_ids(config, shards)
     if "pid_cvx" in config.measures:
@@ -84,5 +85,11 @@ def run_fit(config: JobConfig, progress: Progress = print) -> None:
         fit_lsmi(config, shards, duplicates, progress)
     if "pid_batch" in config.measures:
         fit_pid_batch(config, shards, duplicates, progress)
-    if not {"pid_cvx", "lsmi", "pid_batch"} & set(config.measures):
-        progress("[fit] nothing to fit: the job measures none of pid_cvx, lsmi, pid_batch")
+    for measure in FUSION_MEASURES:
+        if measure in config.measures:
+            fit_fusion(config, shards, duplicates, progress, measure=measure)
+    if not {"pid_cvx", "lsmi", "pid_batch", *FUSION_MEASURES} & set(config.measures):
+        progress(
+            "[fit] nothing to fit: the job measures none of pid_cvx, lsmi, pid_batch, i2moe, "
+            "intense"
+        )

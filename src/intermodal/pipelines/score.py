@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 import time
+from functools import partial
 from importlib.metadata import version
 
 import numpy as np
@@ -16,6 +17,7 @@ from intermodal.cluster import ensure_ray
 from intermodal.estimators.discretize import Codebook
 from intermodal.operators.score import ScoreOperator
 from intermodal.pipelines.fit import fit_codebooks, load_codebooks
+from intermodal.pipelines.fit_fusion import fit_fusion, fusion_fitted
 from intermodal.pipelines.fit_lsmi import fit_lsmi, lsmi_fitted
 from intermodal.pipelines.fit_pid_batch import batch_fitted, fit_pid_batch
 from intermodal.pipelines.inputs import (
@@ -117,6 +119,18 @@ def _prepare(
     fits = (
         ("pid_batch", "PID BATCH", batch_fitted, fit_pid_batch),
         ("lsmi", "LSMI", lsmi_fitted, fit_lsmi),
+        (
+            "i2moe",
+            "I2MoE",
+            partial(fusion_fitted, measure="i2moe"),
+            partial(fit_fusion, measure="i2moe"),
+        ),
+        (
+            "intense",
+            "InTense",
+            partial(fusion_fitted, measure="intense"),
+            partial(fit_fusion, measure="intense"),
+        ),
     )
     for measure, title, fitted, fit in fits:
         if measure not in config.measures:

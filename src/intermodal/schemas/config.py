@@ -149,7 +149,66 @@ class PIDBatchConfig(_Strict):
     classifier: ClassifierConfig = ClassifierConfig()
 
 
-Measure = Literal["intershap", "pid_cvx", "lsmi", "pid_batch"]
+class I2MoEConfig(_Strict):
+    """I2MoE (paper 002) trained on a sample of labelled rows; scores per-sample expert weights.
+
+    ``warmup_epochs``: the first epochs train every expert on its own task loss before the
+    re-weighting model is used; without them the re-weighting model learns the label itself
+    and the weights say nothing about interactions (docs/models.md, I2MoE findings)."""
+
+    backbone: Literal["mlp", "transformer"] = "mlp"
+    hidden_dim: int = Field(default=32, ge=1)
+    temperature: float = Field(default=1.0, gt=0)
+    interaction_weight: float = Field(default=0.5, ge=0)  # λ_int
+    epochs: int = Field(default=10, ge=1)
+    warmup_epochs: int = Field(default=5, ge=0)
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    fit_rows: int = Field(default=100_000, ge=2)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _warmup_within_epochs(self) -> I2MoEConfig:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs}): "
+                "the re-weighting model is trained only after the warm-up"
+            )
+        return self
+
+
+class InTenseConfig(_Strict):
+    """InTense (paper 004) trained on a sample of labelled rows; scores per-sample block
+    contributions. ``subsets``: modality name lists, one block each (default: every singleton
+    and every pair)."""
+
+    subsets: list[list[str]] | None = None
+    hidden_dim: int = Field(default=32, ge=1)
+    latent_dim: int = Field(default=4, ge=1)
+    p: float = Field(default=1.0, ge=1)
+    regularization: float = Field(default=0.05, ge=0)  # Λ of eq. 3
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    fit_rows: int = Field(default=100_000, ge=2)
+    seed: int = 0
+
+    @field_validator("subsets")
+    @classmethod
+    def _distinct_non_empty(cls, subsets: list[list[str]] | None) -> list[list[str]] | None:
+        if subsets is None:
+            return None
+        if not subsets:
+            raise ValueError("give at least one subset, or leave subsets unset for the default")
+        for subset in subsets:
+            if not subset or len(set(subset)) != len(subset):
+                raise ValueError(f"every subset needs distinct modality names, got {subset}")
+        return subsets
+
+
+Measure = Literal["intershap", "pid_cvx", "lsmi", "pid_batch", "i2moe", "intense"]
 
 
 class ComputeConfig(_Strict):
@@ -178,6 +237,8 @@ class JobConfig(_Strict):
     pid: PIDConfig = PIDConfig()
     lsmi: LSMIConfig = LSMIConfig()
     pid_batch: PIDBatchConfig = PIDBatchConfig()
+    i2moe: I2MoEConfig = I2MoEConfig()
+    intense: InTenseConfig = InTenseConfig()
     compute: ComputeConfig = ComputeConfig()
 
     @property
@@ -210,9 +271,25 @@ class JobConfig(_Strict):
                 raise ValueError("lsmi.features 'encoder' needs a model")
             if self.lsmi.classifiers == "model":
                 raise ValueError("lsmi.classifiers 'model' needs a model")
+        for measure in ("i2moe", "intense"):
+            if measure in self.measures and self.label_column is None:
+                raise ValueError(f"measure '{measure}' needs label_column (it trains on labels)")
+        self._check_intense_subsets()
         if self.intershap.target == "label" and self.label_column is None:
             raise ValueError("intershap.target 'label' needs label_column")
         return self
+
+    def _check_intense_subsets(self) -> None:
+        subsets = self.intense.subsets or []
+        unknown = sorted({name for subset in subsets for name in subset} - set(self.modality_names))
+        if unknown:
+            raise ValueError(
+                f"intense.subsets name {unknown}, not configured modalities "
+                f"(modalities: {self.modality_names})"
+            )
+        keys = [frozenset(subset) for subset in subsets]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"intense.subsets lists a subset twice: {subsets}")
 
 
 def _format(error: ValidationError, source: str) -> str:

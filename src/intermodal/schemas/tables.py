@@ -16,7 +16,14 @@ absent, and ``pred`` is absent without a model. With ``lsmi``, ``lsmi_<term>_<a>
 nats, null for rows without a label) per pair and term r, u1, u2, s. With ``pid_batch``,
 ``pid_batch_block`` (the row's scoring block) and ``pid_batch_<T>_<a>__<b>`` (the block's
 BATCH estimate, bits) per pair and term R, U1, U2, S; ``pid_batch_model_...`` the same for the
-model's predictions when a model is configured.
+model's predictions when a model is configured. With ``i2moe`` (an I2MoE trained on a sample of
+``i2moe.fit_rows`` labelled rows, so in-sample for those rows): ``i2moe_w_<expert>`` (float64,
+the row's weight of each expert ``uni_<m>`` per modality, ``syn``, ``red``; non-negative,
+summing to 1) and ``i2moe_pred`` (int64, the class the I2MoE predicts). With ``intense`` (an
+InTense trained the same way on ``intense.fit_rows`` rows): ``intense_c_<term>`` (float64, per
+block, e.g. ``M1``, ``M1xM2``: the block's contribution to the logit of the class InTense
+predicts), ``intense_bias`` (float64, that class's bias) and ``intense_pred`` (int64, the
+predicted class); the contributions plus the bias sum to the predicted class's logit.
 """
 
 from __future__ import annotations
@@ -113,6 +120,21 @@ def batch_column(term: str, first: str, second: str, target: str = "label") -> s
     return f"{prefix}_{term}_{first}__{second}"
 
 
+I2MOE_PRED = "i2moe_pred"
+INTENSE_BIAS = "intense_bias"
+INTENSE_PRED = "intense_pred"
+
+
+def i2moe_weight_column(expert: str) -> str:
+    """Score column of one I2MoE expert's weight (``uni_<m>``, ``syn``, ``red``)."""
+    return f"i2moe_w_{expert}"
+
+
+def intense_contribution_column(term: str) -> str:
+    """Score column of one InTense block's contribution (``M1``, ``M1xM2``, ...)."""
+    return f"intense_c_{term}"
+
+
 def score_schema(
     id_type: pa.DataType,
     label: bool,
@@ -124,10 +146,14 @@ def score_schema(
     lsmi_pairs: Sequence[tuple[str, str]] = (),
     batch_pairs: Sequence[tuple[str, str]] = (),
     batch_targets: Sequence[str] = ("label",),
+    i2moe_experts: Sequence[str] = (),
+    intense_terms: Sequence[str] = (),
 ) -> pa.Schema:
     """Score columns in table order. ``intershap`` is ``(modalities, target, num_classes)`` when
     InterSHAP is measured; ``code_modalities`` those with a ``pid_code_<m>`` column;
-    ``lsmi_pairs`` and ``batch_pairs`` the pairs with LSMI and PID BATCH columns."""
+    ``lsmi_pairs`` and ``batch_pairs`` the pairs with LSMI and PID BATCH columns;
+    ``i2moe_experts`` and ``intense_terms`` the experts and blocks of the fusion measures (empty
+    when not measured)."""
     fields = [pa.field(SAMPLE_ID, id_type, nullable=False)]
     if label:
         fields.append(pa.field(LABEL, pa.int64()))
@@ -157,7 +183,28 @@ def score_schema(
         for a, b in batch_pairs
         for term in BATCH_TERMS
     ]
+    fields += fusion_fields(i2moe_experts, intense_terms)
     return pa.schema(fields)
+
+
+def fusion_fields(i2moe_experts: Sequence[str], intense_terms: Sequence[str]) -> list[pa.Field]:
+    """Score fields of the I2MoE experts and InTense blocks (none for an empty list)."""
+    fields = [
+        pa.field(i2moe_weight_column(expert), pa.float64(), nullable=False)
+        for expert in i2moe_experts
+    ]
+    if i2moe_experts:
+        fields.append(pa.field(I2MOE_PRED, pa.int64(), nullable=False))
+    fields += [
+        pa.field(intense_contribution_column(term), pa.float64(), nullable=False)
+        for term in intense_terms
+    ]
+    if intense_terms:
+        fields += [
+            pa.field(INTENSE_BIAS, pa.float64(), nullable=False),
+            pa.field(INTENSE_PRED, pa.int64(), nullable=False),
+        ]
+    return fields
 
 
 def modality_type(size: int) -> pa.DataType:

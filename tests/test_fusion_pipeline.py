@@ -1,0 +1,180 @@
+"""I2MoE and InTense through fit → score → aggregate on local Ray with real Parquet shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+import torch
+
+from intermodal.models.i2moe import I2MoE
+from intermodal.models.intense import InTense
+from intermodal.pipelines.aggregate import run_aggregate
+from intermodal.pipelines.score import run_score
+from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.tables import modality_values
+from intermodal.synthetic.hdxor import write_table_shards
+from intermodal.synthetic.synthgene import SynthGeneTriSpec, generate_synthgene_tri
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+ROWS = 600
+NULL_LABELS = 10  # unlabelled rows are scored too: the models need no label to score
+NAMES = ["M1", "M2", "M3"]
+SIZE = 80  # SynthGene-Tri: 20 letters one-hot
+
+
+def _data(root: Path) -> tuple[str, pa.Table]:
+    table = generate_synthgene_tri(SynthGeneTriSpec(n_samples=ROWS, seed=1))
+    labels = table.column("label").to_pylist()
+    labels[:NULL_LABELS] = [None] * NULL_LABELS
+    sites = np.where(np.random.default_rng(0).random(ROWS) < 0.4, "north", "south")
+    table = table.set_column(1, "label", pa.array(labels, pa.int64()))
+    table = table.append_column("site", pa.array(sites))
+    uri = str(root / "data")
+    write_table_shards(table, uri, n_shards=3)
+    return uri, table
+
+
+def _job(data: str, out: str, intense_epochs: int = 2) -> JobConfig:
+    return parse_config(
+        {
+            "dataset": "synthgene_tri_unit",
+            "input": data,
+            "output": out,
+            "num_classes": 2,
+            "group_columns": ["site"],
+            "modalities": [{"name": m, "shape": [SIZE]} for m in NAMES],
+            "measures": ["i2moe", "intense"],
+            "i2moe": {"epochs": 2, "warmup_epochs": 1, "hidden_dim": 8, "fit_rows": 400},
+            "intense": {"epochs": intense_epochs, "hidden_dim": 8, "fit_rows": 400},
+            "compute": {"batch_size": 250},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def scored_run(tmp_path_factory) -> tuple[JobConfig, pa.Table, pl.DataFrame]:
+    root = tmp_path_factory.mktemp("fusion")
+    data, table = _data(root)
+    config = _job(data, str(root / "run"))
+    run_score(config, progress=lambda _: None)
+    scores = pl.read_parquet(Path(config.output) / "scores").sort("sample_id")
+    return config, table, scores
+
+
+def _inputs(table: pa.Table, ids: list[int]) -> dict[str, torch.Tensor]:
+    """The input rows of ``ids`` in that order, float64, as the models take them."""
+    rows = table.take(pa.array(np.searchsorted(table.column("sample_id").to_numpy(), ids)))
+    return {m: torch.from_numpy(modality_values(rows.column(m), SIZE)).double() for m in NAMES}
+
+
+def _fresh(model: torch.nn.Module, state: Path) -> torch.nn.Module:
+    """``model`` with the saved state_dict loaded, in float64 eval mode."""
+    model.load_state_dict(torch.load(state, weights_only=True))
+    return model.double().eval()
+
+
+def test_every_row_is_scored_with_weights_summing_to_one(scored_run) -> None:
+    _, _, scores = scored_run
+    assert len(scores) == ROWS
+    weights = scores.select(pl.col("^i2moe_w_.*$"))
+    assert weights.columns == [f"i2moe_w_{e}" for e in ("uni_M1", "uni_M2", "uni_M3", "syn", "red")]
+    values = weights.to_numpy()
+    assert np.isfinite(values).all() and (values >= 0).all()
+    np.testing.assert_allclose(values.sum(axis=1), 1.0, rtol=0, atol=1e-9)
+    assert scores.schema["i2moe_pred"] == pl.Int64 and scores.schema["intense_pred"] == pl.Int64
+    assert scores["label"].null_count() == NULL_LABELS
+
+
+def test_weights_and_contributions_match_the_saved_models_recomputed(scored_run) -> None:
+    config, table, scores = scored_run
+    artifacts = Path(config.output) / "artifacts"
+    inputs = _inputs(table, scores["sample_id"].to_list())
+    moe = _fresh(I2MoE(NAMES, [SIZE] * 3, hidden_dim=8), artifacts / "i2moe" / "model.pt")
+    intense = _fresh(InTense(NAMES, [SIZE] * 3, hidden_dim=8), artifacts / "intense" / "model.pt")
+    with torch.no_grad():
+        expected_weights = moe.interpret(inputs)["weights"].numpy()
+        logits = intense(inputs).numpy()
+    weights = scores.select(pl.col("^i2moe_w_.*$")).to_numpy()
+    np.testing.assert_allclose(weights, expected_weights, rtol=0, atol=1e-9)
+    predicted = logits.argmax(axis=1)
+    np.testing.assert_array_equal(scores["intense_pred"].to_numpy(), predicted)
+    terms = ["M1", "M2", "M3", "M1xM2", "M1xM3", "M2xM3"]
+    contributions = scores.select(f"intense_c_{t}" for t in terms).to_numpy()
+    total = contributions.sum(axis=1) + scores["intense_bias"].to_numpy()
+    np.testing.assert_allclose(total, logits[np.arange(ROWS), predicted], rtol=0, atol=1e-9)
+
+
+def test_artifacts_are_reused_and_refitted_when_a_setting_changes(scored_run) -> None:
+    config, _, _ = scored_run
+    artifacts = Path(config.output) / "artifacts"
+    saved = {m: (artifacts / m / "model.pt").read_bytes() for m in ("i2moe", "intense")}
+    messages: list[str] = []
+    run_score(config, progress=messages.append)
+    assert any("I2MoE models fitted on this input and settings: reused" in m for m in messages)
+    assert any("InTense models fitted on this input and settings: reused" in m for m in messages)
+    assert not any("training on" in m for m in messages)
+    changed = _job(config.input, config.output, intense_epochs=3)
+    messages.clear()
+    run_score(changed, progress=messages.append)
+    assert any(m.startswith("[intense] training on") for m in messages), messages
+    assert any("I2MoE models fitted on this input and settings: reused" in m for m in messages)
+    assert any("epoch 3/3" in m for m in messages)
+    assert (artifacts / "i2moe" / "model.pt").read_bytes() == saved["i2moe"]
+    assert (artifacts / "intense" / "model.pt").read_bytes() != saved["intense"]
+
+
+def _global_value(table: pl.DataFrame, term: str, group_by: str = "", group: str = "") -> dict:
+    row = table.filter(
+        (pl.col("term") == term) & (pl.col("group_by") == group_by) & (pl.col("group") == group)
+    )
+    return row.row(0, named=True)
+
+
+def _groups(scores: pl.DataFrame) -> list[tuple[str, str, pl.DataFrame]]:
+    """Every (group_by, group, rows) the global tables break down by, from the scores."""
+    groups = [("", "", scores)]
+    for column in ("label", "site"):
+        text = scores[column].cast(pl.String).fill_null("null")
+        groups += [(column, value, scores.filter(text == value)) for value in text.unique()]
+    return groups
+
+
+def test_aggregate_equals_one_pass_over_the_scores(scored_run) -> None:
+    config, _, _ = scored_run
+    run_score(config, progress=lambda _: None)  # back to the module's settings after a refit
+    scores = pl.read_parquet(Path(config.output) / "scores")
+    table = pl.from_arrow(run_aggregate(config.output, progress=lambda _: None))
+    assert set(table["measure"]) == {"i2moe", "intense"}
+    assert np.isfinite(table["value"].to_numpy()).all()
+    assert (Path(config.output) / "global" / "i2moe.parquet").exists()
+    experts = ["uni_M1", "uni_M2", "uni_M3", "syn", "red"]
+    for group_by, group, rows in _groups(scores):
+        for expert in experts:
+            weights = rows[f"i2moe_w_{expert}"].to_numpy()
+            row = _global_value(table, f"weight[{expert}]", group_by, group)
+            assert row["n"] == len(rows)
+            assert row["value"] == pytest.approx(weights.mean(), abs=1e-12)
+            stderr = weights.std(ddof=1) / np.sqrt(len(weights))
+            assert row["stderr"] == pytest.approx(stderr, rel=1e-9)
+            for name, q in (("p10", 0.1), ("p50", 0.5), ("p90", 0.9)):
+                quantile = _global_value(table, f"weight_{name}[{expert}]", group_by, group)
+                assert abs(quantile["value"] - np.quantile(weights, q)) <= 1e-3  # one bin
+        for term in ["M1", "M2", "M3", "M1xM2", "M1xM3", "M2xM3"]:
+            values = rows[f"intense_c_{term}"].to_numpy()
+            row = _global_value(table, f"contribution[{term}]", group_by, group)
+            assert row["n"] == len(rows)
+            assert row["value"] == pytest.approx(values.mean(), abs=1e-12)
+    artifacts = Path(config.output) / "artifacts" / "intense" / "model.pt"
+    intense = _fresh(InTense(NAMES, [SIZE] * 3, hidden_dim=8), artifacts)
+    relevance = table.filter(pl.col("term").str.starts_with("relevance["))
+    assert relevance["term"].to_list() == [
+        f"relevance[{t}]" for t in ["M1", "M2", "M3", "M1xM2", "M1xM3", "M2xM3"]
+    ]
+    expected = intense.relevance().numpy()
+    np.testing.assert_allclose(relevance["value"].to_numpy(), expected, rtol=1e-5)
+    assert set(relevance["n"]) == {ROWS} and relevance["stderr"].null_count() == 6
