@@ -99,3 +99,34 @@ def test_demo_scores_the_xor_function_and_a_trained_fcnn(tmp_path, capsys) -> No
         assert (tmp_path / run / "manifest.json").exists()
         assert run in out
     assert "intershap_global_%" in out and "pid_labels" in out
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_validate_intense_finds_the_xor_pair_through_the_pipeline(tmp_path, capsys) -> None:
+    args = ["validate", "intense", "--out", str(tmp_path), "--samples", "2000"]
+    assert main([*args, "--experiment=synthgene_tri"]) == 0
+    table = pl.read_parquet(tmp_path / "validation.parquet")
+    assert table.columns == ["suite", "experiment", "term", "estimate", "truth", "abs_error"]
+    relevance = table.filter(pl.col("truth").is_null() & ~pl.col("term").str.contains("_"))
+    terms = ["M1", "M2", "M3", "M1xM2", "M1xM3", "M2xM3", "M1xM2xM3"]
+    assert relevance["term"].to_list() == terms
+    assert relevance["estimate"].sum() == pytest.approx(1.0)  # ‖β‖_1 = 1 with p = 1
+    checks = table.filter(pl.col("truth") == 1.0)
+    assert checks["term"].to_list() == ["M1xM2_share_at_least_0.8", "M1xM2_largest"]
+    assert checks["estimate"].to_list() == [1.0, 1.0]
+    assert "validation: intense (relevance" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_validate_i2moe_gives_the_synergy_expert_the_lead_on_synergy(tmp_path, capsys) -> None:
+    args = ["validate", "i2moe", "--out", str(tmp_path), "--samples", "1500"]
+    assert main([*args, "--experiment=hdxor_synergy"]) == 0
+    table = pl.read_parquet(tmp_path / "validation.parquet")
+    weights = table.filter(pl.col("truth").is_null())
+    assert weights["term"].to_list() == ["uni_1", "uni_2", "syn", "red"]
+    assert weights["estimate"].sum() == pytest.approx(1.0, abs=1e-9)  # mean weights
+    check = table.filter(pl.col("term") == "syn_largest")
+    assert check["estimate"].item() == 1.0 and check["truth"].item() == 1.0
+    assert "validation: i2moe (mean expert weight" in capsys.readouterr().out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from intermodal.models.i2moe import I2MoE
 from intermodal.models.intense import InTense
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.score import run_score
+from intermodal.report import write_report
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import write_table_shards
@@ -178,3 +181,20 @@ def test_aggregate_equals_one_pass_over_the_scores(scored_run) -> None:
     expected = intense.relevance().numpy()
     np.testing.assert_allclose(relevance["value"].to_numpy(), expected, rtol=1e-5)
     assert set(relevance["n"]) == {ROWS} and relevance["stderr"].null_count() == 6
+
+
+def test_report_draws_the_expert_weights_and_the_relevance(scored_run) -> None:
+    config, _, _ = scored_run
+    run_score(config, progress=lambda _: None)  # the module's settings, whatever ran before
+    run_aggregate(config.output, progress=lambda _: None)
+    page = Path(write_report(config.output)).read_text()
+    sections = re.findall(r"<h[23] id=\"[^\"]+\">([^<]+)</h[23]>", page)
+    assert sections == ["Run", "Global tables", "I2MoE", "InTense"]
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)">', page)
+    assert [alt for _, alt in images] == [
+        "I2MoE expert weights per sample",
+        "InTense relevance per term",
+        "InTense mean contribution to the predicted logit",
+    ]
+    for data, _ in images:
+        assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")

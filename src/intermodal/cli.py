@@ -14,9 +14,26 @@ import pyarrow as pa
 from intermodal.schemas.config import ConfigError
 from intermodal.schemas.validation import InputSchemaError
 
-SUITES = ("intershap", "pid", "pid_batch", "lsmi")
+SUITES = ("intershap", "pid", "pid_batch", "lsmi", "intense", "i2moe")
 # rows per generated data set unless --samples says otherwise
-DEFAULT_SAMPLES = {"intershap": 20_000, "pid": 100_000, "pid_batch": 20_000, "lsmi": 20_000}
+# (intense and i2moe: the sizes the model tests' must-shows train on, seconds on a CPU)
+DEFAULT_SAMPLES = {
+    "intershap": 20_000,
+    "pid": 100_000,
+    "pid_batch": 20_000,
+    "lsmi": 20_000,
+    "intense": 6000,
+    "i2moe": 3000,
+}
+# what a suite's estimates are
+UNITS = {
+    "intershap": "%",
+    "pid": "bits",
+    "pid_batch": "bits",
+    "lsmi": "nats",
+    "intense": "relevance; checks 1/0",
+    "i2moe": "mean expert weight; checks 1/0",
+}
 
 
 def _print_table(title: str, table: pl.DataFrame) -> None:
@@ -78,6 +95,7 @@ def _print_global(table: pa.Table) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     from intermodal.pipelines.validate import run_intershap_suite
+    from intermodal.pipelines.validate_fusion import run_i2moe_suite, run_intense_suite
     from intermodal.pipelines.validate_lsmi import run_lsmi_suite
     from intermodal.pipelines.validate_pid import run_pid_suite
 
@@ -86,13 +104,15 @@ def _validate(args: argparse.Namespace) -> None:
         "pid": run_pid_suite,
         "pid_batch": partial(run_pid_suite, estimator="pid_batch"),
         "lsmi": run_lsmi_suite,
+        "intense": run_intense_suite,
+        "i2moe": run_i2moe_suite,
     }
     run_suite = suites[args.suite]
     n_samples = args.samples or DEFAULT_SAMPLES[args.suite]
     table = run_suite(args.out, experiments=args.experiment or None, n_samples=n_samples)
-    units = {"intershap": "%", "pid": "bits", "pid_batch": "bits", "lsmi": "nats"}[args.suite]
     _print_table(
-        f"validation: {args.suite} ({units}, written to {args.out}/validation.parquet)", table
+        f"validation: {args.suite} ({UNITS[args.suite]}, written to {args.out}/validation.parquet)",
+        table,
     )
 
 
@@ -226,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--samples",
         type=int,
-        help="rows per data set (default: 100000 for pid, 20000 for the others)",
+        help="rows per data set (default: 100000 for pid, 6000 for intense, 3000 for i2moe, "
+        "20000 for the others)",
     )
     validate.set_defaults(handler=_validate)
 

@@ -355,14 +355,15 @@ def i2moe_global_table(
 
 
 def intense_global_table(
-    terms: list[str], relevance: np.ndarray, moments: GroupedMoments
+    terms: list[str], relevance: np.ndarray | None, moments: GroupedMoments
 ) -> pa.Table:
     """``relevance[<term>]`` per block (the trained model's β_I, whole dataset, ``n`` the rows
-    scored, no standard error) and per block and group ``contribution[<term>]``: the mean
-    contribution to the predicted class's logit, with its standard error."""
+    scored, no standard error; absent when no model was trained because no row was valid) and
+    per block and group ``contribution[<term>]``: the mean contribution to the predicted
+    class's logit, with its standard error."""
     records = []
     scored = moments[("", "")].count if moments else 0
-    for index, term in enumerate(terms):
+    for index, term in enumerate(terms if relevance is not None else []):
         value = float(relevance[index])
         records.append(
             _global_record(INTENSE_MEASURE, f"relevance[{term}]", ("", ""), value, scored, None)
@@ -419,7 +420,8 @@ def run_aggregate(run_dir: str, progress: Progress = print) -> pa.Table:
         moments = merge_partials(
             _partials(files, partial_statistics, config=manifest["config"], measure=INTENSE_MEASURE)
         ).get(INTENSE_MEASURE, {})
-        table = intense_global_table(intense_terms(config), intense_relevance(config), moments)
+        relevance = intense_relevance(config) if moments else None  # no rows: no model
+        table = intense_global_table(intense_terms(config), relevance, moments)
         tables.append((INTENSE_MEASURE, table))
     if BATCH_MEASURE in config.measures:
         rows = _partials(files, batch_partial_statistics, config=manifest["config"])

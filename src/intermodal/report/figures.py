@@ -158,3 +158,21 @@ def grouped_bars(
     axes.legend(frameon=False)
     axes.grid(axis="y", alpha=0.3)
     return embed(figure, title)
+
+
+def box_plots(panels: Mapping[str, Mapping[str, np.ndarray]], title: str, ylabel: str) -> str:
+    """One panel per ``name → {box label → values}``, side by side with a shared y axis: the
+    distribution of each box's values (NaN left out), whiskers at 1.5 IQR, no outlier marks
+    (millions of rows would print as a solid bar)."""
+    figure, grid = plt.subplots(
+        1, len(panels), figsize=(WIDTH, 3.4), sharey=True, squeeze=False, layout="constrained"
+    )
+    for axes, (name, boxes) in zip(grid.flat, panels.items(), strict=True):
+        values = [v[np.isfinite(v)] for v in boxes.values()]
+        axes.boxplot(values, showfliers=False)
+        axes.set_xticks(range(1, len(boxes) + 1), list(boxes), rotation=45, fontsize=8)
+        axes.set_title(name, fontsize=9)
+        axes.grid(axis="y", alpha=0.3)
+    grid.flat[0].set_ylabel(ylabel)
+    figure.suptitle(title)
+    return embed(figure, title)

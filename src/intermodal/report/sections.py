@@ -15,6 +15,7 @@ import polars as pl
 from intermodal.report.figures import (
     INTERACTION_COLOUR,
     TERM_COLOURS,
+    box_plots,
     grouped_bars,
     heatmap,
     histograms,
@@ -23,7 +24,9 @@ from intermodal.report.figures import (
 )
 from intermodal.report.run import RunData, pair_terms
 from intermodal.schemas.tables import (
+    LABEL,
     LSMI_TERMS,
+    i2moe_weight_column,
     interaction_column,
     lsmi_column,
     shapley_column,
@@ -275,6 +278,74 @@ def lsmi(run: RunData) -> Section | None:
     return Section("LSMI", "".join(parts))
 
 
+# --- I2MoE and InTense -----------------------------------------------------------------------
+
+
+def _bracketed(terms: dict[str, float], name: str) -> dict[str, float]:
+    """``{"weight[syn]": v, ...}`` → ``{"syn": v, ...}`` for the terms named ``name``."""
+    prefix = f"{name}["
+    return {t[len(prefix) : -1]: v for t, v in terms.items() if t.startswith(prefix)}
+
+
+def i2moe(run: RunData) -> Section | None:
+    experts = list(_bracketed(run.terms("i2moe"), "weight"))
+    if not experts:
+        return None
+    weights = run.scores([i2moe_weight_column(expert) for expert in experts])
+    panels = {"all samples": dict(zip(experts, weights.values(), strict=True))}
+    labels = run.scores([LABEL]).get(LABEL)
+    if labels is not None:
+        for label in np.unique(labels[np.isfinite(labels)]):
+            rows = labels == label
+            panels[f"label = {label:g}"] = {
+                expert: values[rows]
+                for expert, values in zip(experts, weights.values(), strict=True)
+            }
+    text = (
+        "I2MoE (paper 002): each sample's weights of the uniqueness (uni_<modality>), synergy "
+        "and redundancy experts; they sum to 1. Mean weights and p10/p50/p90 per group are in "
+        "global/i2moe.parquet. The model was trained on a sample of the rows, which are "
+        "scored in-sample."
+    )
+    figure = box_plots(panels, "I2MoE expert weights per sample", "weight")
+    return Section("I2MoE", paragraph(text) + figure)
+
+
+def intense(run: RunData) -> Section | None:
+    relevance = _bracketed(run.terms("intense"), "relevance")
+    if not relevance:
+        return None
+    rows = run.rows("intense").filter(pl.col("term").str.starts_with("contribution["))
+    contributions = _bracketed(run.terms("intense"), "contribution")
+    errors = dict(zip(rows["term"].to_list(), rows["stderr"].to_list(), strict=True))
+    terms = list(relevance)
+    text = (
+        "InTense (paper 004): the relevance β of each modality and interaction block "
+        "(‖β‖_p = 1), and each block's mean contribution to the logit of the predicted class "
+        "with its standard error."
+    )
+    figures = [
+        grouped_bars(
+            terms,
+            {"relevance": (list(relevance.values()), [None] * len(terms))},
+            "InTense relevance per term",
+            "relevance β",
+        ),
+        grouped_bars(
+            terms,
+            {
+                "mean contribution": (
+                    [contributions[t] for t in terms],
+                    [errors[f"contribution[{t}]"] for t in terms],
+                )
+            },
+            "InTense mean contribution to the predicted logit",
+            "logit",
+        ),
+    ]
+    return Section("InTense", paragraph(text) + "".join(figures))
+
+
 SECTIONS: tuple[Callable[[RunData], Section | None], ...] = (
     overview,
     global_tables,
@@ -282,4 +353,6 @@ SECTIONS: tuple[Callable[[RunData], Section | None], ...] = (
     pid_cvx,
     lsmi,
     pid_batch,
+    i2moe,
+    intense,
 )
