@@ -139,6 +139,8 @@ def test_fusion_measures_sections_and_their_checks() -> None:
         parse_config(
             {**base, "intense": {"subsets": [["x", "y"], ["y", "x"]]}, "measures": ["i2moe"]}
         )
+    with pytest.raises(ConfigError, match="give at least one subset"):
+        parse_config({**base, "measures": ["intense"], "intense": {"subsets": []}})
     with pytest.raises(ConfigError, match=r"intense\.subsets: .*distinct modality names"):
         parse_config({**base, "measures": ["intense"], "intense": {"subsets": [["x", "x"]]}})
     with pytest.raises(ConfigError, match=r"warmup_epochs \(5\) must be fewer than epochs \(5\)"):

@@ -15,6 +15,7 @@ import torch
 from intermodal.models.i2moe import I2MoE
 from intermodal.models.intense import InTense
 from intermodal.pipelines.aggregate import run_aggregate
+from intermodal.pipelines.fit import run_fit
 from intermodal.pipelines.score import run_score
 from intermodal.report import write_report
 from intermodal.schemas.config import JobConfig, parse_config
@@ -129,6 +130,12 @@ def test_artifacts_are_reused_and_refitted_when_a_setting_changes(scored_run) ->
     assert any("epoch 3/3" in m for m in messages)
     assert (artifacts / "i2moe" / "model.pt").read_bytes() == saved["i2moe"]
     assert (artifacts / "intense" / "model.pt").read_bytes() != saved["intense"]
+    messages.clear()
+    run_fit(changed, progress=messages.append)  # `intermodal fit` retrains whatever matches
+    assert [m.split(" on ")[0] for m in messages if " training on " in m] == [
+        "[i2moe] training",
+        "[intense] training",
+    ]
 
 
 def _global_value(table: pl.DataFrame, term: str, group_by: str = "", group: str = "") -> dict:

@@ -9,7 +9,6 @@ in-sample.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -119,15 +118,11 @@ def fit_fusion(
         seed=settings.seed,
         warmup_epochs=settings.warmup_epochs if isinstance(settings, I2MoEConfig) else 0,
     )
-    report = partial(_prefixed, progress, f"[{measure}]")
-    train_fusion_model(model, fusion_inputs(config, table), labels, training, report)
+    inputs = fusion_inputs(config, table)
+    train_fusion_model(model, inputs, labels, training, lambda line: progress(f"[{measure}]{line}"))
     save_state(model.state_dict(), _model_uri(config, measure))
     marker.write()
     return model
-
-
-def _prefixed(progress: Progress, prefix: str, message: str) -> None:
-    progress(f"{prefix}{message}")
 
 
 def load_fusion_model(config: JobConfig, measure: FusionMeasure) -> nn.Module:
