@@ -20,16 +20,13 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 
 def _job(input_uri: str, output: str, **extra) -> object:
-    return parse_config(
-        xor_function_job(
-            input_uri,
-            output,
-            group_columns=["site"],
-            intershap={"background_size": 16},
-            compute={"batch_size": 64},
-            **extra,
-        )
-    )
+    settings = {
+        "group_columns": ["site"],
+        "intershap": {"background_size": 16},
+        "compute": {"batch_size": 64},
+        **extra,
+    }
+    return parse_config(xor_function_job(input_uri, output, **settings))
 
 
 ONE_BIT = pa.list_(pa.float32(), 1)
