@@ -95,12 +95,27 @@ def test_a_killed_driver_resumes_where_it_stopped(data, tmp_path) -> None:
     assert all(shard["finished"] for shard in manifest["input"]["shards"])
 
 
+def _parent(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1])
+
+
+def _descends_from_this_process(pid: int) -> bool:
+    """This test's Ray (started by this process) is the only one whose actors we may kill."""
+    while pid > 1:
+        pid = _parent(pid)
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def _score_actor_pids() -> list[int]:
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if b"ScoreOperator" in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
+            pid = int(cmdline.parent.name)
+            if b"ScoreOperator" in cmdline.read_bytes() and _descends_from_this_process(pid):
+                pids.append(pid)
         except OSError:  # the process ended while we looked
             continue
     return pids
