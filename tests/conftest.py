@@ -10,6 +10,17 @@ os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models train fastest on one thread, and Ray's workers share the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """Embedded local Ray, started once (ray.init costs seconds); pipelines reuse it."""

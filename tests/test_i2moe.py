@@ -3,8 +3,6 @@ hand, the model protocol, regression, and expert weights after real training on 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,14 +22,7 @@ from intermodal.models.protocol import MultimodalModel
 from intermodal.operators.coalitions import CoalitionValues
 from intermodal.synthetic.hdxor import HDXORSpec, generate
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread, and other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 NAMES = ["a", "b", "c"]
