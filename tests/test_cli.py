@@ -7,8 +7,12 @@ import pytest
 
 from intermodal.cli import main
 
+COMMANDS = ["demo", "score", "submit", "fit", "aggregate", "validate", "report", "partition"]
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["score"], ["fit"], ["aggregate"], ["validate"]])
+
+@pytest.mark.parametrize(
+    "command", [[], *([name] for name in COMMANDS), ["export"], ["export", "distill-weights"]]
+)
 def test_help_everywhere(command, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])
