@@ -86,14 +86,18 @@ def test_missing_and_malformed_files(tmp_path) -> None:
         load_config(bad)
 
 
+# the smallest valid job: two modalities, measures from the test
+MINIMAL = {
+    "dataset": "d",
+    "input": "i",
+    "output": "o",
+    "num_classes": 2,
+    "modalities": [{"name": "x", "shape": [1]}, {"name": "y", "shape": [2]}],
+}
+
+
 def test_measures_and_their_needs() -> None:
-    base = {
-        "dataset": "d",
-        "input": "i",
-        "output": "o",
-        "num_classes": 2,
-        "modalities": [{"name": "x", "shape": [1]}, {"name": "y", "shape": [2]}],
-    }
+    base = MINIMAL
     config = parse_config({**base, "measures": ["pid_cvx"]})
     assert config.model is None and config.model_name == "none"
     assert config.pid.n_clusters == 20 and config.pid.fit_rows == 100_000
@@ -117,13 +121,7 @@ def test_measures_and_their_needs() -> None:
 
 
 def test_fusion_measures_sections_and_their_checks() -> None:
-    base = {
-        "dataset": "d",
-        "input": "i",
-        "output": "o",
-        "num_classes": 2,
-        "modalities": [{"name": "x", "shape": [1]}, {"name": "y", "shape": [2]}],
-    }
+    base = MINIMAL
     config = parse_config({**base, "measures": ["i2moe", "intense"]})
     assert config.i2moe.warmup_epochs == 5 and config.i2moe.epochs == 10
     assert config.i2moe.backbone == "mlp" and config.intense.subsets is None
