@@ -124,13 +124,16 @@ def test_validate_intense_finds_the_xor_pair_through_the_pipeline(tmp_path, caps
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_session")
-def test_validate_i2moe_gives_the_synergy_expert_the_lead_on_synergy(tmp_path, capsys) -> None:
+def test_validate_i2moe_puts_each_expected_expert_first(tmp_path, capsys) -> None:
     args = ["validate", "i2moe", "--out", str(tmp_path), "--samples", "1500"]
-    assert main([*args, "--experiment=hdxor_synergy"]) == 0
+    assert main(args) == 0
     table = pl.read_parquet(tmp_path / "validation.parquet")
-    weights = table.filter(pl.col("truth").is_null())
-    assert weights["term"].to_list() == ["uni_1", "uni_2", "syn", "red"]
-    assert weights["estimate"].sum() == pytest.approx(1.0, abs=1e-9)  # mean weights
-    check = table.filter(pl.col("term") == "syn_largest")
-    assert check["estimate"].item() == 1.0 and check["truth"].item() == 1.0
+    for experiment in ("hdxor_synergy", "hdxor_uniqueness"):
+        rows = table.filter(pl.col("experiment") == experiment)
+        weights = rows.filter(pl.col("truth").is_null())
+        assert weights["term"].to_list() == ["uni_1", "uni_2", "syn", "red"]
+        assert weights["estimate"].sum() == pytest.approx(1.0, abs=1e-9)  # mean weights
+    checks = table.filter(pl.col("truth").is_not_null())
+    assert checks["term"].to_list() == ["syn_largest", "uni_1_largest"]
+    assert checks["estimate"].to_list() == [1.0, 1.0]
     assert "validation: i2moe (mean expert weight" in capsys.readouterr().out

@@ -125,6 +125,7 @@ def test_fusion_measures_sections_and_their_checks() -> None:
     config = parse_config({**base, "measures": ["i2moe", "intense"]})
     assert config.i2moe.warmup_epochs == 5 and config.i2moe.epochs == 10
     assert config.i2moe.backbone == "mlp" and config.intense.subsets is None
+    assert (config.i2moe.perturbation, config.i2moe.gate_objective) == ("swap", "expected_loss")
     subsets = [["x"], ["x", "y"]]
     config = parse_config({**base, "measures": ["intense"], "intense": {"subsets": subsets}})
     assert config.intense.subsets == subsets
@@ -145,3 +146,5 @@ def test_fusion_measures_sections_and_their_checks() -> None:
         parse_config({**base, "measures": ["i2moe"], "i2moe": {"epochs": 5}})
     with pytest.raises(ConfigError, match=r"i2moe\.backbone"):
         parse_config({**base, "measures": ["i2moe"], "i2moe": {"backbone": "cnn"}})
+    with pytest.raises(ConfigError, match=r"i2moe\.perturbation"):
+        parse_config({**base, "measures": ["i2moe"], "i2moe": {"perturbation": "zero"}})

@@ -73,7 +73,9 @@ def scored_run(tmp_path_factory) -> tuple[JobConfig, pa.Table, pl.DataFrame]:
 def _inputs(table: pa.Table, ids: list[int]) -> dict[str, torch.Tensor]:
     """The input rows of ``ids`` in that order, float64, as the models take them."""
     rows = table.take(pa.array(np.searchsorted(table.column("sample_id").to_numpy(), ids)))
-    return {m: torch.from_numpy(modality_values(rows.column(m), SIZE)).double() for m in NAMES}
+    return {
+        m: torch.tensor(modality_values(rows.column(m), SIZE), dtype=torch.float64) for m in NAMES
+    }
 
 
 def _fresh(model: torch.nn.Module, state: Path) -> torch.nn.Module:

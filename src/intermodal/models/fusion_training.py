@@ -26,12 +26,14 @@ def check_task(task: str) -> None:
         raise ValueError(f"task must be classification or regression, got {task!r}")
 
 
-def task_loss(task: Task, outputs: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy of ``outputs`` [B, C] against class ids [B], or the MSE of the single
-    output [B, 1] against values [B]."""
+def task_loss(
+    task: Task, outputs: Tensor, targets: Tensor, reduction: Literal["mean", "none"] = "mean"
+) -> Tensor:
+    """Cross-entropy of ``outputs`` [B, C] against class ids [B], or the squared error of the
+    single output [B, 1] against values [B]; averaged, or per sample [B] (``"none"``)."""
     if task == "classification":
-        return F.cross_entropy(outputs, targets.long())
-    return F.mse_loss(outputs.squeeze(-1), targets.to(outputs.dtype))
+        return F.cross_entropy(outputs, targets.long(), reduction=reduction)
+    return F.mse_loss(outputs.squeeze(-1), targets.to(outputs.dtype), reduction=reduction)
 
 
 @dataclass(frozen=True)

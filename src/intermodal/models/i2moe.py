@@ -10,33 +10,48 @@ Experts, in order: ``uni_<modality>`` for every modality (configured order), the
 ``red``. Backbones: ``mlp`` (concatenated embeddings → MLP) or ``transformer`` (one token per
 modality embedding plus a learned modality embedding, one encoder layer, mean pooling).
 
-Interaction losses (§3.3.2, §3.4, App. C) use ``1 + n`` forward passes of every expert: the
-clean embeddings (anchor ``ŷ⁽⁰⁾``) and, for each modality ``j``, the embeddings with that
-modality's embedding replaced by fresh N(0, 1) noise (``ŷ⁽ʲ⁾``). For classification they
-compare the experts' class probabilities (``interaction_space="probabilities"``, default) or
-raw logits (``"logits"``, the reference implementation):
+Interaction losses (§3.3.2, §3.4, App. C) compare every expert's output on the clean
+embeddings (``ŷ⁽⁰⁾``) with its output on ``n`` perturbed copies, where copy ``j`` changes
+modality ``j``'s embedding (``ŷ⁽ʲ⁾``); ``1 + n`` passes in all. Two perturbations
+(``perturbation``):
 
-* ``uni_i``: mean over ``j ≠ i`` of the triplet margin loss (margin 1, p = 2), anchor
-  ``ŷ⁽⁰⁾``, positive ``ŷ⁽ʲ⁾``, negative ``ŷ⁽ⁱ⁾``;
-* ``syn``: mean over ``j`` of the cosine similarity of ``ŷ⁽⁰⁾`` and ``ŷ⁽ʲ⁾`` (minimised);
-* ``red``: mean over ``j`` of ``1 −`` that cosine similarity.
+* ``"swap"`` (default): modality ``j``'s embedding is taken from another row of the batch (a
+  random derangement), so the perturbed input is a real embedding, not one that can be told
+  apart from the rest. Each role is a pair of (in)variances under that change, with ``cos``
+  the cosine similarity of the class probabilities ``ŷ⁽⁰⁾`` and ``ŷ⁽ʲ⁾``:
+  ``uni_i`` = mean over ``j ≠ i`` of ``1 − cos_j`` + ½ ``cos_i`` (ignore the others, follow
+  your own modality); ``syn`` = mean over ``j`` of ``cos_j`` (follow every modality); ``red`` =
+  mean over ``j`` of ``1 − cos_j`` (survive a change of any one).
+* ``"noise"``: the paper's losses, modality ``j``'s embedding replaced by fresh N(0, 1) noise:
+  ``uni_i`` the triplet margin loss (margin 1, p = 2; anchor ``ŷ⁽⁰⁾``, positives ``ŷ⁽ʲ⁾`` for
+  ``j ≠ i``, negative ``ŷ⁽ⁱ⁾``), ``syn`` and ``red`` as above.
 
-Why probabilities: logits carry a class-common offset that the prediction ignores, and the
-losses can be met through it alone. On HD-XOR the synergy expert reached cosine −0.998 by
-flipping that offset on perturbed passes while predicting at chance, and on uniqueness data
-``uni_m1`` (whose modality is pure noise) predicted at 0.92 from ``m0``.
+Classification losses compare class probabilities (``interaction_space="probabilities"``,
+default) or raw logits (``"logits"``, the reference implementation). Logits carry a
+class-common offset that the prediction ignores and that can meet the losses alone.
 
 For regression the paper says only that it uses MSE; here the same roles with squared
-distances: ``uni_i`` = mean_j ``relu(d(ŷ⁽⁰⁾, ŷ⁽ʲ⁾) − d(ŷ⁽⁰⁾, ŷ⁽ⁱ⁾) + margin)``, ``syn`` =
-mean_j ``relu(margin − d(ŷ⁽⁰⁾, ŷ⁽ʲ⁾))``, ``red`` = mean_j ``d(ŷ⁽⁰⁾, ŷ⁽ʲ⁾)`` with ``d`` the
-squared error. Training minimises ``task + λ_int · mean over experts`` (Algorithm 1).
+distances ``d`` on the perturbed passes: ``uni_i`` = mean_j ``relu(d(ŷ⁽⁰⁾, ŷ⁽ʲ⁾) −
+d(ŷ⁽⁰⁾, ŷ⁽ⁱ⁾) + margin)``, ``syn`` = mean_j ``relu(margin − d(ŷ⁽⁰⁾, ŷ⁽ʲ⁾))``, ``red`` =
+mean_j ``d(ŷ⁽⁰⁾, ŷ⁽ʲ⁾)``.
+
+Training (``gate_objective``): ``"expected_loss"`` (default) trains the experts on the task
+loss of the weighted prediction with the weights held fixed, and the re-weighting model on
+``Σ_e w_e · loss(ŷ_e)`` with the experts held fixed: the expected task loss of routing each
+sample to one expert, an upper bound of the mixture's loss (Jensen; the loss is convex in the
+outputs). ``"mixture"`` trains both on the mixture's task loss, as the paper does. Either adds
+``λ_int ·`` the mean interaction loss over experts (Algorithm 1).
 
 Warm-up (:meth:`I2MoE.warmup_loss`, ``FusionTrainConfig.warmup_epochs``): for the first
 epochs every expert fits the task on its own (plus the interaction losses) and the
-re-weighting model is unused. Trained jointly from the start, the re-weighting MLP computes
-the label itself and routes between experts that predict nothing (HD-XOR synergy: mixture
-accuracy 0.90, every expert ≤ 0.70 and the synergy expert at chance), so the weights say
-nothing about interactions.
+re-weighting model is unused.
+
+Why these choices (docs/models.md, I2MoE findings, has the measurements): with noise, an
+expert can tell the replaced slot from a real embedding and meet its loss without using the
+modality's content, so on HD-XOR uniqueness data the synergy expert predicted from ``m0`` alone
+and still met its loss; with the mixture objective the re-weighting model can compute the
+label itself and route between experts that predict nothing, or temper a confident expert by
+mixing in one that outputs nothing.
 """
 
 from __future__ import annotations
@@ -53,6 +68,8 @@ from intermodal.models.fusion_training import Task, check_task, task_loss
 
 Backbone = Literal["mlp", "transformer"]
 InteractionSpace = Literal["probabilities", "logits"]
+Perturbation = Literal["swap", "noise"]
+GateObjective = Literal["expected_loss", "mixture"]
 
 
 def _mlp(widths: Sequence[int]) -> nn.Sequential:
@@ -100,9 +117,26 @@ def uniqueness_loss(outputs: Tensor, modality: int, margin: float = 1.0) -> Tens
     return torch.stack(losses).mean()
 
 
+def _cosines(outputs: Tensor) -> Tensor:
+    """Cosine similarity of the clean and each perturbed output: ``[1 + n, B, C]`` → ``[n, B]``."""
+    return F.cosine_similarity(outputs[:1], outputs[1:], dim=-1)
+
+
+def swap_uniqueness_loss(outputs: Tensor, modality: int) -> Tensor:
+    """Mean over the other modalities of ``1 − cos`` + ½ ``cos`` of ``modality``, from one
+    expert's ``[1 + n, B, C]`` outputs on swapped passes.
+
+    The invariance term counts double: an expert that computes the label from every modality
+    (on XOR data: both terms 0.5) must cost more than one that outputs a constant (0 and 1),
+    or nothing keeps a uniqueness expert from learning the synergy."""
+    cosines = _cosines(outputs).mean(dim=1)  # [n]
+    others = [j for j in range(len(cosines)) if j != modality]
+    return (1 - cosines[others]).mean() + 0.5 * cosines[modality]
+
+
 def synergy_loss(outputs: Tensor) -> Tensor:
     """Mean cosine similarity of the clean and each perturbed output; ``[1 + n, B, C]``."""
-    return F.cosine_similarity(outputs[:1], outputs[1:], dim=-1).mean()
+    return _cosines(outputs).mean()
 
 
 def redundancy_loss(outputs: Tensor) -> Tensor:
@@ -129,10 +163,26 @@ def regression_redundancy_loss(outputs: Tensor) -> Tensor:
     return _squared_distance(outputs[:1], outputs[1:]).mean()
 
 
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
 def expert_names(modalities: Sequence[str]) -> list[str]:
     """The experts of an I2MoE over ``modalities``: ``uni_<modality>`` per modality in order,
     then ``syn``, ``red``."""
     return [f"uni_{name}" for name in modalities] + ["syn", "red"]
+
+
+def derangement(size: int, device: torch.device | None = None) -> Tensor:
+    """A random permutation of ``range(size)`` with no fixed point (``size`` ≥ 2): each row's
+    partner is the next row along a random cycle through all rows."""
+    if size < 2:
+        raise ValueError(f"swapping embeddings between rows needs at least two rows, got {size}")
+    order = torch.randperm(size, device=device)
+    partner = torch.empty_like(order)
+    partner[order] = order.roll(-1)
+    return partner
 
 
 class I2MoE(nn.Module):
@@ -142,10 +192,10 @@ class I2MoE(nn.Module):
     ``backbone``: ``mlp`` or ``transformer`` (``num_heads`` heads). ``hidden_dim``: embedding
     and backbone width. ``reweight_hidden_dim`` / ``reweight_layers``: the re-weighting MLP
     (1 layer = linear). ``temperature``: T of the weights' softmax. ``interaction_weight``:
-    λ_int. ``margin``: of the uniqueness triplets (and of the regression synergy hinge).
-    ``interaction_space``: what the classification interaction losses compare (module doc).
-    ``task``: cross-entropy over ``num_classes`` logits, or MSE on one output
-    (``num_classes`` is then ignored). Train with a few warm-up epochs (module doc).
+    λ_int. ``margin``: of the noise triplets and the regression hinges. ``perturbation``,
+    ``interaction_space`` and ``gate_objective``: see the module doc. ``task``: cross-entropy
+    over ``num_classes`` logits, or MSE on one output (``num_classes`` is then ignored). Train
+    with a few warm-up epochs (module doc).
     """
 
     def __init__(
@@ -158,11 +208,13 @@ class I2MoE(nn.Module):
         reweight_hidden_dim: int = 32,
         reweight_layers: int = 2,
         temperature: float = 1.0,
-        interaction_weight: float = 0.5,
+        interaction_weight: float = 2.0,
         task: Task = "classification",
         num_heads: int = 2,
         margin: float = 1.0,
         interaction_space: InteractionSpace = "probabilities",
+        perturbation: Perturbation = "swap",
+        gate_objective: GateObjective = "expected_loss",
     ) -> None:
         super().__init__()
         if len(modalities) < 2:
@@ -177,11 +229,12 @@ class I2MoE(nn.Module):
         self.temperature = temperature
         self.interaction_weight = interaction_weight
         self.margin = margin
-        if interaction_space not in ("probabilities", "logits"):
-            raise ValueError(
-                f"interaction_space must be probabilities or logits, got {interaction_space!r}"
-            )
+        _check_choice("interaction_space", interaction_space, ("probabilities", "logits"))
         self.interaction_space = interaction_space
+        _check_choice("perturbation", perturbation, ("swap", "noise"))
+        _check_choice("gate_objective", gate_objective, ("expected_loss", "mixture"))
+        self.perturbation = perturbation
+        self.gate_objective = gate_objective
         n = len(self.modalities)
         outputs = num_classes if task == "classification" else 1
         self.encoders = nn.ModuleDict(
@@ -254,19 +307,27 @@ class I2MoE(nn.Module):
 
     def perturbed_tokens(self, tokens: Tensor) -> Tensor:
         """``[B, n, h]`` → ``[1 + n, B, n, h]``: the clean tokens, then for each modality j the
-        tokens with token j replaced by fresh N(0, 1) noise."""
+        tokens with token j changed: taken from another row (``swap``: a random derangement of
+        the batch, fresh per call) or replaced by fresh N(0, 1) noise (``noise``)."""
         n = tokens.shape[1]
         replaced = torch.eye(n, dtype=torch.bool, device=tokens.device)
         replaced = torch.cat([replaced.new_zeros(1, n), replaced])  # [1 + n, n]
-        noise = torch.randn((1 + n, *tokens.shape), dtype=tokens.dtype, device=tokens.device)
-        return torch.where(replaced[:, None, :, None], noise, tokens.unsqueeze(0))
+        if self.perturbation == "noise":
+            others = torch.randn((1 + n, *tokens.shape), dtype=tokens.dtype, device=tokens.device)
+        else:
+            rows = [derangement(len(tokens), tokens.device) for _ in range(1 + n)]
+            others = torch.stack([tokens[partner] for partner in rows])
+        return torch.where(replaced[:, None, :, None], others, tokens.unsqueeze(0))
 
     def interaction_losses(self, outputs: Tensor) -> Tensor:
         """Per-expert interaction losses ``[n_experts]`` from the outputs of the perturbed
         passes, ``[1 + n, B, n_experts, C]`` (see the module doc)."""
         n = len(self.modalities)
         per_expert = outputs.unbind(dim=2)
-        if self.task == "classification":
+        if self.task == "classification" and self.perturbation == "swap":
+            unique = [swap_uniqueness_loss(per_expert[i], i) for i in range(n)]
+            rest = [synergy_loss(per_expert[n]), redundancy_loss(per_expert[n + 1])]
+        elif self.task == "classification":
             unique = [uniqueness_loss(per_expert[i], i, self.margin) for i in range(n)]
             rest = [synergy_loss(per_expert[n]), redundancy_loss(per_expert[n + 1])]
         else:
@@ -292,10 +353,19 @@ class I2MoE(nn.Module):
         return tokens, outputs, interaction
 
     def training_loss(self, inputs: Mapping[str, Tensor], targets: Tensor) -> Tensor:
-        """Task loss of the weighted prediction + λ_int · mean interaction loss (Algorithm 1)."""
+        """Task loss (``gate_objective``, module doc) + λ_int · mean interaction loss."""
         tokens, outputs, interaction = self._passes(inputs)
-        logits = (self.expert_weights(tokens).unsqueeze(-1) * outputs[0]).sum(dim=1)
-        return task_loss(self.task, logits, targets) + self.interaction_weight * interaction
+        weights, clean = self.expert_weights(tokens), outputs[0]
+        if self.gate_objective == "mixture":
+            task = task_loss(self.task, (weights.unsqueeze(-1) * clean).sum(dim=1), targets)
+        else:
+            mixed = (weights.detach().unsqueeze(-1) * clean).sum(dim=1)
+            per_expert = torch.stack(
+                [task_loss(self.task, expert, targets, "none") for expert in clean.unbind(1)], 1
+            )
+            expected = (weights * per_expert.detach()).sum(dim=1).mean()
+            task = task_loss(self.task, mixed, targets) + expected
+        return task + self.interaction_weight * interaction
 
     def warmup_loss(self, inputs: Mapping[str, Tensor], targets: Tensor) -> Tensor:
         """Mean of every expert's own task loss + λ_int · mean interaction loss; the

@@ -50,6 +50,8 @@ def build_fusion_model(config: JobConfig, measure: FusionMeasure) -> nn.Module:
             hidden_dim=settings.hidden_dim,
             temperature=settings.temperature,
             interaction_weight=settings.interaction_weight,
+            perturbation=settings.perturbation,
+            gate_objective=settings.gate_objective,
         )
     settings = config.intense
     return InTense(

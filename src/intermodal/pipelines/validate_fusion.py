@@ -6,10 +6,9 @@ must get the largest relevance; on SynthGene-Tri the label is the XOR of M1 and 
 ``M1xM2`` must hold the largest relevance and at least ``XOR_PAIR_SHARE`` of the relevance of
 the interaction terms (the paper's claim, and tests/test_intense.py's).
 
-I2MoE (paper 002) on HD-XOR with two modalities: on synergy data the synergy expert should
-get the largest mean weight, on uniqueness data (only ``m0`` informative) the uniqueness
-expert of ``m0``. The second does not hold today (docs/models.md, "Open: uniqueness"): the
-table reports what the pipeline measures.
+I2MoE (paper 002) on HD-XOR with two modalities: on synergy data the synergy expert must get
+the largest mean weight, on uniqueness data (only ``m0`` informative) the uniqueness expert of
+``m0``.
 
 Each model is trained on every row of its data set (``fit_rows`` = the sample count) and then
 scores those rows: the estimates are in-sample, as the model tests measure them.

@@ -154,12 +154,16 @@ class I2MoEConfig(_Strict):
 
     ``warmup_epochs``: the first epochs train every expert on its own task loss before the
     re-weighting model is used; without them the re-weighting model learns the label itself
-    and the weights say nothing about interactions (docs/models.md, I2MoE findings)."""
+    and the weights say nothing about interactions. ``perturbation`` and ``gate_objective``:
+    ours (``swap``, ``expected_loss``) or the paper's (``noise``, ``mixture``); why ours are
+    the defaults is in docs/models.md, I2MoE findings."""
 
     backbone: Literal["mlp", "transformer"] = "mlp"
     hidden_dim: int = Field(default=32, ge=1)
     temperature: float = Field(default=1.0, gt=0)
-    interaction_weight: float = Field(default=0.5, ge=0)  # λ_int
+    interaction_weight: float = Field(default=2.0, ge=0)  # λ_int
+    perturbation: Literal["swap", "noise"] = "swap"
+    gate_objective: Literal["expected_loss", "mixture"] = "expected_loss"
     epochs: int = Field(default=10, ge=1)
     warmup_epochs: int = Field(default=5, ge=0)
     batch_size: int = Field(default=64, ge=2)
