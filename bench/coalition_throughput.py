@@ -22,11 +22,8 @@ Part 2: ``CoalitionValues`` (encoders cached, only ``fuse`` per coalition) again
 from __future__ import annotations
 
 import argparse
-import itertools
-import math
 import os
 import resource
-import shutil
 import statistics
 import sys
 import time
@@ -38,8 +35,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
+from shards import row_ids, write_shards  # bench/shards.py
 from tables import show  # bench/tables.py, beside this script
 
 from intermodal.cluster import ensure_ray, shutdown_ray
@@ -50,7 +47,6 @@ from intermodal.pipelines.inputs import Shard, duplicate_ids, inspect_shards, re
 from intermodal.pipelines.score import background_inputs, run_score
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.schemas.tables import modality_values
-from intermodal.synthetic.hdxor import ROW_GROUP_SIZE
 
 N_MODALITIES = 3
 NUM_CLASSES = 2
@@ -93,24 +89,20 @@ def log(line: str) -> None:
 
 def write_input(uri: Path, n_rows: int, dims: int, seed: int) -> int:
     """Random rows in the input schema, generated and written one shard at a time."""
-    shutil.rmtree(uri, ignore_errors=True)
-    uri.mkdir(parents=True)
-    n_shards = max(1, math.ceil(n_rows / SHARD_ROWS))
-    bounds = np.linspace(0, n_rows, n_shards + 1).round().astype(int)
     rng = np.random.default_rng(seed)
-    for index, (start, stop) in enumerate(itertools.pairwise(bounds)):
-        n = int(stop - start)
+
+    def random_shard(_: int, start: int, stop: int) -> pa.Table:
+        n = stop - start
         columns: dict[str, pa.Array] = {
-            "sample_id": pa.array(np.arange(start, stop, dtype=np.int64)),
+            "sample_id": row_ids(start, stop),
             "label": pa.array(rng.integers(0, NUM_CLASSES, n, dtype=np.int64)),
         }
         for m in range(N_MODALITIES):
             flat = rng.standard_normal(n * dims, dtype=np.float32)
             columns[f"m{m}"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), dims)
-        pq.write_table(
-            pa.table(columns), uri / f"part-{index:05d}.parquet", row_group_size=ROW_GROUP_SIZE
-        )
-    return n_shards
+        return pa.table(columns)
+
+    return write_shards(uri, n_rows, SHARD_ROWS, random_shard)
 
 
 def save_weights(uri: Path, settings: Settings) -> dict[str, Any]:

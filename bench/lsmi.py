@@ -22,24 +22,18 @@ fit sample draws across all of them.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
-import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
-from measure import measured, run_child  # bench/measure.py
+from measure import measured_step, run_child  # bench/measure.py
+from shards import repeating, write_shards  # bench/shards.py
 from tables import show  # bench/tables.py, beside this script
 
 from intermodal.schemas.config import JobConfig, parse_config
-from intermodal.synthetic.hdxor import ROW_GROUP_SIZE
 from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
 
 DESCRIPTION = "LSMI: fit time, scoring samples/s and memory against N."
@@ -52,18 +46,8 @@ def log(line: str) -> None:
 
 
 def write_input(uri: Path, n_rows: int) -> int:
-    shutil.rmtree(uri, ignore_errors=True)
-    uri.mkdir(parents=True)
     block = generate_circuit(CircuitSpec(op="or", n_samples=SHARD_ROWS, dims=DIMS, seed=0))
-    block = block.select(["label", "x1", "x2"])
-    n_shards = max(1, math.ceil(n_rows / SHARD_ROWS))
-    bounds = np.linspace(0, n_rows, n_shards + 1).round().astype(int)
-    for index, (start, stop) in enumerate(itertools.pairwise(bounds)):
-        rows = block.slice(0, int(stop - start))
-        ids = pa.array(np.arange(start, stop, dtype=np.int64))
-        table = rows.add_column(0, "sample_id", ids)
-        pq.write_table(table, uri / f"part-{index:05d}.parquet", row_group_size=ROW_GROUP_SIZE)
-    return n_shards
+    return write_shards(uri, n_rows, SHARD_ROWS, repeating(block.select(["label", "x1", "x2"])))
 
 
 def job_config(root: Path, n_rows: int) -> JobConfig:
@@ -81,19 +65,7 @@ def job_config(root: Path, n_rows: int) -> JobConfig:
 
 def child(step: str, root: Path, n_rows: int) -> None:
     """One step in this (fresh) process; prints its measurements as JSON on stdout."""
-    from intermodal.cluster import ensure_ray
-    from intermodal.pipelines.aggregate import run_aggregate
-    from intermodal.pipelines.fit import run_fit
-    from intermodal.pipelines.score import run_score
-
-    config = job_config(root, n_rows)
-    ensure_ray()
-    steps = {
-        "fit": lambda: run_fit(config, progress=log),
-        "score": lambda: run_score(config, progress=log),
-        "aggregate": lambda: run_aggregate(config.output, progress=log),
-    }
-    print(json.dumps(measured(steps[step])))
+    print(json.dumps(measured_step(step, job_config(root, n_rows), log)))
 
 
 def run_step(step: str, root: Path, n_rows: int) -> dict[str, float]:

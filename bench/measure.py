@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from intermodal.schemas.config import JobConfig
+
 RSS_SAMPLE_SECONDS = 0.1
 
 
@@ -62,3 +64,22 @@ def run_child(script: str, arguments: Sequence[str]) -> dict[str, float]:
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(arguments)} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measured_step(
+    step: str, config: JobConfig, progress: Callable[[str], None]
+) -> dict[str, float]:
+    """``measured`` of one pipeline step of ``config`` (``fit``, ``score`` or ``aggregate``) on
+    local Ray, started before the clock runs."""
+    from intermodal.cluster import ensure_ray
+    from intermodal.pipelines.aggregate import run_aggregate
+    from intermodal.pipelines.fit import run_fit
+    from intermodal.pipelines.score import run_score
+
+    ensure_ray()
+    steps = {
+        "fit": lambda: run_fit(config, progress=progress),
+        "score": lambda: run_score(config, progress=progress),
+        "aggregate": lambda: run_aggregate(config.output, progress=progress),
+    }
+    return measured(steps[step])

@@ -22,10 +22,7 @@ generated and written one shard at a time, so the parent never holds N rows eith
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -35,11 +32,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from measure import RSS_SAMPLE_SECONDS, measured, run_child  # bench/measure.py
+from measure import RSS_SAMPLE_SECONDS, measured_step, run_child  # bench/measure.py
+from shards import row_ids, write_shards  # bench/shards.py
 from tables import show  # bench/tables.py, beside this script
 
 from intermodal.schemas.config import JobConfig, parse_config
-from intermodal.synthetic.hdxor import ROW_GROUP_SIZE
 from intermodal.synthetic.pid_data import BitwiseSpec, generate_bitwise
 
 DESCRIPTION = "PID through the pipeline: driver and worker memory against N."
@@ -53,30 +50,27 @@ def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def xor_shard(index: int, start: int, stop: int) -> pa.Table:
+    """XOR rows in the input schema; each shard generated on its own."""
+    n = stop - start
+    spec = BitwiseSpec(op="xor", n_samples=n, dims=BIT_DIMS, noise=0.1, seed=index)
+    bits = generate_bitwise(spec)
+    rng = np.random.default_rng(10_000 + index)
+    noise = rng.standard_normal(n * NOISE_DIMS, dtype=np.float32)
+    return pa.table(
+        {
+            "sample_id": row_ids(start, stop),
+            "label": bits.column("label"),
+            "site": pa.array(SITES[rng.integers(0, len(SITES), n)]),
+            "x1": bits.column("x1"),
+            "x2": bits.column("x2"),
+            "x3": pa.FixedSizeListArray.from_arrays(pa.array(noise), NOISE_DIMS),
+        }
+    )
+
+
 def write_input(uri: Path, n_rows: int) -> int:
-    """XOR rows in the input schema, generated and written one shard at a time."""
-    shutil.rmtree(uri, ignore_errors=True)
-    uri.mkdir(parents=True)
-    n_shards = max(1, math.ceil(n_rows / SHARD_ROWS))
-    bounds = np.linspace(0, n_rows, n_shards + 1).round().astype(int)
-    for index, (start, stop) in enumerate(itertools.pairwise(bounds)):
-        n = int(stop - start)
-        spec = BitwiseSpec(op="xor", n_samples=n, dims=BIT_DIMS, noise=0.1, seed=index)
-        bits = generate_bitwise(spec)
-        rng = np.random.default_rng(10_000 + index)
-        noise = rng.standard_normal(n * NOISE_DIMS, dtype=np.float32)
-        table = pa.table(
-            {
-                "sample_id": pa.array(np.arange(start, stop, dtype=np.int64)),
-                "label": bits.column("label"),
-                "site": pa.array(SITES[rng.integers(0, len(SITES), n)]),
-                "x1": bits.column("x1"),
-                "x2": bits.column("x2"),
-                "x3": pa.FixedSizeListArray.from_arrays(pa.array(noise), NOISE_DIMS),
-            }
-        )
-        pq.write_table(table, uri / f"part-{index:05d}.parquet", row_group_size=ROW_GROUP_SIZE)
-    return n_shards
+    return write_shards(uri, n_rows, SHARD_ROWS, xor_shard)
 
 
 def job_config(root: Path, n_rows: int, measure: str, fit_rows: int) -> JobConfig:
@@ -98,16 +92,9 @@ def job_config(root: Path, n_rows: int, measure: str, fit_rows: int) -> JobConfi
 
 def child(step: str, root: Path, n_rows: int, measure: str, fit_rows: int) -> None:
     """One step in this (fresh) process; prints its measurements as JSON on stdout."""
-    from intermodal.cluster import ensure_ray
-    from intermodal.pipelines.aggregate import run_aggregate
-    from intermodal.pipelines.score import run_score
-
     config = job_config(root, n_rows, measure, fit_rows)
-    ensure_ray()
-    if step == "score":
-        result = measured(lambda: run_score(config, progress=log))
-    else:
-        result = measured(lambda: run_aggregate(config.output, progress=log))
+    result = measured_step(step, config, log)
+    if step == "aggregate":
         table = pq.read_table(Path(config.output) / "global" / f"{measure}.parquet")
         result["global_rows"] = table.num_rows
     print(json.dumps(result))
