@@ -13,10 +13,10 @@ import torch
 
 from intermodal.models.classifiers import fold_of, log_proba_of_labels
 from intermodal.models.fcnn import build_fcnn
+from intermodal.models.lsmi_artifacts import load_artifacts
 from intermodal.operators.lsmi import LSMIOperator
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.fit import run_fit
-from intermodal.pipelines.fit_lsmi import load_artifacts
 from intermodal.pipelines.score import run_score
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.schemas.tables import modality_values

@@ -14,9 +14,9 @@ import torch
 from intermodal.estimators.pid_batch import block_pid
 from intermodal.models.classifiers import fold_of, own_fold_probabilities
 from intermodal.models.fcnn import build_fcnn
+from intermodal.models.pid_batch_artifacts import load_batch_artifacts
 from intermodal.models.training import TrainConfig, train_classifier
 from intermodal.pipelines.aggregate import run_aggregate
-from intermodal.pipelines.fit_pid_batch import load_batch_artifacts
 from intermodal.pipelines.score import run_score
 from intermodal.schemas.config import parse_config
 from intermodal.schemas.tables import modality_values

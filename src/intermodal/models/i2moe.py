@@ -1,10 +1,11 @@
 """I2MoE: interpretable multimodal interaction-aware mixture of experts (paper 002).
 
 Each modality has an encoder (an MLP ending in layer norm, so embeddings live on the scale of
-the N(0, 1) noise that replaces them under ``perturbation="noise"``). ``n`` uniqueness experts, one synergy
-and one redundancy expert are copies of a fusion backbone over the ``n`` modality embeddings,
-each with its own prediction head; an MLP re-weighting model maps the embeddings to per-sample
-weights ``w = softmax(r(e) / T)``; the prediction is ``Σ_e w_e · ŷ_e`` (eq. 1).
+the N(0, 1) noise that replaces them under ``perturbation="noise"``). ``n`` uniqueness
+experts, one synergy and one redundancy expert are copies of a fusion backbone over the ``n``
+modality embeddings, each with its own prediction head; an MLP re-weighting model maps the
+embeddings to per-sample weights ``w = softmax(r(e) / T)``; the prediction is ``Σ_e w_e · ŷ_e``
+(eq. 1).
 
 Experts, in order: ``uni_<modality>`` for every modality (configured order), then ``syn``,
 ``red``. Backbones: ``mlp`` (concatenated embeddings → MLP) or ``transformer`` (one token per

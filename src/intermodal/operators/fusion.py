@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from intermodal.models.fusion_artifacts import FusionMeasure, fusion_inputs, load_fusion_model
 from intermodal.operators.intershap import keep_freed_memory, use_actor_threads
-from intermodal.pipelines.fit_fusion import FusionMeasure, fusion_inputs, load_fusion_model
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import (
     I2MOE_PRED,

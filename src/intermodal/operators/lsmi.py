@@ -11,9 +11,7 @@ import pyarrow.compute as pc
 
 from intermodal.estimators.lsmi import pointwise
 from intermodal.models.classifiers import LOG_PROBABILITY_FLOOR, fold_of, log_proba_of_labels
-from intermodal.operators.coalitions import CoalitionValues
-from intermodal.operators.intershap import ModelOperator, keep_freed_memory, use_actor_threads
-from intermodal.pipelines.fit_lsmi import (
+from intermodal.models.lsmi_artifacts import (
     classifier_keys,
     joined,
     key_name,
@@ -22,6 +20,8 @@ from intermodal.pipelines.fit_lsmi import (
     lsmi_model,
     lsmi_pairs,
 )
+from intermodal.operators.coalitions import CoalitionValues
+from intermodal.operators.intershap import ModelOperator, keep_freed_memory, use_actor_threads
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, LSMI_TERMS, SAMPLE_ID, lsmi_column
 

@@ -13,9 +13,9 @@ import torch
 
 from intermodal.estimators.pid_batch import TERMS, block_pid
 from intermodal.models.classifiers import fold_of, own_fold_probabilities
+from intermodal.models.lsmi_artifacts import classifier_keys, joined, key_name, lsmi_pairs
 from intermodal.models.pid_batch import blocks
-from intermodal.pipelines.fit_lsmi import classifier_keys, joined, key_name, lsmi_pairs
-from intermodal.pipelines.fit_pid_batch import input_features, load_batch_artifacts
+from intermodal.models.pid_batch_artifacts import input_features, load_batch_artifacts
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import BATCH_BLOCK, SAMPLE_ID, batch_column
 

@@ -24,6 +24,7 @@ from intermodal.estimators.stats import (
     grouped_moments,
     merge_grouped,
 )
+from intermodal.models.fusion_artifacts import load_fusion_model
 from intermodal.operators.columns import i2moe_experts, intense_terms
 from intermodal.pipelines.aggregate_pid import (
     DATA_MEASURE,
@@ -32,7 +33,6 @@ from intermodal.pipelines.aggregate_pid import (
     partial_counts,
     pid_global_table,
 )
-from intermodal.pipelines.fit_fusion import load_fusion_model
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import (

@@ -1,10 +1,6 @@
-"""Fitted artifacts of a run: torch state files, and a marker saying what they were fitted on."""
+"""The marker of a fit: what a run's fitted artifacts were fitted on."""
 
 from __future__ import annotations
-
-import io
-
-import torch
 
 from intermodal import __version__, storage
 from intermodal.pipelines.inputs import Shard, fingerprint
@@ -35,20 +31,3 @@ class FitMarker:
     def matches(self) -> bool:
         fs, path = storage.filesystem(self.uri)
         return fs.exists(path) and storage.read_json(self.uri) == self.content
-
-
-def save_state(state: dict, uri: str) -> None:
-    """A (nested) dict of tensors as one torch file at ``uri`` (any fsspec URI)."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    fs, path = storage.filesystem(uri)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "wb") as handle:
-        handle.write(buffer.getvalue())
-
-
-def load_state(uri: str) -> dict:
-    """``save_state``'s dict; ``weights_only`` loading, so no code can come with it."""
-    fs, path = storage.filesystem(uri)
-    with fs.open(path, "rb") as handle:
-        return torch.load(io.BytesIO(handle.read()), weights_only=True)

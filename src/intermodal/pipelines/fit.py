@@ -11,8 +11,9 @@ import pyarrow as pa
 
 from intermodal import storage
 from intermodal.estimators.discretize import Codebook, CodebookConfig, fit_codebook
+from intermodal.models.fusion_artifacts import FUSION_MEASURES
 from intermodal.pipelines.artifacts import FitMarker
-from intermodal.pipelines.fit_fusion import FUSION_MEASURES, fit_fusion
+from intermodal.pipelines.fit_fusion import fit_fusion
 from intermodal.pipelines.fit_lsmi import fit_lsmi
 from intermodal.pipelines.fit_pid_batch import fit_pid_batch
 from intermodal.pipelines.inputs import Shard, duplicate_ids, inspect_shards, sample_rows

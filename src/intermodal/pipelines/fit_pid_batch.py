@@ -1,59 +1,34 @@
-"""PID BATCH artifacts: per target (the labels, and the model's predictions when a model is
+"""Fitting PID BATCH: per target (the labels, and the model's predictions when a model is
 configured), cross-fitted classifiers per modality and pair, then one encoder pair per pair of
-modalities trained against the classifiers' held-out outputs → ``artifacts/pid_batch/``.
-
-Files: ``classifiers.pt`` (``FoldedMLP`` state dicts by ``<target>/<m>`` and
-``<target>/<a>__<b>``), ``encoders.pt`` (``LabelEncoder`` state dicts by
-``<target>/<a>__<b>/1`` and ``/2``), ``fitted_on.json``; loaded with ``weights_only=True``.
-"""
+modalities trained against the classifiers' held-out outputs → ``artifacts/pid_batch/``
+(files: ``models/pid_batch_artifacts.py``) and ``fitted_on.json``."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from intermodal import storage
+from intermodal.models.artifacts import save_state
 from intermodal.models.classifiers import (
     ClassifierTraining,
-    FoldedMLP,
     fold_of,
     own_fold_probabilities,
 )
-from intermodal.models.pid_batch import EncoderTraining, LabelEncoder, train_encoders
-from intermodal.operators.intershap import PredictionOperator
-from intermodal.pipelines.artifacts import FitMarker, load_state, save_state
-from intermodal.pipelines.fit_lsmi import (
-    classifier_keys,
-    key_name,
-    lsmi_pairs,
-    train_classifiers,
+from intermodal.models.lsmi_artifacts import classifier_keys, key_name, lsmi_pairs
+from intermodal.models.pid_batch import EncoderTraining, train_encoders
+from intermodal.models.pid_batch_artifacts import (
+    BatchArtifacts,
+    TargetModels,
+    batch_folder,
+    input_features,
 )
+from intermodal.operators.intershap import PredictionOperator
+from intermodal.pipelines.artifacts import FitMarker
+from intermodal.pipelines.fit_lsmi import train_classifiers
 from intermodal.pipelines.inputs import Shard, labelled_sample
-from intermodal.pipelines.run import Progress, RunPaths
+from intermodal.pipelines.run import Progress
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import LABEL, SAMPLE_ID, modality_values
-
-
-@dataclass
-class TargetModels:
-    """The classifiers and encoder pairs fitted for one target (labels or predictions)."""
-
-    classifiers: dict[str, FoldedMLP]  # by key <m> or <a>__<b>
-    encoders: dict[str, tuple[LabelEncoder, LabelEncoder]]  # by pair key <a>__<b>
-
-
-@dataclass
-class BatchArtifacts:
-    targets: dict[str, TargetModels]  # "label", and "pred" when a model is configured
-    folds: int
-    seed: int
-
-
-def batch_targets(config: JobConfig) -> list[str]:
-    """What BATCH decomposes: the labels, and the model's predictions (model PID) with a model."""
-    return ["label", *(["pred"] if config.model is not None else [])]
+from intermodal.schemas.tables import LABEL, SAMPLE_ID
 
 
 def predictions(config: JobConfig, rows: pa.Table) -> np.ndarray:
@@ -76,14 +51,6 @@ def encoder_training(config: JobConfig) -> EncoderTraining:
         sinkhorn_tol=settings.sinkhorn_tol,
         seed=settings.seed,
     )
-
-
-def input_features(config: JobConfig, rows: pa.Table) -> dict[str, np.ndarray]:
-    return {m.name: modality_values(rows.column(m.name), m.size) for m in config.modalities}
-
-
-def _folder(config: JobConfig) -> str:
-    return storage.join(RunPaths(config.output).artifacts, "pid_batch")
 
 
 def _marker(config: JobConfig, shards: list[Shard]) -> FitMarker:
@@ -146,7 +113,7 @@ def fit_pid_batch(
             for a, b in lsmi_pairs(config)
         }
         fitted[target] = TargetModels(classifiers, encoders)
-    folder = _folder(config)
+    folder = batch_folder(config)
     classifier_states = {
         f"{target}/{key}": model.state_dict()
         for target, models in fitted.items()
@@ -162,36 +129,3 @@ def fit_pid_batch(
     save_state(encoder_states, f"{folder}/encoders.pt")
     marker.write()
     return BatchArtifacts(fitted, settings.folds, settings.seed)
-
-
-def load_batch_artifacts(config: JobConfig) -> BatchArtifacts:
-    settings = config.pid_batch
-    folder = _folder(config)
-    sizes = {m.name: m.size for m in config.modalities}
-    classifier_states = load_state(f"{folder}/classifiers.pt")
-    encoder_states = load_state(f"{folder}/encoders.pt")
-    targets = {}
-    for target in batch_targets(config):
-        classifiers = {}
-        for key in classifier_keys(config):
-            model = FoldedMLP(
-                sum(sizes[name] for name in key),
-                settings.classifier.hidden,
-                config.num_classes,
-                settings.folds,
-            )
-            model.load_state_dict(classifier_states[f"{target}/{key_name(key)}"])
-            classifiers[key_name(key)] = model.eval()
-        encoders = {}
-        for pair in lsmi_pairs(config):
-            pair_encoders = []
-            for side, name in enumerate(pair):
-                encoder = LabelEncoder(
-                    sizes[name], config.num_classes, settings.hidden, settings.embed_dim
-                )
-                state = encoder_states[f"{target}/{key_name(pair)}/{side + 1}"]
-                encoder.load_state_dict(state)
-                pair_encoders.append(encoder.eval())
-            encoders[key_name(pair)] = (pair_encoders[0], pair_encoders[1])
-        targets[target] = TargetModels(classifiers, encoders)
-    return BatchArtifacts(targets, settings.folds, settings.seed)

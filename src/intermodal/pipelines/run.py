@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from intermodal import storage
+from intermodal.models.artifacts import ARTIFACTS
 
 Progress = Callable[[str], None]
 
@@ -28,7 +29,7 @@ class RunPaths:
 
     @property
     def artifacts(self) -> str:
-        return storage.join(self.root, "artifacts")
+        return storage.join(self.root, ARTIFACTS)
 
     @property
     def manifest(self) -> str:
