@@ -4,6 +4,7 @@ largest Ray worker private RSS seen while it ran; and running a step in a fresh 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -17,21 +18,37 @@ from intermodal.schemas.config import JobConfig
 RSS_SAMPLE_SECONDS = 0.1
 
 
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _descends_from_this_process(pid: int) -> bool:
+    """Whether ``pid`` belongs to the Ray this process started (its workers are descendants):
+    another job's Ray on the same machine must not count."""
+    while pid > 1:
+        pid = _parent(pid)
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def worker_rss_mib() -> float:
-    """Largest private resident memory (``RssAnon``) among running Ray worker processes
-    (``ray::`` in their title). Shared pages — the object store's mapped blocks, which every
-    worker that touches a block counts in its VmRSS — are left out: they are not the
-    process's own growth."""
+    """Largest private resident memory (``RssAnon``) among the running Ray worker processes
+    (``ray::`` in their title) of the Ray this process started. Shared pages — the object
+    store's mapped blocks, which every worker that touches a block counts in its VmRSS — are
+    left out: they are not the process's own growth."""
     largest = 0
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             cmdline = (status.parent / "cmdline").read_bytes()
             if b"ray::" not in cmdline and b"default_worker" not in cmdline:
                 continue
+            if not _descends_from_this_process(int(status.parent.name)):
+                continue
             for line in status.read_text().splitlines():
                 if line.startswith("RssAnon:"):
                     largest = max(largest, int(line.split()[1]))
-        except OSError:  # the process ended while we looked
+        except (OSError, ValueError):  # the process ended while we looked
             continue
     return largest / 1024
 
@@ -79,7 +96,8 @@ def measured_step(
     ensure_ray()
     steps = {
         "fit": lambda: run_fit(config, progress=progress),
-        "score": lambda: run_score(config, progress=progress),
+        # a whole scoring pass, even where an earlier run of the bench left finished shards
+        "score": lambda: run_score(config, progress=progress, restart=True),
         "aggregate": lambda: run_aggregate(config.output, progress=progress),
     }
     return measured(steps[step])

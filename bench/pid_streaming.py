@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -110,6 +111,8 @@ def bench_table(sizes: Sequence[int], root: Path, measure: str, fit_rows: int) -
     for n_rows in sizes:
         shards = write_input(root / f"input-{n_rows}", n_rows)
         log(f"[bench] N = {n_rows}: {shards} shards written")
+        # the score step includes the fit: a fit left by an earlier run must not be reused
+        shutil.rmtree(job_config(root, n_rows, measure, fit_rows).output, ignore_errors=True)
         score = run_step("score", root, n_rows, measure, fit_rows)
         aggregate = run_step("aggregate", root, n_rows, measure, fit_rows)
         rows.append(
