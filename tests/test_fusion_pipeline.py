@@ -201,6 +201,7 @@ def test_report_draws_the_expert_weights_and_the_relevance(scored_run) -> None:
     assert sections == ["Run", "Global tables", "I2MoE", "InTense"]
     images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)">', page)
     assert [alt for _, alt in images] == [
+        "I2MoE: share of samples each expert leads",
         "I2MoE expert weights per sample",
         "InTense relevance per term",
         "InTense mean contribution to the predicted logit",

@@ -19,6 +19,7 @@ from intermodal.cli import main
 from intermodal.pipelines.demo import demo_report, run_demo
 from intermodal.report import write_report
 from intermodal.report.figures import histograms
+from intermodal.report.sections import _leader_shares
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -191,3 +192,14 @@ def test_demo_report_renders_in_chromium(chromium, tmp_path) -> None:
 def test_histograms_draw_any_column(values) -> None:
     image = histograms({"column": values}, "one column")
     assert base64.b64decode(IMAGE.fullmatch(image).group(1)).startswith(PNG_SIGNATURE)
+
+
+def test_leader_shares_count_each_experts_samples_by_hand() -> None:
+    weights = {
+        "uni_a": np.array([0.7, 0.1, 0.2, np.nan, 0.5]),
+        "syn": np.array([0.2, 0.8, 0.7, 0.5, 0.3]),
+        "red": np.array([0.1, 0.1, 0.1, 0.5, 0.2]),
+    }
+    # row 3 has a NaN weight and is left out: leaders of rows 0, 1, 2, 4 = uni_a, syn, syn, uni_a
+    shares = _leader_shares({"all samples": weights})
+    assert shares == {"all samples": ([0.5, 0.5, 0.0], [None, None, None])}

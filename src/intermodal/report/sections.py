@@ -5,7 +5,7 @@ one function to ``SECTIONS``."""
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -287,6 +287,20 @@ def _bracketed(terms: dict[str, float], name: str) -> dict[str, float]:
     return {t[len(prefix) : -1]: v for t, v in terms.items() if t.startswith(prefix)}
 
 
+def _leader_shares(
+    panels: Mapping[str, Mapping[str, np.ndarray]],
+) -> dict[str, tuple[list[float], list[None]]]:
+    """Per panel, the share of its samples whose largest weight is each expert's (as
+    ``grouped_bars`` series, without error bars)."""
+    shares = {}
+    for name, weights in panels.items():
+        stacked = np.column_stack(list(weights.values()))
+        stacked = stacked[np.isfinite(stacked).all(axis=1)]
+        leaders = np.bincount(stacked.argmax(axis=1), minlength=stacked.shape[1])
+        shares[name] = ((leaders / max(len(stacked), 1)).tolist(), [None] * len(leaders))
+    return shares
+
+
 def i2moe(run: RunData) -> Section | None:
     experts = list(_bracketed(run.terms("i2moe"), "weight"))
     if not experts:
@@ -303,12 +317,15 @@ def i2moe(run: RunData) -> Section | None:
             }
     text = (
         "I2MoE (paper 002): each sample's weights of the uniqueness (uni_<modality>), synergy "
-        "and redundancy experts; they sum to 1. Mean weights and p10/p50/p90 per group are in "
-        "global/i2moe.parquet. The model was trained on a sample of the rows, which are "
-        "scored in-sample."
+        "and redundancy experts; they sum to 1. The bars count the samples each expert leads "
+        "(has the largest weight); the box plots show the weights themselves. Mean weights "
+        "and p10/p50/p90 per group are in global/i2moe.parquet. The model was trained on a "
+        "sample of the rows, which are scored in-sample."
     )
+    shares = _leader_shares(panels)
+    leaders = grouped_bars(experts, shares, "I2MoE: share of samples each expert leads", "share")
     figure = box_plots(panels, "I2MoE expert weights per sample", "weight")
-    return Section("I2MoE", paragraph(text) + figure)
+    return Section("I2MoE", paragraph(text) + leaders + figure)
 
 
 def intense(run: RunData) -> Section | None:
