@@ -146,7 +146,8 @@ def grouped_bars(
             x + (i - (len(series) - 1) / 2) * width,
             np.asarray(values, dtype=float),
             width,
-            yerr=np.nan_to_num(yerr),
+            # no error bars at all (not zero-length ones with caps) when none is known
+            yerr=None if np.isnan(yerr).all() else np.nan_to_num(yerr),
             capsize=3,
             label=name,
             color=(colours or {}).get(name),
