@@ -1,5 +1,6 @@
 """partition: exact quantile sizes with ties, exactly-once membership, thresholds, the dominant
-LSMI term, the input join, errors; on synthetic score dirs and a small run of every measure."""
+LSMI term, the leading I2MoE expert, the input join, errors; on synthetic score dirs and a small
+run of every measure."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ def test_cut_rank_takes_the_decimal_quantile() -> None:
         dict(by="x", quantiles=(0.5, 0.2)),
         dict(by="x", quantiles=(1.0,)),
         dict(by="dominant", quantiles=(0.5,)),
+        dict(by="i2moe", thresholds=(0.5,)),
     ],
 )
 def test_rules_refuse_what_they_cannot_mean(rule) -> None:
@@ -149,6 +151,32 @@ def test_dominant_is_the_largest_adjusted_lsmi_term(run, tmp_path) -> None:
     expected = np.where(labelled, np.array(names)[np.nan_to_num(terms, nan=0).argmax(1)], "null")
     assert (written["partition"].to_numpy() == expected).all()
     assert summary["rows"].sum() == scores.height
+
+
+def test_i2moe_puts_each_sample_with_its_largest_weight(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    weights = rng.dirichlet(np.ones(4), size=2000)
+    weights[7] = np.nan  # a row without weights goes to the null partition
+    experts = ["uni_a", "uni_b", "syn", "red"]
+    run = tmp_path / "fake_run"
+    (run / "scores").mkdir(parents=True)
+    table = pa.table(
+        {"sample_id": pa.array(np.arange(2000)), "i2moe_pred": pa.array(np.zeros(2000, int))}
+        | {f"i2moe_w_{e}": pa.array(weights[:, i], from_pandas=True) for i, e in enumerate(experts)}
+    )
+    for i, part in enumerate(np.array_split(np.arange(2000), 3)):
+        pq.write_table(table.take(part), run / "scores" / f"part-{i}.parquet")
+    summary = run_partition(str(run), str(tmp_path / "x"), Rule("i2moe"), progress=lambda _: None)
+    written = _written(tmp_path / "x").sort("sample_id")
+    leader = np.array(experts)[np.nan_to_num(weights, nan=0).argmax(axis=1)]
+    expected = np.where(np.isnan(weights).any(axis=1), NULL_PARTITION, leader)
+    assert (written["partition"].to_numpy() == expected).all()
+    assert written["sample_id"].to_list() == list(range(2000))  # each sample exactly once
+    assert summary["partition"].to_list() == [*experts, NULL_PARTITION]
+    assert summary["rows"].to_list() == [*(int((expected == e).sum()) for e in experts), 1]
+    plain = _fake_run(tmp_path / "plain", pa.array(range(10)), np.ones(10))
+    with pytest.raises(ValueError, match="no I2MoE weight columns"):
+        run_partition(plain, str(tmp_path / "y"), Rule("i2moe"))
 
 
 def test_with_input_joins_the_input_rows(run, tmp_path) -> None:

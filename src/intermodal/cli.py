@@ -263,16 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     partition = commands.add_parser(
         "partition",
-        help="split a run's samples by a score column or the dominant LSMI term",
+        help="split a run's samples by a score column, the dominant LSMI term or the leading "
+        "I2MoE expert",
         description="Write OUT/partition=<name>/*.parquet (sample_id and the --by column) and "
         "OUT/partitions.json. Quantile cuts are exact: rows are ordered by (value, sample_id) "
         "and the lowest floor(q * n) rows fall below the cut q; rows with a null value go to "
         "partition=null. --by dominant puts each row in the partition of its largest adjusted "
-        "LSMI term (redundancy, uniqueness_<a>, uniqueness_<b>, synergy).",
+        "LSMI term (redundancy, uniqueness_<a>, uniqueness_<b>, synergy); --by i2moe in the "
+        "partition of its I2MoE expert with the largest weight (uni_<m>, syn, red).",
     )
     partition.add_argument("run_dir", help="run directory written by score")
     partition.add_argument(
-        "--by", required=True, help="a numeric score column, or 'dominant' (needs lsmi)"
+        "--by",
+        required=True,
+        help="a numeric score column, 'dominant' (needs lsmi) or 'i2moe' (needs i2moe)",
     )
     cuts = partition.add_mutually_exclusive_group()
     cuts.add_argument(

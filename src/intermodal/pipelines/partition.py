@@ -1,5 +1,6 @@
-"""``partition``: split a run's samples by a score column (exact quantile cuts or thresholds) or
-by the dominant LSMI term, into Parquet of ``sample_id`` per partition, streamed with Ray Data.
+"""``partition``: split a run's samples by a score column (exact quantile cuts or thresholds), by
+the dominant LSMI term or by the leading I2MoE expert, into Parquet of ``sample_id`` per
+partition, streamed with Ray Data.
 
 Quantile cuts are exact, without holding the column: rows are ordered by the key
 ``(value, id)`` (the id breaks ties, so the order is strict and every requested size is met to
@@ -33,9 +34,15 @@ from intermodal.export import (
     lsmi_score_pairs,
 )
 from intermodal.pipelines.run import Progress, RunPaths
-from intermodal.schemas.tables import SAMPLE_ID, lsmi_column
+from intermodal.schemas.tables import (
+    I2MOE_WEIGHT_PREFIX,
+    SAMPLE_ID,
+    i2moe_weight_column,
+    lsmi_column,
+)
 
 DOMINANT = "dominant"
+LEADING_EXPERT = "i2moe"
 PARTITION = "partition"
 NULL_PARTITION = "null"  # rows whose value is null or NaN (e.g. LSMI of an unlabelled row)
 SUMMARY_FILE = "partitions.json"
@@ -46,18 +53,20 @@ DIGIT_MASK = (1 << DIGIT_BITS) - 1
 
 @dataclass(frozen=True)
 class Rule:
-    """What splits the rows: ``by`` a score column with ``quantiles`` or ``thresholds``, or
-    ``by="dominant"`` (the largest adjusted LSMI term of ``pair``)."""
+    """What splits the rows: ``by`` a score column with ``quantiles`` or ``thresholds``,
+    ``by="dominant"`` (the largest adjusted LSMI term of ``pair``) or ``by="i2moe"`` (the
+    expert, of ``experts``, with the largest I2MoE weight)."""
 
     by: str
     quantiles: tuple[float, ...] = ()
     thresholds: tuple[float, ...] = ()
     pair: tuple[str, str] | None = None
+    experts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.by == DOMINANT:
+        if self.by in (DOMINANT, LEADING_EXPERT):
             if self.quantiles or self.thresholds:
-                raise ValueError("--by dominant takes neither --quantiles nor --threshold")
+                raise ValueError(f"--by {self.by} takes neither --quantiles nor --threshold")
             return
         if bool(self.quantiles) == bool(self.thresholds):
             raise ValueError(f"--by {self.by}: give either --quantiles or --threshold")
@@ -298,12 +307,41 @@ def _dominant_partitions(batch: pa.Table, pair: tuple[str, str], constant: float
     return names[index]
 
 
+def _leading_expert_partitions(batch: pa.Table, experts: Sequence[str]) -> np.ndarray:
+    weights = np.column_stack(
+        [batch.column(i2moe_weight_column(e)).cast(pa.float64()).to_numpy() for e in experts]
+    )
+    names = np.array([*experts, NULL_PARTITION])
+    # argmax takes the first of equal weights, in the model's expert order
+    index = np.where(
+        np.isnan(weights).any(axis=1),
+        len(names) - 1,
+        np.argmax(np.nan_to_num(weights, nan=-np.inf), axis=1),
+    )
+    return names[index]
+
+
+def i2moe_score_experts(scores_file: str) -> tuple[str, ...]:
+    """The I2MoE experts with weight columns in a score file (at least one, else an error)."""
+    names = storage.parquet_file(scores_file).schema_arrow.names
+    prefix = I2MOE_WEIGHT_PREFIX
+    experts = tuple(n[len(prefix) :] for n in names if n.startswith(prefix))
+    if not experts:
+        raise ValueError(
+            f"{scores_file}: no I2MoE weight columns ({I2MOE_WEIGHT_PREFIX}<expert>); "
+            "was i2moe measured?"
+        )
+    return experts
+
+
 def assign_stage(batch: pa.Table, rule: dict, keys: list, constant: float | None) -> pa.Table:
     """Ray Data stage over score rows: the ``partition`` name of every row."""
     parsed = Rule(**rule)
     if parsed.by == DOMINANT:
         assert parsed.pair is not None and constant is not None
         names = _dominant_partitions(batch, parsed.pair, constant)
+    elif parsed.by == LEADING_EXPERT:
+        names = _leading_expert_partitions(batch, parsed.experts)
     else:
         names = _cut_partitions(batch.column(parsed.by), batch.column(SAMPLE_ID), parsed, keys)
     return batch.append_column(PARTITION, pa.array(names, pa.string()))
@@ -390,6 +428,8 @@ def _descriptions(rule: Rule, n_valid: int, cut_values: list[float]) -> dict[str
             name: {"rule": f"largest adjusted LSMI term of {','.join(rule.pair)} is {term}"}
             for name, term in zip(dominant_names(rule.pair), ("r", "u1", "u2", "s"), strict=True)
         }
+    if rule.by == LEADING_EXPERT:
+        return {expert: {"rule": f"largest I2MoE weight is {expert}'s"} for expert in rule.experts}
     cuts = list(rule.quantiles or rule.thresholds)
     names = cut_names(len(cuts))
     edges = [None, *cuts, None]
@@ -438,6 +478,9 @@ def run_partition(
         rule = replace(rule, pair=pair)
         constant = lsmi_constant(run_dir, pair)
         columns = [SAMPLE_ID, *(lsmi_column(t, *pair) for t in ("r", "u1", "u2", "s"))]
+    elif rule.by == LEADING_EXPERT:
+        rule = replace(rule, experts=i2moe_score_experts(files[0]))
+        columns = [SAMPLE_ID, *(i2moe_weight_column(e) for e in rule.experts)]
     else:
         _check_column(files, rule.by)
         columns = [SAMPLE_ID, rule.by]
@@ -459,7 +502,9 @@ def run_partition(
     sizes = partition_sizes(out)
     described = _descriptions(rule, n_valid, cut_values)
     if sizes.get(NULL_PARTITION):
-        missing = "the LSMI terms" if rule.by == DOMINANT else rule.by
+        missing = {DOMINANT: "the LSMI terms", LEADING_EXPERT: "the I2MoE weights"}.get(
+            rule.by, rule.by
+        )
         described[NULL_PARTITION] = {"rule": f"{missing} null or NaN (e.g. no label)"}
     total = max(sum(sizes.values()), 1)
     summary = [

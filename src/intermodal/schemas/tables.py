@@ -125,9 +125,12 @@ INTENSE_BIAS = "intense_bias"
 INTENSE_PRED = "intense_pred"
 
 
+I2MOE_WEIGHT_PREFIX = "i2moe_w_"
+
+
 def i2moe_weight_column(expert: str) -> str:
     """Score column of one I2MoE expert's weight (``uni_<m>``, ``syn``, ``red``)."""
-    return f"i2moe_w_{expert}"
+    return f"{I2MOE_WEIGHT_PREFIX}{expert}"
 
 
 def intense_contribution_column(term: str) -> str:
