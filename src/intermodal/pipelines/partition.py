@@ -294,31 +294,26 @@ def _cut_partitions(
     return names[index]
 
 
-def _dominant_partitions(batch: pa.Table, pair: tuple[str, str], constant: float) -> np.ndarray:
-    terms = adjusted_lsmi(batch, pair, constant)
-    stacked = np.column_stack(list(terms.values()))
-    names = np.array([*dominant_names(pair), NULL_PARTITION])
-    # argmax takes the first of equal terms: r, u1, u2, s
+def _largest(values: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Per row of ``values [n, k]``, the name of its largest column (the first of equal ones);
+    ``NULL_PARTITION`` where any value is NaN."""
+    labels = np.array([*names, NULL_PARTITION])
     index = np.where(
-        np.isnan(stacked).any(axis=1),
-        len(names) - 1,
-        np.argmax(np.nan_to_num(stacked, nan=-np.inf), axis=1),
+        np.isnan(values).any(axis=1),
+        len(names),
+        np.argmax(np.nan_to_num(values, nan=-np.inf), axis=1),
     )
-    return names[index]
+    return labels[index]
+
+
+def _dominant_partitions(batch: pa.Table, pair: tuple[str, str], constant: float) -> np.ndarray:
+    terms = adjusted_lsmi(batch, pair, constant)  # in order r, u1, u2, s
+    return _largest(np.column_stack(list(terms.values())), dominant_names(pair))
 
 
 def _leading_expert_partitions(batch: pa.Table, experts: Sequence[str]) -> np.ndarray:
-    weights = np.column_stack(
-        [batch.column(i2moe_weight_column(e)).cast(pa.float64()).to_numpy() for e in experts]
-    )
-    names = np.array([*experts, NULL_PARTITION])
-    # argmax takes the first of equal weights, in the model's expert order
-    index = np.where(
-        np.isnan(weights).any(axis=1),
-        len(names) - 1,
-        np.argmax(np.nan_to_num(weights, nan=-np.inf), axis=1),
-    )
-    return names[index]
+    weights = [batch.column(i2moe_weight_column(e)).cast(pa.float64()).to_numpy() for e in experts]
+    return _largest(np.column_stack(weights), experts)
 
 
 def i2moe_score_experts(scores_file: str) -> tuple[str, ...]:
