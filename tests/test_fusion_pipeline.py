@@ -192,6 +192,35 @@ def test_aggregate_equals_one_pass_over_the_scores(scored_run) -> None:
     assert set(relevance["n"]) == {ROWS} and relevance["stderr"].null_count() == 6
 
 
+def test_intershap_explains_the_fitted_i2moe_named_as_the_model(scored_run, tmp_path) -> None:
+    """The fitted I2MoE, named by factory and kwargs with its saved weights, is a model like any
+    other: InterSHAP explains it, and v(all) is that model's probability of its prediction."""
+    config, table, _ = scored_run
+    weights = Path(config.output) / "artifacts" / "i2moe" / "model.pt"
+    kwargs = {"modalities": NAMES, "input_dims": [SIZE] * 3, "hidden_dim": 8}
+    job = config.model_dump(mode="json") | {
+        "output": str(tmp_path / "explained"),
+        "measures": ["intershap"],
+        "model": {
+            "name": "i2moe",
+            "factory": "intermodal.models.i2moe:I2MoE",
+            "kwargs": kwargs,
+            "weights": str(weights),
+        },
+    }
+    run_score(parse_config(job), progress=lambda _: None)
+    scores = pl.read_parquet(tmp_path / "explained" / "scores").sort("sample_id")
+    assert len(scores) == ROWS
+    moe = _fresh(I2MoE(**kwargs), weights)
+    with torch.no_grad():
+        probabilities = moe(_inputs(table, scores["sample_id"].to_list())).softmax(-1).numpy()
+    full = scores["intershap_value_full"].to_numpy()
+    np.testing.assert_allclose(full, probabilities.max(axis=1), rtol=0, atol=1e-5)
+    shapley = scores.select(f"shapley_{m}" for m in NAMES).to_numpy().sum(axis=1)
+    efficiency = full - scores["intershap_value_empty"].to_numpy()
+    np.testing.assert_allclose(shapley, efficiency, rtol=0, atol=1e-9)
+
+
 def test_report_draws_the_expert_weights_and_the_relevance(scored_run) -> None:
     config, _, _ = scored_run
     run_score(config, progress=lambda _: None)  # the module's settings, whatever ran before
