@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from intermodal.estimators.shapley import interaction_matrix, shapley_values
+from intermodal.schemas.tables import interaction_pairs, intershap_columns, target_suffixes
+
 
 def _interaction_fraction(abs_matrices: np.ndarray) -> np.ndarray:
     """Off-diagonal share of the total of non-negative matrices ``[..., M, M]`` → ``[...]``."""
@@ -57,9 +60,10 @@ def global_intershap(matrices: np.ndarray) -> float:
 
 
 def upper_triangle_indices(n_modalities: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column indices of the upper triangle with the diagonal, row-major — the order
-    of the ``interaction_<a>__<b>`` score columns."""
-    return np.triu_indices(n_modalities)
+    """Row and column indices of the upper triangle with the diagonal in the order of the
+    ``interaction_<a>__<b>`` score columns (``schemas.tables.interaction_pairs``)."""
+    pairs = interaction_pairs(range(n_modalities))
+    return np.array([i for i, _ in pairs]), np.array([j for _, j in pairs])
 
 
 def symmetric_from_upper(upper: np.ndarray, n_modalities: int) -> np.ndarray:
@@ -100,3 +104,42 @@ def summary_terms(
             (f"mean_interaction_{modalities[i]}__{modalities[j]}", float(value), float(stderr))
         )
     return rows
+
+
+def explained_values(
+    probabilities: np.ndarray, target: str, labels: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Coalition values ``[B, T, 2**M]`` of the explained outputs and their class ``[B]``
+    (None when every class is explained) from probabilities ``[B, 2**M, C]``."""
+    if target == "all":
+        return probabilities.transpose(0, 2, 1), None
+    full = probabilities.shape[1] - 1
+    if target == "predicted":
+        classes = probabilities[:, full].argmax(axis=-1)
+    elif labels is None:
+        raise ValueError("explaining the label needs the label column")
+    else:
+        classes = labels
+    rows = np.arange(len(probabilities))
+    return probabilities[rows, :, classes][:, None, :], classes
+
+
+def intershap_table(
+    values: np.ndarray, modalities: list[str], target: str, num_classes: int
+) -> dict[str, np.ndarray]:
+    """Score columns of coalition values ``[B, T, 2**M]``."""
+    shapley = shapley_values(values)
+    matrices = interaction_matrix(values)
+    local = local_intershap(matrices)
+    pairs = interaction_pairs(modalities)
+    columns = {}
+    for t, suffix in enumerate(target_suffixes(target, num_classes)):
+        stacked = [
+            values[:, t, -1],
+            values[:, t, 0],
+            *shapley[:, t].T,
+            *(matrices[:, t, i, j] for i, j in pairs),
+            local[:, t],
+        ]
+        columns.update(zip(intershap_columns(modalities, suffix), stacked, strict=True))
+    return columns

@@ -11,20 +11,12 @@ import pyarrow as pa
 import torch
 
 from intermodal.estimators.coalitions import full_coalition
-from intermodal.estimators.intershap import local_intershap
-from intermodal.estimators.shapley import interaction_matrix, shapley_values
+from intermodal.estimators.intershap import explained_values, intershap_table
 from intermodal.models.protocol import build_model
 from intermodal.operators.coalitions import CoalitionValues
 from intermodal.operators.columns import carried_columns, measure_columns, scores_schema
 from intermodal.schemas.config import ComputeConfig, JobConfig
-from intermodal.schemas.tables import (
-    LABEL,
-    PRED,
-    interaction_pairs,
-    intershap_columns,
-    modality_values,
-    target_suffixes,
-)
+from intermodal.schemas.tables import LABEL, PRED, modality_values
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -54,45 +46,6 @@ def use_actor_threads(compute: ComputeConfig) -> None:
 
 def select_device(gpus: float) -> torch.device:
     return torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
-
-
-def explained_values(
-    probabilities: np.ndarray, target: str, labels: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Coalition values ``[B, T, 2**M]`` of the explained outputs and their class ``[B]``
-    (None when every class is explained) from probabilities ``[B, 2**M, C]``."""
-    if target == "all":
-        return probabilities.transpose(0, 2, 1), None
-    full = probabilities.shape[1] - 1
-    if target == "predicted":
-        classes = probabilities[:, full].argmax(axis=-1)
-    elif labels is None:
-        raise ValueError("explaining the label needs the label column")
-    else:
-        classes = labels
-    rows = np.arange(len(probabilities))
-    return probabilities[rows, :, classes][:, None, :], classes
-
-
-def intershap_table(
-    values: np.ndarray, modalities: list[str], target: str, num_classes: int
-) -> dict[str, np.ndarray]:
-    """Score columns of coalition values ``[B, T, 2**M]``."""
-    shapley = shapley_values(values)
-    matrices = interaction_matrix(values)
-    local = local_intershap(matrices)
-    pairs = interaction_pairs(modalities)
-    columns = {}
-    for t, suffix in enumerate(target_suffixes(target, num_classes)):
-        stacked = [
-            values[:, t, -1],
-            values[:, t, 0],
-            *shapley[:, t].T,
-            *(matrices[:, t, i, j] for i, j in pairs),
-            local[:, t],
-        ]
-        columns.update(zip(intershap_columns(modalities, suffix), stacked, strict=True))
-    return columns
 
 
 class ModelOperator:

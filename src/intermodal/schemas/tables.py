@@ -76,7 +76,7 @@ def interaction_column(first: str, second: str, suffix: str = "") -> str:
     return f"interaction_{first}__{second}{suffix}"
 
 
-def interaction_pairs(modalities: Sequence[str]) -> list[tuple[int, int]]:
+def interaction_pairs(modalities: Sequence[object]) -> list[tuple[int, int]]:
     """Upper triangle with the diagonal, in the order the score columns use."""
     n = len(modalities)
     return [(i, j) for i in range(n) for j in range(i, n)]
