@@ -4,6 +4,12 @@ Layer widths follow the paper: input, hidden = half the input, output layer inpu
 hidden. Early fusion concatenates the inputs (identity encoders); intermediate fusion encodes
 each modality with one layer and fuses before the hidden layer; late fusion encodes each
 modality with two layers and fuses before the output layer.
+
+Each declares ``first_layer_split``: the head's first ``Linear`` takes the concatenated
+embeddings, so coalition values add its per-modality blocks (see ``models.protocol``). For late
+fusion that Linear is the whole head and the rest is the identity. The head's ReLUs work in
+place: they follow a Linear whose output nothing else reads, and they save one temporary per
+masked row.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+
+from intermodal.models.protocol import FirstLayerSplit
 
 Fusion = Literal["early", "intermediate", "late"]
 
@@ -31,9 +39,9 @@ class FCNN(nn.Module):
             self.encoders = nn.ModuleDict()
             self.head = nn.Sequential(
                 nn.Linear(total, total // 2),
-                nn.ReLU(),
+                nn.ReLU(inplace=True),
                 nn.Linear(total // 2, total // 4),
-                nn.ReLU(),
+                nn.ReLU(inplace=True),
                 nn.Linear(total // 4, num_classes),
             )
         elif fusion == "intermediate":
@@ -44,7 +52,9 @@ class FCNN(nn.Module):
                 }
             )
             self.head = nn.Sequential(
-                nn.Linear(total // 2, total // 4), nn.ReLU(), nn.Linear(total // 4, num_classes)
+                nn.Linear(total // 2, total // 4),
+                nn.ReLU(inplace=True),
+                nn.Linear(total // 4, num_classes),
             )
         elif fusion == "late":
             self.encoders = nn.ModuleDict(
@@ -64,6 +74,11 @@ class FCNN(nn.Module):
 
     def fuse(self, embeddings: Mapping[str, Tensor]) -> Tensor:
         return self.head(torch.cat([embeddings[m] for m in self.modalities], dim=-1))
+
+    def first_layer_split(self) -> FirstLayerSplit:
+        if isinstance(self.head, nn.Linear):  # late fusion
+            return FirstLayerSplit(self.head, nn.Identity())
+        return FirstLayerSplit(self.head[0], self.head[1:])
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         return self.fuse({m: self.encode(m, inputs[m]) for m in self.modalities})

@@ -5,12 +5,17 @@ A model exposes ``modalities``, ``encode(name, x) -> embedding`` per modality an
 by background inputs before ``encode``), so encoder outputs of real and background rows are
 computed once and only ``fuse`` runs per coalition. A plain ``forward(inputs) -> logits``
 module is wrapped with identity encoders.
+
+A model whose ``fuse`` starts with one ``Linear`` over the concatenated embeddings may declare
+it with ``first_layer_split() -> FirstLayerSplit``: masked rows then add per-modality blocks of
+that layer's output instead of running it (``W·[x_1; b_2] + c = W_1·x_1 + W_2·b_2 + c``).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import fsspec
@@ -27,6 +32,34 @@ class MultimodalModel(Protocol):
     def fuse(self, embeddings: Mapping[str, Tensor]) -> Tensor: ...
 
 
+@dataclass(frozen=True)
+class FirstLayerSplit:
+    """``fuse(e) == rest(first(torch.cat([e[m].flatten(1) for m in modalities], dim=1)))``.
+
+    ``first`` is fuse's first layer, one ``Linear`` over every modality's embedding flattened
+    per row and concatenated in the model's ``modalities`` order; ``rest`` maps that layer's
+    output to the logits. ``rest`` receives a fresh tensor that nothing else reads, so it may
+    work in place (``nn.ReLU(inplace=True)``)."""
+
+    first: nn.Linear
+    rest: Callable[[Tensor], Tensor]
+
+
+def declared_first_layer_split(model: object) -> FirstLayerSplit | None:
+    """The split a model declares with a ``first_layer_split()`` method; None when it has no
+    such method or the method returns None (fuse does not start with such a Linear)."""
+    declare = getattr(model, "first_layer_split", None)
+    if declare is None:
+        return None
+    split = declare()
+    if split is not None and not isinstance(split, FirstLayerSplit):
+        raise TypeError(
+            f"{type(model).__name__}.first_layer_split() returned {type(split).__name__}, "
+            "not a FirstLayerSplit"
+        )
+    return split
+
+
 class ForwardModel(nn.Module):
     """Adapts ``forward(dict[str, Tensor]) -> logits`` to the protocol (identity encoders)."""
 
@@ -40,6 +73,10 @@ class ForwardModel(nn.Module):
 
     def fuse(self, embeddings: Mapping[str, Tensor]) -> Tensor:
         return self.module(dict(embeddings))
+
+    def first_layer_split(self) -> FirstLayerSplit | None:
+        """The wrapped module's split: with identity encoders its inputs are the embeddings."""
+        return declared_first_layer_split(self.module)
 
 
 def as_multimodal(module: nn.Module, modalities: Sequence[str]) -> MultimodalModel:

@@ -4,6 +4,12 @@ v(S) is the softmax output with the modalities outside S masked: replaced by eac
 background rows (expectation over them), or by one baseline row (the background mean, or
 zeros). Encoder outputs of the real and the background rows are computed once per batch and
 per operator respectively; only ``fuse`` runs per coalition.
+
+When the model declares that ``fuse`` starts with one ``Linear`` over the concatenated
+embeddings (``models.protocol.FirstLayerSplit``), that layer is split into per-modality blocks
+``W_m``: ``W_m·e_m`` is computed once per real row and once per background row, and a masked
+row's pre-activation is the sum of its blocks (``W·[x_1; b_2] + c = W_1·x_1 + W_2·b_2 + c``).
+Only the rest of ``fuse`` runs per masked row. Values equal the unsplit path to float round-off.
 """
 
 from __future__ import annotations
@@ -12,13 +18,22 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor
+from torch.nn import functional
 
 from intermodal.estimators.coalitions import full_coalition, membership
-from intermodal.models.protocol import MultimodalModel
+from intermodal.models.protocol import (
+    FirstLayerSplit,
+    MultimodalModel,
+    declared_first_layer_split,
+)
 
 # Fused rows per ``fuse`` call: large enough for efficient matmuls, small enough that the
 # temporaries of one call stay modest and are reused by the allocator from call to call.
 MAX_FUSE_ROWS = 1 << 14
+# Masked rows per call of the rest of ``fuse`` on the split path. Its pre-activations and
+# activations then stay in the CPU's caches: measured on an early-fusion FCNN 300→150→75→2,
+# chunks of 2k–16k rows ran 3x faster per row than one chunk of 200k.
+SPLIT_CHUNK_ROWS = 1 << 12
 
 
 def _masked_rows(
@@ -43,15 +58,74 @@ def _mean_over_background(logits: Tensor, n_samples: int, n_background: int) -> 
     return grouped.mean(dim=2).transpose(0, 1)
 
 
-class CoalitionValues:
-    """Computes ``[B, 2**M, C]`` coalition probabilities with cached encoder outputs."""
+class BlockSplitLayer:
+    """A first ``Linear`` over concatenated embeddings, cut into per-modality column blocks."""
 
-    def __init__(self, model: MultimodalModel, background: Mapping[str, Tensor]) -> None:
+    def __init__(self, split: FirstLayerSplit, background: Mapping[str, Tensor]) -> None:
+        self.names = list(background)
+        widths = [embedding[0].numel() for embedding in background.values()]
+        if sum(widths) != split.first.in_features:
+            raise ValueError(
+                f"the declared first layer takes {split.first.in_features} features, but the "
+                f"embeddings of {self.names} have {widths} (sum {sum(widths)})"
+            )
+        self.blocks = [w.contiguous() for w in split.first.weight.split(widths, dim=1)]
+        self.bias = split.first.bias
+        self.rest = split.rest
+        self.background = self.project(background)
+
+    def project(self, embeddings: Mapping[str, Tensor]) -> Tensor:
+        """``W_m·e_m`` (no bias) of every modality's rows: ``[M, n, width]``."""
+        return torch.stack(
+            [
+                functional.linear(embeddings[m].flatten(1), block)
+                for m, block in zip(self.names, self.blocks, strict=True)
+            ]
+        )
+
+    def masked_values(self, real: Mapping[str, Tensor], masks: Tensor, values: Tensor) -> None:
+        """Fills ``values[:, c]`` (``[B, C]``) with the mean probabilities over the background
+        rows for each coalition ``masks[c]`` (``[n_coalitions, M]`` bool; neither empty nor
+        full)."""
+        real_blocks = self.project(real)
+        n_samples, width = real_blocks.shape[1:]
+        n_background = self.background.shape[1]
+        samples_per_chunk = min(n_samples, max(1, SPLIT_CHUNK_ROWS // n_background))
+        coalitions_per_chunk = max(1, SPLIT_CHUNK_ROWS // (samples_per_chunk * n_background))
+        for start in range(0, len(masks), coalitions_per_chunk):
+            coalitions = slice(start, start + coalitions_per_chunk)
+            present = masks[coalitions, :, None, None]
+            # Each coalition's sum of present real blocks [c, B, width] and of absent background
+            # blocks plus the bias [c, K, width]; ``where`` rather than a 0/1 matmul keeps a
+            # non-finite value in an absent block out of the sum.
+            real_part = torch.where(present, real_blocks, 0.0).sum(dim=1)
+            background_part = torch.where(present, 0.0, self.background).sum(dim=1)
+            if self.bias is not None:
+                background_part += self.bias
+            for first in range(0, n_samples, samples_per_chunk):
+                samples = slice(first, first + samples_per_chunk)
+                # [c, b, K, width]: every (coalition, sample, background row) pre-activation
+                pre_activation = real_part[:, samples, None] + background_part[:, None]
+                logits = self.rest(pre_activation.view(-1, width))
+                n_chunk = pre_activation.shape[1]
+                values[samples, coalitions] = _mean_over_background(logits, n_chunk, n_background)
+
+
+class CoalitionValues:
+    """Computes ``[B, 2**M, C]`` coalition probabilities with cached encoder outputs, and with
+    the block-split first layer when the model declares one and ``split`` is True (False
+    forces the general path: for benchmarks and tests)."""
+
+    def __init__(
+        self, model: MultimodalModel, background: Mapping[str, Tensor], split: bool = True
+    ) -> None:
         self.model = model
         self.names = list(model.modalities)
         self.n_modalities = len(self.names)
         with torch.no_grad():
             self.background = {m: model.encode(m, background[m]) for m in self.names}
+            declared = declared_first_layer_split(model) if split else None
+            self.split = None if declared is None else BlockSplitLayer(declared, self.background)
             empty = torch.softmax(model.fuse(self.background).double(), dim=-1).mean(dim=0)
         self.empty = empty  # v(∅) does not depend on the sample: computed once
         self.present = torch.as_tensor(membership(self.n_modalities), device=empty.device)
@@ -67,6 +141,9 @@ class CoalitionValues:
         )
         values[:, 0] = self.empty
         values[:, full] = torch.softmax(self.model.fuse(real).double(), dim=-1)
+        if self.split is not None:
+            self.split.masked_values(real, self.present[1:full], values[:, 1:full])
+            return values
         per_chunk = max(1, MAX_FUSE_ROWS // (n * n_background))
         for start in range(1, full, per_chunk):
             chunk = slice(start, min(start + per_chunk, full))
