@@ -1,28 +1,32 @@
-"""The in-memory API ``intermodal.intershap``: the pipeline operator's score columns for the same
-model, inputs and background; dataset terms; numpy and torch inputs alike."""
+"""The in-memory API ``intermodal.intershap``: the score pipeline's columns for the same model,
+inputs and background; dataset terms; numpy and torch inputs alike."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
 import intermodal
-from intermodal.estimators.intershap import global_terms, local_intershap
+from intermodal.estimators.coalitions import full_coalition
+from intermodal.estimators.intershap import (
+    explained_values,
+    global_terms,
+    intershap_table,
+    local_intershap,
+)
 from intermodal.explain import InterSHAPResult, intershap
 from intermodal.models.fcnn import build_fcnn
-from intermodal.operators.intershap import InterSHAPOperator
-from intermodal.schemas.config import parse_config
-from intermodal.schemas.tables import modality_type
+from intermodal.operators.coalitions import CoalitionValues
+from intermodal.schemas.tables import PRED
 
 NAMES = ["a", "b", "c"]
 DIMS = [6, 4, 8]
 N_CLASSES = 3
+EXPLAINED_CLASS = "explained_class"
 
 
 def _arrays(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -36,56 +40,39 @@ def _model(fusion: str) -> torch.nn.Module:
     return build_fcnn(NAMES, DIMS, N_CLASSES, fusion).eval()
 
 
-def _operator(target: str, fusion: str, weights: Path, background: dict) -> InterSHAPOperator:
-    kwargs = {"modalities": NAMES, "dims": DIMS, "num_classes": N_CLASSES, "fusion": fusion}
-    config = parse_config(
-        {
-            "dataset": "unit",
-            "input": "unused",
-            "output": "unused",
-            "num_classes": N_CLASSES,
-            "modalities": [{"name": m, "shape": [d]} for m, d in zip(NAMES, DIMS, strict=True)],
-            "model": {
-                "name": fusion,
-                "factory": "intermodal.models.fcnn:build_fcnn",
-                "kwargs": kwargs,
-                "weights": str(weights),
-            },
-            "intershap": {"target": target},
-            "compute": {"torch_threads": 1},
-        }
-    )
-    return InterSHAPOperator(config.model_dump(mode="json"), background)
-
-
-def _batch(inputs: dict[str, np.ndarray], labels: np.ndarray) -> pa.Table:
-    columns = {"sample_id": pa.array(np.arange(len(labels))), "label": pa.array(labels)}
-    for m, d in zip(NAMES, DIMS, strict=True):
-        columns[m] = pa.FixedSizeListArray.from_arrays(
-            pa.array(inputs[m].ravel()), type=modality_type(d)
-        )
-    return pa.table(columns)
+def _pipeline_columns(
+    model: torch.nn.Module, inputs: dict, background: dict, target: str, labels: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The columns the score pipeline writes for one batch: its coalition values
+    (``CoalitionValues`` on the background tensors), then the estimators its InterSHAP measure
+    calls, with the prediction of the full coalition."""
+    tensors = {m: torch.from_numpy(x) for m, x in background.items()}
+    batch = {m: torch.from_numpy(x) for m, x in inputs.items()}
+    probabilities = CoalitionValues(model, tensors)(batch).numpy()
+    values, classes = explained_values(probabilities, target, labels)
+    columns = {PRED: probabilities[:, full_coalition(len(NAMES))].argmax(axis=-1)}
+    if classes is not None:
+        columns[EXPLAINED_CLASS] = classes
+    columns.update(intershap_table(values, NAMES, target, N_CLASSES))
+    return columns
 
 
 @pytest.mark.parametrize(
     ("fusion", "target"),
     [("early", "predicted"), ("intermediate", "label"), ("late", "all"), ("early", "all")],
 )
-def test_api_writes_the_operators_score_columns(
-    one_torch_thread, tmp_path, fusion: str, target: str
-) -> None:
+def test_api_gives_the_pipelines_score_columns(one_torch_thread, fusion: str, target: str) -> None:
     model = _model(fusion)
-    weights = tmp_path / "model.pt"
-    torch.save(model.state_dict(), weights)
     inputs, background = _arrays(11, 1), _arrays(5, 2)
     labels = np.arange(11) % N_CLASSES
-    scored = _operator(target, fusion, weights, background)(_batch(inputs, labels))
-
+    expected = _pipeline_columns(model, inputs, background, target, labels)
     result = intershap(model, inputs, background, target=target, labels=labels)
-    assert set(result.columns) <= set(scored.column_names)
-    assert len(result.columns) > 2 + len(NAMES)
-    for name, values in result.columns.items():
-        np.testing.assert_allclose(values, scored.column(name).to_numpy(), rtol=0, atol=1e-12)
+    assert set(result.columns) == set(expected)
+    assert (EXPLAINED_CLASS in expected) == (target != "all")
+    for name, values in expected.items():
+        np.testing.assert_allclose(result.columns[name], values, rtol=0, atol=1e-12)
+    if target == "label":
+        np.testing.assert_array_equal(result.columns[EXPLAINED_CLASS], labels)
 
 
 def _result(**kwargs: object) -> InterSHAPResult:
