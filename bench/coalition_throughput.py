@@ -15,8 +15,13 @@ Part 1, per input size N (M = 3 modalities, background masking with K rows):
 Part 2: ``CoalitionValues`` (encoders cached, only ``fuse`` per coalition) against
 ``naive_coalition_values`` (whole model per coalition) on a late-fusion FCNN with M = 4.
 
+Part 3: the block-split first layer (``CoalitionValues``' default for models that declare it)
+against the general path (``split=False``) on early- and intermediate-fusion FCNNs at
+M = 2, 3, 4, at the pipeline's K and batch and at a large K with as many masked rows.
+
     python bench/coalition_throughput.py                 # sizes 10k, 100k, 1M
     python bench/coalition_throughput.py --quick         # smoke run, seconds
+    python bench/coalition_throughput.py --parts split   # part 3 only
 """
 
 from __future__ import annotations
@@ -271,6 +276,52 @@ def cached_vs_naive(spec: CachedVsNaive) -> pl.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class SplitVsUnsplit:
+    dims: int
+    shapes: list[tuple[int, int]]  # (batch, K) pairs
+    repeats: int
+
+
+def split_vs_unsplit(spec: SplitVsUnsplit, fusion: Fusion) -> pl.DataFrame:
+    """Median seconds of one ``CoalitionValues`` call (construction apart) with and without
+    the block split, interleaved, per M and (batch, K)."""
+    rows = []
+    for n_modalities in (2, 3, 4):
+        names = [f"m{m}" for m in range(n_modalities)]
+        torch.manual_seed(0)
+        model = build_fcnn(names, [spec.dims] * n_modalities, NUM_CLASSES, fusion).eval()
+        for batch, n_background in spec.shapes:
+            inputs = {m: torch.randn(batch, spec.dims) for m in names}
+            background = {m: torch.randn(n_background, spec.dims) for m in names}
+            paths = {
+                "split": CoalitionValues(model, background),
+                "unsplit": CoalitionValues(model, background, split=False),
+            }
+            values = {name: path(inputs) for name, path in paths.items()}  # warm-up
+            times: dict[str, list[float]] = {name: [] for name in paths}
+            for _ in range(spec.repeats):
+                for name, path in paths.items():
+                    started = time.perf_counter()
+                    path(inputs)
+                    times[name].append(time.perf_counter() - started)
+            split_s, unsplit_s = (statistics.median(times[name]) for name in paths)
+            difference = float((values["split"] - values["unsplit"]).abs().max())
+            rows.append(
+                {
+                    "M": n_modalities,
+                    "B": batch,
+                    "K": n_background,
+                    "split ms": split_s * 1000,
+                    "unsplit ms": unsplit_s * 1000,
+                    "unsplit/split": unsplit_s / split_s,
+                    "max |diff|": f"{difference:.1e}",
+                }
+            )
+            log(f"[bench] {fusion} split vs unsplit: {rows[-1]}")
+    return pl.DataFrame(rows)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -291,7 +342,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--limit-threads", type=int, default=cores, help="torch threads of the limit loop"
     )
-    parser.add_argument("--repeats", type=int, default=5, help="part 2 repeats (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="part 2 and 3 repeats (median)")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["pipeline", "cached", "split"],
+        default=["pipeline", "cached", "split"],
+        help="1: pipeline vs limit, 2: cached vs naive, 3: split vs unsplit",
+    )
     return parser.parse_args(argv)
 
 
@@ -309,41 +367,62 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
-    args.out.mkdir(parents=True, exist_ok=True)
-    part1 = pipeline_table(sizes, args.out, settings, args.limit_threads)
+    repeats = 1 if args.quick else args.repeats
+    if "pipeline" in args.parts:
+        args.out.mkdir(parents=True, exist_ok=True)
+        show(
+            f"1. Score pipeline vs limit: M = {N_MODALITIES}, FCNN {settings.fusion} fusion, "
+            f"{settings.dims} dims per modality, {NUM_CLASSES} classes, background masking "
+            f"K = {settings.background_size}, batch {settings.batch_size}",
+            pipeline_table(sizes, args.out, settings, args.limit_threads),
+            [
+                f"compute: actors {settings.actors}, cpus_per_actor {settings.cpus_per_actor}, "
+                f"torch_threads {settings.torch_threads}; limit and in-process stages: "
+                f"torch.set_num_threads({args.limit_threads}), the whole machine",
+                "pipeline: run_score call to return (Ray already up; includes actor start, "
+                "duplicate-id scan, background draw, Parquet write)",
+                "limit: CoalitionValues.__call__ per batch on in-memory tensors, after an "
+                "untimed warm-up batch; pipe/limit = throughput ratio",
+                "operator/s: InterSHAPOperator.__call__ on Arrow batches in-process; "
+                "read+valid/s: read_shard per shard in-process (one thread of Python)",
+                "driver RSS: running peak of this process after each run_score (Ray workers "
+                "not included)",
+            ],
+        )
     torch.set_num_threads(args.limit_threads)
-    spec = CachedVsNaive(
-        batch=256 if args.quick else 1024,
-        background=16,
-        dims=128,
-        repeats=1 if args.quick else args.repeats,
-    )
-    part2 = cached_vs_naive(spec)
-    show(
-        f"1. Score pipeline vs limit: M = {N_MODALITIES}, FCNN {settings.fusion} fusion, "
-        f"{settings.dims} dims per modality, {NUM_CLASSES} classes, background masking "
-        f"K = {settings.background_size}, batch {settings.batch_size}",
-        part1,
-        [
-            f"compute: actors {settings.actors}, cpus_per_actor {settings.cpus_per_actor}, "
-            f"torch_threads {settings.torch_threads}; limit and in-process stages: "
-            f"torch.set_num_threads({args.limit_threads}), the whole machine",
-            "pipeline: run_score call to return (Ray already up; includes actor start, "
-            "duplicate-id scan, background draw, Parquet write)",
-            "limit: CoalitionValues.__call__ per batch on in-memory tensors, after an untimed "
-            "warm-up batch; pipe/limit = throughput ratio",
-            "operator/s: InterSHAPOperator.__call__ on Arrow batches in-process; "
-            "read+valid/s: read_shard per shard in-process (one thread of Python)",
-            "driver RSS: running peak of this process after each run_score (Ray workers not "
-            "included)",
-        ],
-    )
-    show(
-        f"2. Cached vs naive coalition values: late-fusion FCNN, M = 4, {spec.dims} dims per "
-        f"modality, B = {spec.batch}, K = {spec.background}, median of {spec.repeats}",
-        part2,
-        ["cached: CoalitionValues(model, background)(inputs), construction included"],
-    )
+    if "cached" in args.parts:
+        spec = CachedVsNaive(
+            batch=256 if args.quick else 1024, background=16, dims=128, repeats=repeats
+        )
+        show(
+            f"2. Cached vs naive coalition values: late-fusion FCNN, M = 4, {spec.dims} dims "
+            f"per modality, B = {spec.batch}, K = {spec.background}, median of {spec.repeats}",
+            cached_vs_naive(spec),
+            [
+                "cached: CoalitionValues(model, background)(inputs), construction included "
+                "(block split: the late-fusion head is one Linear)"
+            ],
+        )
+    if "split" in args.parts:
+        # One thread, as the pipeline's actors (compute.torch_threads): on a shared machine
+        # every extra thread waits at each op's barrier, and the split path runs more, smaller
+        # ops. The pipeline's batch and K, then a large K over as many masked rows.
+        torch.set_num_threads(args.torch_threads)
+        shapes = [(args.batch_size, args.background_size), (32, 256)]
+        split_spec = SplitVsUnsplit(dims=args.dims, shapes=shapes, repeats=repeats)
+        for fusion in ("early", "intermediate"):
+            show(
+                f"3. Block-split first layer vs the general path: {fusion}-fusion FCNN, "
+                f"{split_spec.dims} dims per modality, {NUM_CLASSES} classes, "
+                f"torch.set_num_threads({args.torch_threads}), median of {split_spec.repeats}, "
+                "interleaved",
+                split_vs_unsplit(split_spec, fusion),
+                [
+                    "split ms / unsplit ms: one CoalitionValues call (B samples, all 2**M "
+                    "coalitions) with the split (the default) and with split=False; "
+                    "construction apart",
+                ],
+            )
     print(
         f"\nbench finished in {time.perf_counter() - started:.0f} s; driver peak RSS "
         f"{peak_rss_mib():.0f} MiB; 1-min load average {load_before:.2f} at start, "
