@@ -34,6 +34,8 @@ MAX_FUSE_ROWS = 1 << 14
 # activations then stay in the CPU's caches: measured on an early-fusion FCNN 300→150→75→2,
 # chunks of 2k–16k rows ran 3x faster per row than one chunk of 200k.
 SPLIT_CHUNK_ROWS = 1 << 12
+# Up to this many classes the softmax runs over the transposed logits (``_probabilities``).
+SHORT_CLASS_AXIS = 32
 
 
 def _masked_rows(
@@ -51,9 +53,20 @@ def _masked_rows(
     return rows
 
 
+def _probabilities(logits: Tensor) -> Tensor:
+    """Float64 softmax over the class axis of ``[rows, C]`` logits. With few classes torch's
+    softmax over a short last axis runs a loop per row; over the leading axis of the transposed
+    view it vectorises across rows (measured on [4096, C]: C = 2, 0.19 → 0.04 ms; C = 100,
+    2.4 → 3.6 ms, hence the cut-off)."""
+    double = logits.double()
+    if logits.shape[-1] <= SHORT_CLASS_AXIS:
+        return torch.softmax(double.T, dim=0).T
+    return torch.softmax(double, dim=-1)
+
+
 def _mean_over_background(logits: Tensor, n_samples: int, n_background: int) -> Tensor:
     """``[n_coalitions * B * K, C]`` logits → ``[B, n_coalitions, C]`` mean probabilities."""
-    probabilities = torch.softmax(logits.double(), dim=-1)
+    probabilities = _probabilities(logits)
     grouped = probabilities.view(-1, n_samples, n_background, logits.shape[-1])
     return grouped.mean(dim=2).transpose(0, 1)
 
@@ -91,7 +104,13 @@ class BlockSplitLayer:
         n_samples, width = real_blocks.shape[1:]
         n_background = self.background.shape[1]
         samples_per_chunk = min(n_samples, max(1, SPLIT_CHUNK_ROWS // n_background))
-        coalitions_per_chunk = max(1, SPLIT_CHUNK_ROWS // (samples_per_chunk * n_background))
+        coalitions_per_chunk = min(
+            len(masks), max(1, SPLIT_CHUNK_ROWS // (samples_per_chunk * n_background))
+        )
+        # One buffer for every chunk's pre-activations: a fresh multi-MB tensor per chunk costs
+        # page faults (measured: a quarter of the time of the add, ReLU and next Linear).
+        rows_per_chunk = coalitions_per_chunk * samples_per_chunk * n_background
+        buffer = real_blocks.new_empty(rows_per_chunk * width)
         for start in range(0, len(masks), coalitions_per_chunk):
             coalitions = slice(start, start + coalitions_per_chunk)
             present = masks[coalitions, :, None, None]
@@ -104,11 +123,13 @@ class BlockSplitLayer:
                 background_part += self.bias
             for first in range(0, n_samples, samples_per_chunk):
                 samples = slice(first, first + samples_per_chunk)
+                chunk_real = real_part[:, samples, None]
                 # [c, b, K, width]: every (coalition, sample, background row) pre-activation
-                pre_activation = real_part[:, samples, None] + background_part[:, None]
+                shape = (len(chunk_real), chunk_real.shape[1], n_background, width)
+                pre_activation = buffer[: shape[0] * shape[1] * n_background * width].view(shape)
+                torch.add(chunk_real, background_part[:, None], out=pre_activation)
                 logits = self.rest(pre_activation.view(-1, width))
-                n_chunk = pre_activation.shape[1]
-                values[samples, coalitions] = _mean_over_background(logits, n_chunk, n_background)
+                values[samples, coalitions] = _mean_over_background(logits, shape[1], n_background)
 
 
 class CoalitionValues:
