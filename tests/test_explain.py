@@ -141,3 +141,25 @@ def test_package_root_offers_intershap_lazily() -> None:
     assert "intermodal.explain" not in loaded and "intermodal.operators" not in loaded
     with pytest.raises(AttributeError):
         _ = intermodal.no_such_name
+
+
+class JoinedLinear(torch.nn.Module):
+    """A plain ``forward(dict)`` model: no encoders, no modality names of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(5, 2)
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.linear(torch.cat([inputs["x"], inputs["y"]], dim=1))
+
+
+def test_a_plain_forward_module_takes_its_modalities_from_the_inputs(one_torch_thread) -> None:
+    rng = np.random.default_rng(9)
+    inputs = {"x": rng.standard_normal((6, 3)), "y": rng.standard_normal((6, 2))}  # float64
+    background = {"x": np.zeros((1, 3)), "y": np.zeros((1, 2))}  # one baseline row
+    result = intershap(JoinedLinear(), inputs, background)
+    assert result.modalities == ["x", "y"]
+    explained = result.columns["intershap_value_full"] - result.columns["intershap_value_empty"]
+    shapley = result.columns["shapley_x"] + result.columns["shapley_y"]
+    np.testing.assert_allclose(shapley, explained, atol=1e-12)

@@ -58,7 +58,7 @@ class InterSHAPResult:
     interactions: np.ndarray  # [N, T, M, M] signed, symmetric; rows sum to the Shapley values
     local: np.ndarray  # [N, T] local InterSHAP in [0, 1]
     global_terms: list[GlobalInterSHAP]  # [T] from the mean signed interaction matrix
-    columns: dict[str, np.ndarray]  # the score columns the pipeline writes (but ids, labels)
+    columns: dict[str, np.ndarray]  # the pipeline's score columns, all but ids and labels
     summary: list[tuple[str, float, float | None]]  # (term, value, stderr) as in global/
 
     @property
@@ -132,7 +132,6 @@ def intershap(
     target: Target = "predicted",
     labels: ArrayLike | None = None,
     batch_size: int = 1024,
-    modalities: Sequence[str] | None = None,
 ) -> InterSHAPResult:
     """InterSHAP of ``model`` on ``inputs`` (modality → ``[N, ...]``).
 
@@ -141,13 +140,14 @@ def intershap(
     single baseline. ``model`` follows ``models.protocol.MultimodalModel`` or is a plain
     ``forward(dict) -> logits`` module; it is put in eval mode for the call. ``target``:
     explain the predicted class, the ``labels`` class, or every class ("all"). Samples are
-    scored ``batch_size`` at a time (memory grows with ``batch_size · K``). ``modalities``
-    defaults to the model's, else the order of ``inputs``.
+    scored ``batch_size`` at a time (memory grows with ``batch_size · K``). The modalities
+    and their order are the model's ``modalities``; for a plain module, the keys of
+    ``inputs`` in order.
     """
     if target == "label" and labels is None:
         raise ValueError('target="label" needs labels')
-    names = list(modalities or getattr(model, "modalities", None) or inputs)
-    multimodal = as_multimodal(model, names) if isinstance(model, nn.Module) else model
+    multimodal = as_multimodal(model, list(inputs)) if isinstance(model, nn.Module) else model
+    names = list(multimodal.modalities)
     dtype, device = _model_dtype_and_device(multimodal)
     real = _tensors(inputs, names, dtype, device)
     masked_by = _tensors(background, names, dtype, device)
