@@ -9,7 +9,7 @@ Part 1, per input size N (M = 3 modalities, background masking with K rows):
   same rows as in-memory tensors, same model, K, batch size and torch threads.
 * two in-process stages of the pipeline, timed in the driver after Ray is shut down, to show
   where the pipeline loses time: read + validate (``read_shard`` per shard) and the
-  whole operator (``InterSHAPOperator`` on Arrow batches: the limit plus Arrow → tensor
+  whole operator (``ScoreOperator`` with InterSHAP on Arrow batches: the limit plus Arrow → tensor
   conversion, Shapley values, interaction matrices and the output table).
 
 Part 2: ``CoalitionValues`` (encoders cached, only ``fuse`` per coalition) against
@@ -47,9 +47,9 @@ from tables import show  # bench/tables.py, beside this script
 from intermodal.cluster import ensure_ray, shutdown_ray
 from intermodal.models.fcnn import Fusion, build_fcnn
 from intermodal.operators.coalitions import CoalitionValues, naive_coalition_values
-from intermodal.operators.intershap import InterSHAPOperator
 from intermodal.pipelines.inputs import Shard, duplicate_ids, inspect_shards, read_shard
 from intermodal.pipelines.score import background_inputs, run_score
+from intermodal.pipelines.score_stage import ScoreOperator
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.schemas.tables import modality_values
 
@@ -157,12 +157,12 @@ def stage_seconds(config: JobConfig, rejects: Path, limit_threads: int) -> Stage
     shards: list[Shard] = inspect_shards(config)
     duplicates = duplicate_ids(config, shards)
     background = background_inputs(config, shards, duplicates)
-    config_data = config.model_dump(mode="json")
-    operator = InterSHAPOperator(config_data, background)  # sets torch threads, builds model
+    operator = ScoreOperator(config, background=background)  # sets torch threads, builds model
     # The limit gets the whole machine, whatever the pipeline's actors were given.
     torch.set_num_threads(limit_threads)
     # The limit: the same CoalitionValues object the operator calls, on tensors in memory.
-    coalitions = operator.coalitions
+    coalitions = operator.shared.coalition_values
+    assert coalitions is not None
     batch_size = config.compute.batch_size
 
     def tensors(table: pa.Table) -> dict[str, torch.Tensor]:
@@ -172,7 +172,7 @@ def stage_seconds(config: JobConfig, rejects: Path, limit_threads: int) -> Stage
         }
 
     def validated(shard: Shard) -> Iterator[pa.Table]:
-        return read_shard(shard, config_data, duplicates, str(rejects))
+        return read_shard(shard, config, duplicates, str(rejects))
 
     warm_up = next(validated(shards[0])).slice(0, batch_size)
     operator(warm_up)
@@ -383,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "duplicate-id scan, background draw, Parquet write)",
                 "limit: CoalitionValues.__call__ per batch on in-memory tensors, after an "
                 "untimed warm-up batch; pipe/limit = throughput ratio",
-                "operator/s: InterSHAPOperator.__call__ on Arrow batches in-process; "
+                "operator/s: ScoreOperator.__call__ (InterSHAP) on Arrow batches in-process; "
                 "read+valid/s: read_shard per shard in-process (one thread of Python)",
                 "driver RSS: running peak of this process after each run_score (Ray workers "
                 "not included)",

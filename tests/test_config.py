@@ -107,7 +107,7 @@ def test_measures_and_their_needs() -> None:
         parse_config({**base, "measures": ["pid_cvx"], "label_column": None})
     with pytest.raises(ConfigError, match="unique"):
         parse_config({**base, "measures": ["pid_cvx", "pid_cvx"]})
-    with pytest.raises(ConfigError, match=r"measures\.0"):
+    with pytest.raises(ConfigError, match=r"measures: .*unknown measure.*shapley"):
         parse_config({**base, "measures": ["shapley"]})
     for measure in ("lsmi", "pid_batch"):
         with pytest.raises(ConfigError, match=f"'{measure}' needs label_column"):
@@ -136,7 +136,7 @@ def test_fusion_measures_sections_and_their_checks() -> None:
         parse_config({**base, "measures": ["intense"], "intense": {"subsets": [["x", "z"]]}})
     with pytest.raises(ConfigError, match="lists a subset twice"):
         parse_config(
-            {**base, "intense": {"subsets": [["x", "y"], ["y", "x"]]}, "measures": ["i2moe"]}
+            {**base, "intense": {"subsets": [["x", "y"], ["y", "x"]]}, "measures": ["intense"]}
         )
     with pytest.raises(ConfigError, match="give at least one subset"):
         parse_config({**base, "measures": ["intense"], "intense": {"subsets": []}})
@@ -148,3 +148,11 @@ def test_fusion_measures_sections_and_their_checks() -> None:
         parse_config({**base, "measures": ["i2moe"], "i2moe": {"backbone": "cnn"}})
     with pytest.raises(ConfigError, match=r"i2moe\.perturbation"):
         parse_config({**base, "measures": ["i2moe"], "i2moe": {"perturbation": "zero"}})
+
+
+def test_settings_wider_than_a_modality_fail_before_any_fitting() -> None:
+    """A PCA wider than a modality used to fail after minutes of fitting other measures."""
+    with pytest.raises(ConfigError, match=r"pid.pca_components = 8 exceeds .*\['x'"):
+        parse_config({**MINIMAL, "measures": ["pid_cvx"], "pid": {"pca_components": 8}})
+    with pytest.raises(ConfigError, match=r"lsmi.entropy.pca_components = 8 exceeds"):
+        parse_config({**MINIMAL, "measures": ["lsmi"], "lsmi": {"entropy": {"pca_components": 8}}})

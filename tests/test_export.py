@@ -11,11 +11,8 @@ import polars as pl
 import pytest
 from scored_runs import NULL_LABELS, all_measures_run  # tests/scored_runs.py
 
-from intermodal.export import (
-    normalised_weights,
-    run_distill_weights,
-    to_shap_explanation,
-)
+from intermodal.export import run_distill_weights, to_shap_explanation
+from intermodal.measures.lsmi import normalised_weights
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.usefixtures("ray_session")

@@ -121,14 +121,14 @@ def test_artifacts_are_reused_and_refitted_when_a_setting_changes(scored_run) ->
     saved = {m: (artifacts / m / "model.pt").read_bytes() for m in ("i2moe", "intense")}
     messages: list[str] = []
     run_score(config, progress=messages.append)
-    assert any("I2MoE models fitted on this input and settings: reused" in m for m in messages)
-    assert any("InTense models fitted on this input and settings: reused" in m for m in messages)
+    assert any("I2MoE fitted on this input and settings: reused" in m for m in messages)
+    assert any("InTense fitted on this input and settings: reused" in m for m in messages)
     assert not any("training on" in m for m in messages)
     changed = _job(config.input, config.output, intense_epochs=3)
     messages.clear()
     run_score(changed, progress=messages.append)
     assert any(m.startswith("[intense] training on") for m in messages), messages
-    assert any("I2MoE models fitted on this input and settings: reused" in m for m in messages)
+    assert any("I2MoE fitted on this input and settings: reused" in m for m in messages)
     assert any("epoch 3/3" in m for m in messages)
     assert (artifacts / "i2moe" / "model.pt").read_bytes() == saved["i2moe"]
     assert (artifacts / "intense" / "model.pt").read_bytes() != saved["intense"]
@@ -173,9 +173,14 @@ def test_aggregate_equals_one_pass_over_the_scores(scored_run) -> None:
             assert row["value"] == pytest.approx(weights.mean(), abs=1e-12)
             stderr = weights.std(ddof=1) / np.sqrt(len(weights))
             assert row["stderr"] == pytest.approx(stderr, rel=1e-9)
+            ordered = np.sort(weights)
             for name, q in (("p10", 0.1), ("p50", 0.5), ("p90", 0.9)):
-                quantile = _global_value(table, f"weight_{name}[{expert}]", group_by, group)
-                assert abs(quantile["value"] - np.quantile(weights, q)) <= 1e-3  # one bin
+                quantile = _global_value(table, f"{name}[i2moe_w_{expert}]", group_by, group)
+                assert quantile["value"] in weights  # a KLL quantile is one of the values
+                # ... whose rank is within the sketch's rank error (about 1.3 % at k = 200)
+                below = np.searchsorted(ordered, quantile["value"], side="left")
+                above = np.searchsorted(ordered, quantile["value"], side="right")
+                assert below / len(weights) - 0.02 <= q <= above / len(weights) + 0.02
         for term in ["M1", "M2", "M3", "M1xM2", "M1xM3", "M2xM3"]:
             values = rows[f"intense_c_{term}"].to_numpy()
             row = _global_value(table, f"contribution[{term}]", group_by, group)

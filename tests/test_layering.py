@@ -1,6 +1,7 @@
 """The package layout of DESIGN.md: each package imports only the packages its row allows
-(arrows point down the table). ``storage`` (fsspec helpers) and the package root
-(``__version__``) import nothing of ours and serve every layer."""
+(arrows point down the table). ``storage`` (fsspec helpers), ``rundir`` (the run directory's
+layout) and the package root (``__version__``) import nothing above them and serve every
+layer. Ray stays out of the math: no ``estimators`` or ``measures`` module imports it."""
 
 from __future__ import annotations
 
@@ -10,16 +11,56 @@ from pathlib import Path
 import intermodal
 
 SOURCE = Path(intermodal.__file__).parent
-UTILITIES = {"storage", ""}
+UTILITIES = {"storage", "rundir", ""}
 ALLOWED = {
     "schemas": set(),
     "estimators": {"schemas"},
     "models": {"estimators", "schemas"},
     "synthetic": {"schemas"},
     "operators": {"estimators", "models", "schemas"},
+    "charts": {"schemas"},
+    "measures": {"charts", "estimators", "models", "operators", "schemas"},
     "cluster": {"schemas"},
-    "report": {"schemas"},
+    "report": {"charts", "measures", "schemas"},
+    "pipelines": {
+        "charts",
+        "cluster",
+        "estimators",
+        "measures",
+        "models",
+        "operators",
+        "report",
+        "schemas",
+        "synthetic",
+    },
+    "export": {"cluster", "measures", "schemas"},
+    "explain": {"estimators", "models", "operators", "schemas"},
+    "cli": {"pipelines", "cluster", "export", "report", "schemas"},
 }
+# third-party packages a package must not import: the math runs without a cluster
+FORBIDDEN = {
+    "estimators": {"ray"},
+    "measures": {"ray"},
+    "explain": {"ray"},
+    "schemas": {"ray", "torch"},
+}
+
+
+def modules(package: str) -> list[Path]:
+    """The modules of a package directory, or the one module ``<package>.py``."""
+    single = SOURCE / f"{package}.py"
+    return [single] if single.exists() else sorted((SOURCE / package).rglob("*.py"))
+
+
+def imported_top_levels(path: Path) -> set[str]:
+    """Every top-level package a module imports (``numpy``, ``ray``, ``intermodal``...)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+    return found
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -42,15 +83,31 @@ def imported_packages(path: Path) -> set[str]:
 def test_each_package_imports_only_what_design_allows() -> None:
     breaches = []
     for package, allowed in ALLOWED.items():
-        for path in sorted((SOURCE / package).rglob("*.py")):
+        for path in modules(package):
             extra = imported_packages(path) - allowed - UTILITIES - {package}
             if extra:
                 breaches.append(f"{path.relative_to(SOURCE)} imports {sorted(extra)}")
     assert not breaches, "\n".join(breaches)
 
 
-def test_utilities_import_nothing_of_ours() -> None:
+def test_every_package_has_a_row() -> None:
+    packages = {p.stem for p in SOURCE.iterdir() if p.suffix == ".py" or any(p.glob("*.py"))}
+    assert packages - {"__init__"} - UTILITIES == set(ALLOWED)
+
+
+def test_the_math_runs_without_ray() -> None:
+    breaches = [
+        f"{path.relative_to(SOURCE)} imports {sorted(found)}"
+        for package, forbidden in FORBIDDEN.items()
+        for path in modules(package)
+        if (found := imported_top_levels(path) & forbidden)
+    ]
+    assert not breaches, "\n".join(breaches)
+
+
+def test_utilities_import_nothing_above_them() -> None:
     assert imported_packages(SOURCE / "storage.py") <= {"storage"}
+    assert imported_packages(SOURCE / "rundir.py") <= {"", "storage", "rundir"}
 
 
 def test_the_check_sees_imports(tmp_path: Path) -> None:

@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from intermodal.measures import MEASURES
 from intermodal.models.classifiers import fold_of, log_proba_of_labels
 from intermodal.models.fcnn import build_fcnn
-from intermodal.models.lsmi_artifacts import load_artifacts
-from intermodal.operators.lsmi import LSMIOperator
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.fit import run_fit
-from intermodal.pipelines.score import run_score
+from intermodal.pipelines.inputs import duplicate_ids, inspect_shards, sample_table
+from intermodal.pipelines.score import background_inputs, run_score
+from intermodal.pipelines.score_stage import ScoreOperator
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
@@ -87,7 +88,7 @@ def scored_run(tmp_path_factory) -> tuple[JobConfig, str, pl.DataFrame]:
 
 def test_scores_equal_an_independent_recomputation(scored_run) -> None:
     config, data, _ = scored_run
-    artifacts = load_artifacts(config)
+    artifacts = MEASURES["lsmi"].load(config)
     inputs = pq.read_table(data).sort_by("sample_id")
     scores = pq.read_table(f"{config.output}/scores").sort_by("sample_id")
     assert scores.num_rows == inputs.num_rows
@@ -149,7 +150,7 @@ def test_artifacts_are_reused_until_settings_change(scored_run) -> None:
     config, _, _ = scored_run
     messages: list[str] = []
     run_score(config, progress=messages.append)
-    assert any("LSMI models fitted on this input and settings: reused" in m for m in messages)
+    assert any("LSMI fitted on this input and settings: reused" in m for m in messages)
     changed = config.model_copy(update={"lsmi": config.lsmi.model_copy(update={"seed": 1})})
     messages.clear()
     run_score(changed, progress=messages.append)
@@ -188,6 +189,33 @@ def test_model_coalitions_as_classifiers_find_xor_synergy(tmp_path) -> None:
     for term in ("R", "U1", "U2"):
         assert values[f"{term}_adjusted[m0,m1]"] == pytest.approx(0.0, abs=0.02)
 
+    # with InterSHAP too, one model and one coalition pass per batch serve both measures
+    both = JobConfig.model_validate({**config.model_dump(), "measures": ["intershap", "lsmi"]})
+    shards = inspect_shards(both)
+    batch = sample_table(both, shards, 64, 0, duplicate_ids(both, shards))
+    background = background_inputs(both, shards, duplicate_ids(both, shards))
+    operator = ScoreOperator(both, background=background)
+    passes = CountingCalls(operator.shared.coalition_values)
+    operator.shared.coalition_values = passes
+    scores = operator(batch)
+    assert passes.calls == 1
+    assert {"intershap_local", "lsmi_s_m0__m1"} <= set(scores.column_names)
+    alone = ScoreOperator(config, background=background)(batch)
+    np.testing.assert_array_equal(
+        scores.column("lsmi_s_m0__m1").to_numpy(), alone.column("lsmi_s_m0__m1").to_numpy()
+    )
+
+
+class CountingCalls:
+    """Counts the calls of the wrapped callable (here: the actor's coalition pass)."""
+
+    def __init__(self, wrapped) -> None:
+        self.wrapped, self.calls = wrapped, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.wrapped(*args, **kwargs)
+
 
 def test_encoder_features_feed_the_entropy_models_and_classifiers(tmp_path) -> None:
     """lsmi.features: encoder fits on the model's encode(name, x) outputs (8 → 4 here)."""
@@ -221,7 +249,7 @@ def test_encoder_features_feed_the_entropy_models_and_classifiers(tmp_path) -> N
         }
     )
     run_fit(config, progress=lambda _: None)
-    artifacts = load_artifacts(config)
+    artifacts = MEASURES["lsmi"].load(config)
     assert {m: artifacts.entropy[m].dim for m in ("x1", "x2")} == {"x1": 4, "x2": 4}
     batch = pq.read_table(data).slice(0, 50)
     batch = pa.table(
@@ -232,6 +260,6 @@ def test_encoder_features_feed_the_entropy_models_and_classifiers(tmp_path) -> N
             "x2": batch.column("x2"),
         }
     )
-    out = LSMIOperator(config.model_dump(mode="json"))(batch)
+    out = ScoreOperator(config)(batch)
     values = out.column("lsmi_s_x1__x2").to_numpy()
     assert values.shape == (50,) and np.isfinite(values).all()

@@ -11,8 +11,8 @@ import torch
 from intermodal.estimators.intershap import local_intershap
 from intermodal.models.fcnn import build_fcnn
 from intermodal.operators.coalitions import CoalitionValues, naive_coalition_values
-from intermodal.operators.intershap import InterSHAPOperator
-from intermodal.schemas.config import parse_config
+from intermodal.pipelines.score_stage import ScoreOperator
+from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.schemas.tables import intershap_columns, modality_type
 
 NAMES = ["a", "b", "c"]
@@ -51,12 +51,14 @@ def test_chunking_of_coalitions_does_not_change_values(monkeypatch) -> None:
 
     model = _model("late")
     inputs, background = _inputs(4, 3), _inputs(3, 4)
-    whole = CoalitionValues(model, background)(inputs)
+    # the general path (a model that declares no split first layer) chunks by MAX_FUSE_ROWS
+    whole = CoalitionValues(model, background, split=False)(inputs)
     monkeypatch.setattr(coalitions, "MAX_FUSE_ROWS", 1)  # one coalition per fuse call
-    torch.testing.assert_close(CoalitionValues(model, background)(inputs), whole, rtol=0, atol=0)
+    chunked = CoalitionValues(model, background, split=False)(inputs)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
 
 
-def _config(target: str, weights: str) -> dict:
+def _config(target: str, weights: str) -> JobConfig:
     return parse_config(
         {
             "dataset": "unit",
@@ -72,7 +74,7 @@ def _config(target: str, weights: str) -> dict:
             },
             "intershap": {"target": target},
         }
-    ).model_dump(mode="json")
+    )
 
 
 def _batch(n: int) -> pa.Table:
@@ -91,7 +93,7 @@ def test_operator_emits_typed_columns_that_decompose_the_prediction(tmp_path, ta
     torch.manual_seed(0)
     torch.save(build_fcnn(NAMES, DIMS, 3, "late").state_dict(), weights)
     background = {m: v.numpy() for m, v in _inputs(4, 6, torch.float32).items()}
-    operator = InterSHAPOperator(_config(target, str(weights)), background)
+    operator = ScoreOperator(_config(target, str(weights)), background=background)
     batch = _batch(9)
     out = operator(batch.slice(2))  # a slice: Ray hands operators offset views
     assert out.column("sample_id").to_pylist() == list(range(102, 109))
@@ -125,7 +127,7 @@ def test_local_intershap_matches_the_matrix_columns(tmp_path) -> None:
     weights = tmp_path / "late.pt"
     torch.save(build_fcnn(NAMES, DIMS, 3, "late").state_dict(), weights)
     background = {m: v.numpy() for m, v in _inputs(4, 6, torch.float32).items()}
-    out = InterSHAPOperator(_config("predicted", str(weights)), background)(_batch(5))
+    out = ScoreOperator(_config("predicted", str(weights)), background=background)(_batch(5))
     matrix = np.zeros((5, 3, 3))
     for i, a in enumerate(NAMES):
         for j, b in enumerate(NAMES[i:], start=i):

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from scored_runs import NULL_LABELS, all_measures_run  # tests/scored_runs.py
 
-from intermodal.export import SHIFT_SIGNS, lsmi_constant
+from intermodal.estimators.lsmi import SHIFT_SIGNS
+from intermodal.measures.lsmi import pair_constant
 from intermodal.pipelines.partition import (
     NULL_PARTITION,
     Rule,
@@ -141,7 +142,7 @@ def test_thresholds_split_by_value(run, tmp_path) -> None:
 def test_dominant_is_the_largest_adjusted_lsmi_term(run, tmp_path) -> None:
     summary = run_partition(run, str(tmp_path / "d"), Rule("dominant"), progress=lambda _: None)
     written = _written(tmp_path / "d").sort("sample_id")
-    constant = lsmi_constant(run, ("x1", "x2"))
+    constant = pair_constant(run, ("x1", "x2"))
     scores = pl.read_parquet(f"{run}/scores").sort("sample_id")
     names = ["redundancy", "uniqueness_x1", "uniqueness_x2", "synergy"]
     terms = np.column_stack(

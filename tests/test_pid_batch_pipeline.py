@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from intermodal.estimators.pid_batch import block_pid
+from intermodal.measures import MEASURES
 from intermodal.models.classifiers import fold_of, own_fold_probabilities
 from intermodal.models.fcnn import build_fcnn
-from intermodal.models.pid_batch_artifacts import load_batch_artifacts
 from intermodal.models.training import TrainConfig, train_classifier
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.score import run_score
@@ -94,7 +94,7 @@ def test_global_is_the_mean_over_blocks(run) -> None:
 
 def test_a_block_estimate_equals_an_independent_recomputation(run) -> None:
     config, data, _ = run
-    artifacts = load_batch_artifacts(config)
+    fitted = MEASURES["pid_batch"].load(config)
     scores = pq.read_table(f"{config.output}/scores")
     block = scores.column("pid_batch_block")[0].as_py()
     members = scores.filter(pa.compute.equal(scores.column("pid_batch_block"), block))
@@ -106,10 +106,10 @@ def test_a_block_estimate_equals_an_independent_recomputation(run) -> None:
 
     def probabilities(*names: str) -> torch.Tensor:
         features = np.concatenate([x[m] for m in names], axis=1)
-        model = artifacts.targets["label"].classifiers["__".join(names)]
+        model = fitted["label"].classifiers["__".join(names)]
         return torch.from_numpy(own_fold_probabilities(model, features, folds))
 
-    encoders = artifacts.targets["label"].encoders["x1__x2"]
+    encoders = fitted["label"].encoders["x1__x2"]
     with torch.no_grad():
         expected = block_pid(
             encoders[0](torch.from_numpy(x["x1"])).double(),

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from intermodal.estimators.pid_cvx import pid_from_joint
+from intermodal.measures import MEASURES
 from intermodal.models.fcnn import build_fcnn
 from intermodal.pipelines.aggregate import run_aggregate
-from intermodal.pipelines.fit import load_codebooks, run_fit
-from intermodal.pipelines.inputs import inspect_shards
+from intermodal.pipelines.fit import run_fit
 from intermodal.pipelines.score import run_score
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.schemas.tables import modality_values
@@ -139,7 +139,7 @@ def test_codes_are_the_saved_codebooks_cells(tmp_path) -> None:
     data, out = _data(tmp_path), str(tmp_path / "run")
     config = _job(data, out, ["pid_cvx"], None)
     run_score(config, progress=lambda _: None)
-    codebooks = load_codebooks(config, inspect_shards(config))
+    codebooks = MEASURES["pid_cvx"].codebooks(config)
     assert codebooks is not None
     assert codebooks["x3"].kind == "histogram" and codebooks["x1"].kind == "kmeans"
     inputs = pq.read_table(data).sort_by("sample_id")

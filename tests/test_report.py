@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from scored_runs import all_measures_run  # tests/scored_runs.py
 
+from intermodal.charts.figures import histograms
 from intermodal.cli import main
+from intermodal.measures.i2moe import leader_shares
 from intermodal.pipelines.demo import demo_report, run_demo
 from intermodal.report import write_report
-from intermodal.report.figures import histograms
-from intermodal.report.sections import _leader_shares
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -201,5 +201,5 @@ def test_leader_shares_count_each_experts_samples_by_hand() -> None:
         "red": np.array([0.1, 0.1, 0.1, 0.5, 0.2]),
     }
     # row 3 has a NaN weight and is left out: leaders of rows 0, 1, 2, 4 = uni_a, syn, syn, uni_a
-    shares = _leader_shares({"all samples": weights})
+    shares = leader_shares({"all samples": weights})
     assert shares == {"all samples": ([0.5, 0.5, 0.0], [None, None, None])}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
 from intermodal.estimators.stats import (
-    Histogram,
+    ColumnSummaries,
     JointCounts,
     Moments,
-    grouped_histograms,
+    QuantileSketch,
     grouped_moments,
     merge_grouped,
 )
@@ -66,43 +68,58 @@ def test_joint_counts_merged_over_splits_equal_one_pass() -> None:
         JointCounts.empty(shape).joint()
 
 
-def test_histogram_merged_over_splits_equals_one_pass_and_its_quantiles_numpys() -> None:
-    rows = np.random.default_rng(3).beta(0.5, 2.0, size=(2000, 3))
-    rows[0, 0], rows[1, 1] = 0.0, 1.0  # both ends of the closed range are counted
-    whole = Histogram.of(rows, bins=1000)
-    merged = Histogram.empty(3, bins=1000)
-    for part in np.array_split(rows, [0, 7, 7, 1200]):
-        merged = merged.merge(Histogram.of(part, bins=1000))
-    np.testing.assert_array_equal(merged.counts, whole.counts)
-    assert whole.counts.sum() == 6000
-    q = np.array([0.0, 0.1, 0.5, 0.9, 1.0])
-    expected = np.quantile(rows, q, axis=0).T
-    assert np.abs(merged.quantiles(q) - expected).max() <= whole.bin_width
-    # a histogram of few values recovers them to half a bin
-    few = Histogram.of(np.array([[0.12], [0.5]]), bins=10)
-    np.testing.assert_allclose(few.quantiles(np.array([0.0, 0.5, 1.0])), [[0.15, 0.35, 0.55]])
-
-
-def test_histogram_refuses_values_outside_and_unlike_merges() -> None:
-    with pytest.raises(ValueError, match=r"must lie in \[0.0, 1.0\], got 1.5"):
-        Histogram.of(np.array([[0.2], [1.5]]), bins=10)
-    with pytest.raises(ValueError, match="must lie in"):
-        Histogram.of(np.array([[np.nan]]), bins=10)
-    with pytest.raises(ValueError, match="cannot merge"):
-        Histogram.empty(1, 10).merge(Histogram.empty(1, 20))
+def test_quantile_sketch_is_exact_on_few_values_and_within_its_rank_error_on_many() -> None:
+    few = np.array([0.12, 0.5, 0.31, 0.9])
+    sketch = QuantileSketch.of(few[:2]).merge(QuantileSketch.of(few[2:]))
+    # under SKETCH_K values a sketch keeps them all: each quantile is one of them
+    assert sketch.quantiles([0.0, 0.5, 1.0]) == [0.12, 0.5, 0.9]
+    # p50 of weights near 1e-5 reads a value near 1e-5, not a bin centre
+    tiny = np.random.default_rng(2).uniform(0.5e-5, 1.5e-5, 10_000)
+    assert abs(QuantileSketch.of(tiny).quantiles([0.5])[0] - np.median(tiny)) < 1e-6
+    values = np.random.default_rng(3).normal(size=200_000)
+    merged = QuantileSketch()
+    for part in np.array_split(values, 7):
+        merged = merged.merge(QuantileSketch.of(part))
+    assert merged.count == len(values)
+    ordered = np.sort(values)
+    for level, value in zip([0.1, 0.5, 0.9], merged.quantiles([0.1, 0.5, 0.9]), strict=True):
+        rank = np.searchsorted(ordered, value) / len(values)
+        assert abs(rank - level) < 0.02  # KLL with k = 200: about 1.3 % normalised rank error
     with pytest.raises(ValueError, match="empty sample"):
-        Histogram.empty(1, 10).quantiles(np.array([0.5]))
+        QuantileSketch().quantiles([0.5])
 
 
-def test_grouped_histograms_merge_like_one_pass() -> None:
+def test_quantile_sketch_survives_pickling() -> None:
+    sketch = QuantileSketch.of(np.arange(1000, dtype=float))
+    copy = pickle.loads(pickle.dumps(sketch))
+    assert copy.count == 1000 and copy.quantiles([0.5]) == sketch.quantiles([0.5])
+
+
+def test_column_summaries_merged_over_splits_equal_one_pass() -> None:
     rng = np.random.default_rng(4)
-    rows = rng.random((400, 2))
-    groups = {"label": rng.integers(0, 2, 400)}
-    whole = grouped_histograms(rows, groups, 50, 0.0, 1.0)
-    merged: dict = {}
-    for part in np.array_split(np.arange(400), 3):
-        split = grouped_histograms(rows[part], {"label": groups["label"][part]}, 50, 0.0, 1.0)
-        merged = merge_grouped(merged, split)
-    assert merged.keys() == whole.keys() == {("", ""), ("label", "0"), ("label", "1")}
-    for key, histogram in whole.items():
-        np.testing.assert_array_equal(merged[key].counts, histogram.counts)
+    values = rng.normal(size=150)
+    values[::7] = np.nan  # missing values (a null score) are left out
+    columns = {"x": values, "y": rng.random(150)}
+    groups = {"label": rng.integers(0, 2, 150).astype(str)}
+    whole = ColumnSummaries.of(columns, groups)
+    merged = ColumnSummaries()
+    for part in np.array_split(np.arange(150), [0, 40, 40, 100]):
+        split = ColumnSummaries.of(
+            {k: v[part] for k, v in columns.items()}, {"label": groups["label"][part]}
+        )
+        merged = merged.merge(split)
+    assert merged.groups() == whole.groups() == [("", ""), ("label", "0"), ("label", "1")]
+    for group in whole.groups():
+        for name in columns:
+            one, many = whole.get(name, group), merged.get(name, group)
+            assert one is not None and many is not None
+            assert one.count == many.count
+            np.testing.assert_allclose(many.mean, one.mean)
+            np.testing.assert_allclose(many.stderr, one.stderr)
+            # under SKETCH_K values per group the sketches are exact, so they agree exactly
+            assert many.sketch.quantiles([0.1, 0.5, 0.9]) == one.sketch.quantiles([0.1, 0.5, 0.9])
+    known = values[~np.isnan(values)]
+    overall = merged.get("x")
+    assert overall is not None and overall.count == len(known)
+    np.testing.assert_allclose(overall.mean, known.mean())
+    np.testing.assert_allclose(overall.stderr, known.std(ddof=1) / np.sqrt(len(known)))

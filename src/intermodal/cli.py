@@ -6,34 +6,13 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from functools import partial
 
 import polars as pl
 import pyarrow as pa
 
+from intermodal.pipelines.suites import SUITES
 from intermodal.schemas.config import ConfigError
 from intermodal.schemas.validation import InputSchemaError
-
-SUITES = ("intershap", "pid", "pid_batch", "lsmi", "intense", "i2moe")
-# rows per generated data set unless --samples says otherwise
-# (intense and i2moe: the sizes the model tests' must-shows train on, seconds on a CPU)
-DEFAULT_SAMPLES = {
-    "intershap": 20_000,
-    "pid": 100_000,
-    "pid_batch": 20_000,
-    "lsmi": 20_000,
-    "intense": 6000,
-    "i2moe": 3000,
-}
-# what a suite's estimates are
-UNITS = {
-    "intershap": "%",
-    "pid": "bits",
-    "pid_batch": "bits",
-    "lsmi": "nats",
-    "intense": "relevance; checks 1/0",
-    "i2moe": "mean expert weight; checks 1/0",
-}
 
 
 def _print_table(title: str, table: pl.DataFrame) -> None:
@@ -94,24 +73,11 @@ def _print_global(table: pa.Table) -> None:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    from intermodal.pipelines.validate import run_intershap_suite
-    from intermodal.pipelines.validate_fusion import run_i2moe_suite, run_intense_suite
-    from intermodal.pipelines.validate_lsmi import run_lsmi_suite
-    from intermodal.pipelines.validate_pid import run_pid_suite
-
-    suites = {
-        "intershap": run_intershap_suite,
-        "pid": run_pid_suite,
-        "pid_batch": partial(run_pid_suite, estimator="pid_batch"),
-        "lsmi": run_lsmi_suite,
-        "intense": run_intense_suite,
-        "i2moe": run_i2moe_suite,
-    }
-    run_suite = suites[args.suite]
-    n_samples = args.samples or DEFAULT_SAMPLES[args.suite]
-    table = run_suite(args.out, experiments=args.experiment or None, n_samples=n_samples)
+    suite = SUITES[args.suite]
+    n_samples = args.samples or suite.default_samples
+    table = suite.run(args.out, experiments=args.experiment or None, n_samples=n_samples)
     _print_table(
-        f"validation: {args.suite} ({UNITS[args.suite]}, written to {args.out}/validation.parquet)",
+        f"validation: {args.suite} ({suite.units}, written to {args.out}/validation.parquet)",
         table,
     )
 
@@ -238,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a suite's ground-truth experiments through "
         "the full pipeline; write OUT/validation.parquet.",
     )
-    validate.add_argument("suite", choices=SUITES)
+    validate.add_argument("suite", choices=list(SUITES))
     validate.add_argument("--out", required=True, help="output directory")
     validate.add_argument(
         "--experiment", action="append", help="run only this experiment (repeatable)"
@@ -246,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--samples",
         type=int,
-        help="rows per data set (default: 100000 for pid, 6000 for intense, 3000 for i2moe, "
-        "20000 for the others)",
+        help="rows per data set (default: "
+        + ", ".join(f"{s.default_samples} for {name}" for name, s in SUITES.items())
+        + ")",
     )
     validate.set_defaults(handler=_validate)
 

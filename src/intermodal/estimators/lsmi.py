@@ -24,6 +24,8 @@ from collections.abc import Mapping
 import numpy as np
 
 TERMS = ("r", "u1", "u2", "s")
+# how the dataset constant a shifts each term: r + a, u1 − a, u2 − a, s + a
+SHIFT_SIGNS = {"r": 1.0, "u1": -1.0, "u2": -1.0, "s": 1.0}
 
 
 def pointwise_information(logp_y_x: np.ndarray, logp_y: np.ndarray) -> np.ndarray:
@@ -75,5 +77,4 @@ def adjustment(r_mean: float, u1_mean: float, u2_mean: float, s_mean: float) -> 
 
 def adjusted(means: Mapping[str, float], constant: float) -> dict[str, float]:
     """Means of ``r, u1, u2, s`` shifted by the dataset constant ``a``."""
-    sign = {"r": 1.0, "u1": -1.0, "u2": -1.0, "s": 1.0}
-    return {term: float(means[term]) + sign[term] * constant for term in TERMS}
+    return {term: float(means[term]) + SHIFT_SIGNS[term] * constant for term in TERMS}

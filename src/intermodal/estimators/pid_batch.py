@@ -27,9 +27,10 @@ import torch
 from torch import Tensor
 
 from intermodal.estimators.sinkhorn import sinkhorn
+from intermodal.schemas.tables import PID_TERMS
 
 PROBABILITY_FLOOR = 1e-12  # clamp before logs of classifier probabilities
-TERMS = ("R", "U1", "U2", "S")
+TERMS = PID_TERMS  # the keys of block_pid's result
 
 
 def log_kernel(features_1: Tensor, features_2: Tensor) -> Tensor:

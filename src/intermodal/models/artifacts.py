@@ -8,8 +8,7 @@ import io
 import torch
 
 from intermodal import storage
-
-ARTIFACTS = "artifacts"
+from intermodal.rundir import ARTIFACTS
 
 
 def artifact_folder(run_dir: str, name: str) -> str:

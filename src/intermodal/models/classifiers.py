@@ -15,19 +15,47 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import torch
+from pydantic import Field
 from torch import nn
 
 from intermodal.models.training import report_epoch
+from intermodal.schemas.config import Strict
+from intermodal.schemas.tables import modality_pairs
 
 # splitmix64 finaliser constants: a cheap, well-mixed 64-bit hash of integer ids
 _MIX_1, _MIX_2, _GOLDEN = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0x9E3779B97F4A7C15
 LOG_PROBABILITY_FLOOR = math.log(1e-12)  # clamp for log p(y | x) of a confidently wrong model
+
+
+class ClassifierConfig(Strict):
+    """Cross-fitted MLPs p(y | x_m) and p(y | x_a, x_b): two hidden ReLU layers, Adam."""
+
+    hidden: int = Field(default=64, ge=1)
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+
+
+def classifier_keys(modalities: Sequence[str]) -> list[tuple[str, ...]]:
+    """Inputs of the cross-fitted classifiers: one per modality, one per pair."""
+    return [(name,) for name in modalities] + modality_pairs(modalities)
+
+
+def key_name(key: tuple[str, ...]) -> str:
+    """A classifier's name from its inputs: ``<m>`` or ``<a>__<b>``."""
+    return "__".join(key)
+
+
+def joined(features: Mapping[str, np.ndarray], key: tuple[str, ...]) -> np.ndarray:
+    """The classifier input of ``key``: its modalities' features side by side."""
+    return np.concatenate([features[name] for name in key], axis=1)
 
 
 def _splitmix64(values: np.ndarray) -> np.ndarray:
@@ -223,3 +251,29 @@ def train_folded(
             parameter.copy_(kept)
     model.eval()
     return model
+
+
+def train_classifiers(
+    keys: list[tuple[str, ...]],
+    features: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    folds: np.ndarray,
+    n_folds: int,
+    num_classes: int,
+    training: ClassifierTraining,
+    progress: Callable[[str], None],
+) -> dict[str, FoldedMLP]:
+    """One cross-fitted ``FoldedMLP`` per key (its modalities' features side by side)."""
+    return {
+        key_name(key): train_folded(
+            joined(features, key),
+            labels,
+            folds,
+            n_folds,
+            num_classes,
+            training,
+            name=f"p(y | {', '.join(key)})",
+            progress=progress,
+        )
+        for key in keys
+    }

@@ -8,7 +8,6 @@ import polars as pl
 
 from intermodal import storage
 from intermodal.models.training import TrainConfig
-from intermodal.pipelines.aggregate_pid import DATA_MEASURE, MODEL_MEASURE
 from intermodal.pipelines.experiments import (
     fcnn_job,
     headline,
@@ -20,10 +19,12 @@ from intermodal.pipelines.experiments import (
 )
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.report import write_combined_report
+from intermodal.schemas.tables import TARGET_SUFFIXES
 from intermodal.synthetic.hdxor import HDXORSpec
 
 DEMO_SETTINGS = ("synergy", "uniqueness")
 DEMO_MEASURES = ("intershap", "pid_cvx")
+PID_OF_LABELS, PID_OF_MODEL = (DEMO_MEASURES[1] + s for s in TARGET_SUFFIXES.values())
 DEMO_TRAINING = TrainConfig(epochs=30, batch_size=256, lr=1e-3)
 
 
@@ -60,8 +61,8 @@ def run_demo(
                     "val_acc": accuracy,
                     "intershap_global_%": round(100 * scores["global"], 1),
                     "local_mean_%": round(100 * scores["local_mean"], 1),
-                    "pid_labels": pid_headline(table, DATA_MEASURE, pair),
-                    "pid_model": pid_headline(table, MODEL_MEASURE, pair),
+                    "pid_labels": pid_headline(table, PID_OF_LABELS, pair),
+                    "pid_model": pid_headline(table, PID_OF_MODEL, pair),
                 }
             )
     return pl.DataFrame(rows)

@@ -11,14 +11,14 @@ import pyarrow.compute as pc
 import torch
 
 from intermodal import storage
+from intermodal.measures.pid_cvx import pid_term
 from intermodal.models.fcnn import build_fcnn
 from intermodal.models.training import TrainConfig, TrainResult, train_classifier
 from intermodal.pipelines.aggregate import run_aggregate
-from intermodal.pipelines.aggregate_pid import pid_term
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.pipelines.score import run_score
 from intermodal.schemas.config import JobConfig, dump_config, parse_config
-from intermodal.schemas.tables import modality_values
+from intermodal.schemas.tables import PID_TERMS, modality_values
 from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
 
 XOR_FACTORY = "intermodal.synthetic.hdxor:xor_function_model"
@@ -153,7 +153,7 @@ def overall_terms(table: pa.Table, measure: str) -> dict[str, float]:
 def pid_headline(table: pa.Table, measure: str, pair: tuple[str, str]) -> str:
     """``R/U1/U2/S`` of one pair over the whole dataset, in bits, as ``0.00/0.83/0.00/0.04``."""
     terms = overall_terms(table, measure)
-    return "/".join(f"{terms[pid_term(term, pair)]:.2f}" for term in ("R", "U1", "U2", "S"))
+    return "/".join(f"{terms[pid_term(term, pair)]:.2f}" for term in PID_TERMS)
 
 
 def headline(table: pa.Table, suffix: str = "") -> dict[str, float]:

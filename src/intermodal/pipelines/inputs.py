@@ -168,13 +168,12 @@ def shard_file_prefix(shard_index: int) -> str:
 
 
 def read_shard(
-    shard: Shard, config: dict, duplicates: pa.Array, rejects_uri: str
+    shard: Shard, job: JobConfig, duplicates: pa.Array, rejects_uri: str
 ) -> Iterator[pa.Table]:
     """Stream one shard by row group: write each group's bad rows to ``rejects/`` (one file per
     group, named by shard and group so a retried task overwrites rather than duplicates) and
     yield its valid rows with the shard's index in ``SOURCE_SHARD`` (the score writer files
     rows by shard, which is what ``resume`` counts)."""
-    job = JobConfig.model_validate(config)
     parquet = storage.parquet_file(shard.uri)
     first_row = 0
     for group in range(parquet.num_row_groups):
@@ -198,10 +197,12 @@ class ShardSource(Datasource):
     busy actor)."""
 
     def __init__(
-        self, shards: list[Shard], config: dict, duplicates: pa.Array, rejects_uri: str
+        self, shards: list[Shard], job: JobConfig, duplicates: pa.Array, rejects_uri: str
     ) -> None:
         self.shards = shards
-        self.config = config
+        # the validated config object, not its dump: a worker need not know every measure
+        # the job names to use it (a measure registered in the driver travels with the job)
+        self.job = job
         self.duplicates = duplicates
         self.rejects_uri = rejects_uri
 
@@ -213,7 +214,7 @@ class ShardSource(Datasource):
     ) -> list[ReadTask]:
         return [
             ReadTask(
-                partial(read_shard, shard, self.config, self.duplicates, self.rejects_uri),
+                partial(read_shard, shard, self.job, self.duplicates, self.rejects_uri),
                 BlockMetadata(
                     num_rows=shard.num_rows,
                     size_bytes=None,

@@ -1,6 +1,7 @@
-"""``partition``: split a run's samples by a score column (exact quantile cuts or thresholds), by
-the dominant LSMI term or by the leading I2MoE expert, into Parquet of ``sample_id`` per
-partition, streamed with Ray Data.
+"""``partition``: split a run's samples by a score column (exact quantile cuts or thresholds), or
+by a category rule a measure offers (the dominant LSMI term, the leading I2MoE expert: each
+row in the category of its largest column), into Parquet of ``sample_id`` per partition,
+streamed with Ray Data.
 
 Quantile cuts are exact, without holding the column: rows are ordered by the key
 ``(value, id)`` (the id breaks ties, so the order is strict and every requested size is met to
@@ -26,23 +27,11 @@ import ray
 
 from intermodal import storage
 from intermodal.cluster import ensure_ray
-from intermodal.export import (
-    adjusted_lsmi,
-    dominant_names,
-    lsmi_constant,
-    lsmi_pair,
-    lsmi_score_pairs,
-)
+from intermodal.measures import MEASURES
+from intermodal.measures.base import CategoryRule
 from intermodal.pipelines.run import Progress, RunPaths
-from intermodal.schemas.tables import (
-    I2MOE_WEIGHT_PREFIX,
-    SAMPLE_ID,
-    i2moe_weight_column,
-    lsmi_column,
-)
+from intermodal.schemas.tables import SAMPLE_ID
 
-DOMINANT = "dominant"
-LEADING_EXPERT = "i2moe"
 PARTITION = "partition"
 NULL_PARTITION = "null"  # rows whose value is null or NaN (e.g. LSMI of an unlabelled row)
 SUMMARY_FILE = "partitions.json"
@@ -51,20 +40,25 @@ KEY_DIGITS = 8  # 4 digits of the value's bits, then 4 of the id's
 DIGIT_MASK = (1 << DIGIT_BITS) - 1
 
 
+def category_names() -> dict[str, str]:
+    """``--by`` values that name a measure's category rule → that measure's name."""
+    return {by: m.name for m in MEASURES.values() for by in m.partition_names}
+
+
 @dataclass(frozen=True)
 class Rule:
-    """What splits the rows: ``by`` a score column with ``quantiles`` or ``thresholds``,
-    ``by="dominant"`` (the largest adjusted LSMI term of ``pair``) or ``by="i2moe"`` (the
-    expert, of ``experts``, with the largest I2MoE weight)."""
+    """What splits the rows: ``by`` a score column with ``quantiles`` or ``thresholds``, or
+    ``by`` a measure's category rule (``category_names``; ``pair`` picks the pair of a rule on
+    modality pairs), resolved for a run into ``category``."""
 
     by: str
     quantiles: tuple[float, ...] = ()
     thresholds: tuple[float, ...] = ()
     pair: tuple[str, str] | None = None
-    experts: tuple[str, ...] = ()
+    category: CategoryRule | None = None
 
     def __post_init__(self) -> None:
-        if self.by in (DOMINANT, LEADING_EXPERT):
+        if self.by in category_names():
             if self.quantiles or self.thresholds:
                 raise ValueError(f"--by {self.by} takes neither --quantiles nor --threshold")
             return
@@ -294,51 +288,12 @@ def _cut_partitions(
     return names[index]
 
 
-def _largest(values: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """Per row of ``values [n, k]``, the name of its largest column (the first of equal ones);
-    ``NULL_PARTITION`` where any value is NaN."""
-    labels = np.array([*names, NULL_PARTITION])
-    index = np.where(
-        np.isnan(values).any(axis=1),
-        len(names),
-        np.argmax(np.nan_to_num(values, nan=-np.inf), axis=1),
-    )
-    return labels[index]
-
-
-def _dominant_partitions(batch: pa.Table, pair: tuple[str, str], constant: float) -> np.ndarray:
-    terms = adjusted_lsmi(batch, pair, constant)  # in order r, u1, u2, s
-    return _largest(np.column_stack(list(terms.values())), dominant_names(pair))
-
-
-def _leading_expert_partitions(batch: pa.Table, experts: Sequence[str]) -> np.ndarray:
-    weights = [batch.column(i2moe_weight_column(e)).cast(pa.float64()).to_numpy() for e in experts]
-    return _largest(np.column_stack(weights), experts)
-
-
-def i2moe_score_experts(scores_file: str) -> tuple[str, ...]:
-    """The I2MoE experts with weight columns in a score file (at least one, else an error)."""
-    names = storage.parquet_file(scores_file).schema_arrow.names
-    prefix = I2MOE_WEIGHT_PREFIX
-    experts = tuple(n[len(prefix) :] for n in names if n.startswith(prefix))
-    if not experts:
-        raise ValueError(
-            f"{scores_file}: no I2MoE weight columns ({I2MOE_WEIGHT_PREFIX}<expert>); "
-            "was i2moe measured?"
-        )
-    return experts
-
-
-def assign_stage(batch: pa.Table, rule: dict, keys: list, constant: float | None) -> pa.Table:
+def assign_stage(batch: pa.Table, rule: Rule, keys: list) -> pa.Table:
     """Ray Data stage over score rows: the ``partition`` name of every row."""
-    parsed = Rule(**rule)
-    if parsed.by == DOMINANT:
-        assert parsed.pair is not None and constant is not None
-        names = _dominant_partitions(batch, parsed.pair, constant)
-    elif parsed.by == LEADING_EXPERT:
-        names = _leading_expert_partitions(batch, parsed.experts)
+    if rule.category is not None:
+        names = rule.category.assign(batch, NULL_PARTITION)
     else:
-        names = _cut_partitions(batch.column(parsed.by), batch.column(SAMPLE_ID), parsed, keys)
+        names = _cut_partitions(batch.column(rule.by), batch.column(SAMPLE_ID), rule, keys)
     return batch.append_column(PARTITION, pa.array(names, pa.string()))
 
 
@@ -417,14 +372,12 @@ def partition_sizes(out: str) -> dict[str, int]:
 
 def _descriptions(rule: Rule, n_valid: int, cut_values: list[float]) -> dict[str, dict]:
     """Per partition name: its definition (and for quantiles, the rows it must hold)."""
-    if rule.by == DOMINANT:
-        assert rule.pair is not None
+    if rule.category is not None:
+        category = rule.category
         return {
-            name: {"rule": f"largest adjusted LSMI term of {','.join(rule.pair)} is {term}"}
-            for name, term in zip(dominant_names(rule.pair), ("r", "u1", "u2", "s"), strict=True)
+            name: {"rule": text}
+            for name, text in zip(category.names, category.descriptions, strict=True)
         }
-    if rule.by == LEADING_EXPERT:
-        return {expert: {"rule": f"largest I2MoE weight is {expert}'s"} for expert in rule.experts}
     cuts = list(rule.quantiles or rule.thresholds)
     names = cut_names(len(cuts))
     edges = [None, *cuts, None]
@@ -467,15 +420,13 @@ def run_partition(
     files = storage.list_parquet(paths.scores)
     if not files:
         raise ValueError(f"{paths.scores}: no score files to partition")
-    constant, keys, n_valid, cut_values = None, [], 0, []
-    if rule.by == DOMINANT:
-        pair = lsmi_pair(lsmi_score_pairs(files[0]), rule.pair, files[0])
-        rule = replace(rule, pair=pair)
-        constant = lsmi_constant(run_dir, pair)
-        columns = [SAMPLE_ID, *(lsmi_column(t, *pair) for t in ("r", "u1", "u2", "s"))]
-    elif rule.by == LEADING_EXPERT:
-        rule = replace(rule, experts=i2moe_score_experts(files[0]))
-        columns = [SAMPLE_ID, *(i2moe_weight_column(e) for e in rule.experts)]
+    keys, n_valid, cut_values = [], 0, []
+    categories = category_names()
+    if rule.by in categories:
+        measure = MEASURES[categories[rule.by]]
+        category = measure.partition_rule(rule.by, run_dir, files[0], rule.pair)
+        rule = replace(rule, category=category)
+        columns = [SAMPLE_ID, *category.columns]
     else:
         _check_column(files, rule.by)
         columns = [SAMPLE_ID, rule.by]
@@ -488,7 +439,7 @@ def run_partition(
     rows = _read(paths.scores, columns).map_batches(
         assign_stage,
         batch_format="pyarrow",
-        fn_kwargs={"rule": vars(rule), "keys": keys, "constant": constant},
+        fn_kwargs={"rule": rule, "keys": keys},
     )
     if with_input:
         rows = _with_input(rows, run_dir)
@@ -497,9 +448,7 @@ def run_partition(
     sizes = partition_sizes(out)
     described = _descriptions(rule, n_valid, cut_values)
     if sizes.get(NULL_PARTITION):
-        missing = {DOMINANT: "the LSMI terms", LEADING_EXPERT: "the I2MoE weights"}.get(
-            rule.by, rule.by
-        )
+        missing = rule.category.missing if rule.category is not None else rule.by
         described[NULL_PARTITION] = {"rule": f"{missing} null or NaN (e.g. no label)"}
     total = max(sum(sizes.values()), 1)
     summary = [
@@ -507,10 +456,19 @@ def run_partition(
         for name, d in described.items()
     ]
     storage.write_json(
-        {"run_dir": run_dir, "rule": vars(rule), "partitions": summary},
+        {"run_dir": run_dir, "rule": rule_facts(rule), "partitions": summary},
         storage.join(out, SUMMARY_FILE),
     )
     return pl.DataFrame(summary)
+
+
+def rule_facts(rule: Rule) -> dict:
+    """The rule as ``partitions.json`` records it."""
+    facts = {k: v for k, v in vars(rule).items() if k != "category"}
+    if rule.category is not None:
+        facts["columns"] = list(rule.category.columns)
+        facts["categories"] = list(rule.category.names)
+    return facts
 
 
 def key_value(hi: int) -> float:

@@ -1,36 +1,26 @@
-"""The layout of a run directory and the progress callback every stage reports through."""
+"""The layout of a run directory, the progress callback every stage reports through, and how
+measures travel to Ray's workers."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from intermodal import storage
-from intermodal.models.artifacts import ARTIFACTS
+import ray
+
+from intermodal.measures import Measure
+from intermodal.rundir import RunPaths
 
 Progress = Callable[[str], None]
+__all__ = ["Progress", "RunPaths", "ship_measures"]
 
 
-@dataclass(frozen=True)
-class RunPaths:
-    root: str
-
-    @property
-    def scores(self) -> str:
-        return storage.join(self.root, "scores")
-
-    @property
-    def rejects(self) -> str:
-        return storage.join(self.root, "rejects")
-
-    @property
-    def global_(self) -> str:
-        return storage.join(self.root, "global")
-
-    @property
-    def artifacts(self) -> str:
-        return storage.join(self.root, ARTIFACTS)
-
-    @property
-    def manifest(self) -> str:
-        return storage.join(self.root, "manifest.json")
+def ship_measures(measures: list[Measure]) -> None:
+    """Let Ray's workers unpickle ``measures`` whose module they cannot import (a measure
+    registered from a notebook or a test module): cloudpickle then sends such a module's code
+    by value instead of by name. Measures of installed packages travel by name as usual."""
+    for measure in measures:
+        module = sys.modules[type(measure).__module__]
+        # __main__ already travels by value; intermodal's own modules by name
+        if module.__name__ != "__main__" and not module.__name__.startswith("intermodal."):
+            ray.cloudpickle.register_pickle_by_value(module)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import platform
 import time
-from functools import partial
 from importlib.metadata import version
 
 import numpy as np
@@ -14,12 +13,8 @@ import ray
 
 from intermodal import __version__, storage
 from intermodal.cluster import ensure_ray
-from intermodal.estimators.discretize import Codebook
-from intermodal.operators.score import ScoreOperator
-from intermodal.pipelines.fit import fit_codebooks, load_codebooks
-from intermodal.pipelines.fit_fusion import fit_fusion, fusion_fitted
-from intermodal.pipelines.fit_lsmi import fit_lsmi, lsmi_fitted
-from intermodal.pipelines.fit_pid_batch import batch_fitted, fit_pid_batch
+from intermodal.measures import Measure, coalition_settings, job_measures
+from intermodal.pipelines.artifacts import fit_measure, fitted
 from intermodal.pipelines.inputs import (
     NoValidRows,
     Shard,
@@ -30,7 +25,8 @@ from intermodal.pipelines.inputs import (
     sample_rows,
 )
 from intermodal.pipelines.resume import ScoreSink, resume_key, shard_progress
-from intermodal.pipelines.run import Progress, RunPaths
+from intermodal.pipelines.run import Progress, RunPaths, ship_measures
+from intermodal.pipelines.score_stage import ScoreOperator
 from intermodal.schemas.config import JobConfig
 
 # Rows of score output an actor buffers before handing them on as one block. Ray Data's
@@ -42,16 +38,15 @@ SCORE_BLOCK_BYTES = 8 << 20
 
 
 def needs_background(config: JobConfig) -> bool:
-    """Masked coalitions are computed: InterSHAP, or LSMI reading the model's coalitions."""
-    lsmi_from_model = "lsmi" in config.measures and config.lsmi.classifiers == "model"
-    return "intershap" in config.measures or lsmi_from_model
+    """Whether a measure of the job reads the model's masked coalition values."""
+    return any(measure.needs(config).coalitions for measure in job_measures(config))
 
 
 def background_inputs(
     config: JobConfig, shards: list[Shard], duplicates: pa.Array
 ) -> dict[str, np.ndarray]:
     """The rows that stand in for masked modalities: K sampled rows, their mean, or zeros."""
-    settings = config.intershap
+    settings = coalition_settings(config)
     if settings.masking == "zeros":
         return {m.name: np.zeros((1, m.size), np.float32) for m in config.modalities}
     if settings.background_uri is not None:
@@ -80,19 +75,14 @@ def package_versions() -> dict[str, str]:
 def _score_stage(
     rows: ray.data.Dataset,
     config: JobConfig,
+    measures: list[Measure],
     background: dict[str, np.ndarray] | None,
-    codebooks: dict[str, Codebook] | None,
 ) -> ray.data.Dataset:
-    """Validated rows → score rows on one actor pool (``operators.score.ScoreOperator``)."""
+    """Validated rows → score rows on one actor pool (``pipelines.score_stage``)."""
     compute = config.compute
-    arrays = None if codebooks is None else {n: b.to_arrays() for n, b in codebooks.items()}
     return rows.map_batches(
         ScoreOperator,
-        fn_constructor_kwargs={
-            "config": config.model_dump(mode="json"),
-            "background": background,
-            "codebooks": arrays,
-        },
+        fn_constructor_kwargs={"job": config, "measures": measures, "background": background},
         compute=ray.data.ActorPoolStrategy(size=compute.actors),
         num_cpus=compute.cpus_per_actor,
         num_gpus=compute.gpus_per_actor,
@@ -103,44 +93,18 @@ def _score_stage(
 
 def _prepare(
     config: JobConfig, shards: list[Shard], duplicates: pa.Array, progress: Progress
-) -> tuple[dict[str, np.ndarray] | None, dict[str, Codebook] | None, bool]:
-    """Background rows and fitted artifacts the measures need: ``(background, codebooks,
+) -> tuple[dict[str, np.ndarray] | None, bool]:
+    """Background rows and the fitted artifacts the measures need: ``(background,
     refitted)``, refitted when any artifact was fitted now rather than reused."""
-    background = codebooks = None
+    background = background_inputs(config, shards, duplicates) if needs_background(config) else None
     refitted = False
-    if needs_background(config):
-        background = background_inputs(config, shards, duplicates)
-    if "pid_cvx" in config.measures:
-        codebooks = load_codebooks(config, shards)
-        if codebooks is None:
-            codebooks, refitted = fit_codebooks(config, shards, duplicates, progress), True
+    for measure in job_measures(config):
+        if fitted(config, measure, shards):
+            if measure.fit_sample(config) is not None:
+                progress(f"[score] {measure.title} fitted on this input and settings: reused")
         else:
-            progress("[score] PID codebooks fitted on this input and settings: reused")
-    fits = (
-        ("pid_batch", "PID BATCH", batch_fitted, fit_pid_batch),
-        ("lsmi", "LSMI", lsmi_fitted, fit_lsmi),
-        (
-            "i2moe",
-            "I2MoE",
-            partial(fusion_fitted, measure="i2moe"),
-            partial(fit_fusion, measure="i2moe"),
-        ),
-        (
-            "intense",
-            "InTense",
-            partial(fusion_fitted, measure="intense"),
-            partial(fit_fusion, measure="intense"),
-        ),
-    )
-    for measure, title, fitted, fit in fits:
-        if measure not in config.measures:
-            continue
-        if fitted(config, shards):
-            progress(f"[score] {title} models fitted on this input and settings: reused")
-        else:
-            fit(config, shards, duplicates, progress)
-            refitted = True
-    return background, codebooks, refitted
+            refitted = fit_measure(config, measure, shards, duplicates, progress) or refitted
+    return background, refitted
 
 
 def _recorded_resume_key(paths: RunPaths) -> dict | None:
@@ -154,7 +118,7 @@ def _manifest(
     key: dict,
     finished: set[int],
     background: dict[str, np.ndarray] | None,
-    codebooks: dict[str, Codebook] | None,
+    artifacts: dict[str, dict],
 ) -> dict:
     return {
         "dataset": config.dataset,
@@ -172,9 +136,7 @@ def _manifest(
             "rows": sum(shard.num_rows for shard in shards),
         },
         "background_rows": 0 if background is None else len(next(iter(background.values()))),
-        "codebooks": {}
-        if codebooks is None
-        else {name: {"kind": b.kind, "codes": b.n_codes} for name, b in codebooks.items()},
+        "artifacts": artifacts,
     }
 
 
@@ -193,12 +155,13 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
         f"measures {', '.join(config.measures)}; model {config.model_name}"
     )
     duplicates = duplicate_ids(config, shards)
-    background = codebooks = None
+    background = None
+    measures = job_measures(config)
     try:
-        background, codebooks, refitted = _prepare(config, shards, duplicates, progress)
+        background, refitted = _prepare(config, shards, duplicates, progress)
         any_valid = True
     except NoValidRows:
-        if config.intershap.background_uri is not None and needs_background(config):
+        if coalition_settings(config).background_uri is not None and needs_background(config):
             raise
         any_valid, refitted = False, True  # every input row is invalid: only rejects to write
     config_data = config.model_dump(mode="json")
@@ -212,21 +175,22 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
         storage.remove(paths.rejects)
         pending = shards
     done = {shard.index for shard in shards} - {shard.index for shard in pending}
-    storage.write_json(_manifest(config, shards, key, done, background, codebooks), paths.manifest)
+    artifacts = {m.name: m.describe_artifacts(config) for m in measures} if any_valid else {}
+    artifacts = {name: facts for name, facts in artifacts.items() if facts}
+    storage.write_json(_manifest(config, shards, key, done, background, artifacts), paths.manifest)
 
     if pending:
         ensure_ray()
+        ship_measures(measures)  # before anything that pickles the job or its measures
         rows = ray.data.read_datasource(
-            ShardSource(pending, config_data, duplicates, paths.rejects),
+            ShardSource(pending, config, duplicates, paths.rejects),
             # one block per read task: Ray would otherwise split each shard's rows into many
             # small blocks to reach its default parallelism (and so many small score files)
             override_num_blocks=len(pending),
         )
         rows.context.target_max_block_size = SCORE_BLOCK_BYTES  # this run's datasets only
         if any_valid:
-            _score_stage(rows, config, background, codebooks).write_datasink(
-                ScoreSink(paths.scores)
-            )
+            _score_stage(rows, config, measures, background).write_datasink(ScoreSink(paths.scores))
         else:
             rows.materialize()  # runs the read stage, which writes rejects/
 
@@ -236,7 +200,7 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
             f"row accounting failed: {total_rows} input rows, {n_scored} scored, "
             f"{n_rejected} rejected"
         )
-    manifest = _manifest(config, shards, key, {s.index for s in shards}, background, codebooks)
+    manifest = _manifest(config, shards, key, {s.index for s in shards}, background, artifacts)
     manifest["rows"] = {"scored": n_scored, "rejected": n_rejected}
     manifest["seconds"] = {"score": round(time.time() - started, 3)}
     storage.write_json(manifest, paths.manifest)

@@ -17,13 +17,15 @@ import polars as pl
 import pyarrow as pa
 
 from intermodal import storage
-from intermodal.pipelines.aggregate_pid import DATA_MEASURE, pid_term
+from intermodal.measures.pid_cvx import PIDCVX, pid_term
 from intermodal.pipelines.experiments import overall_terms, run_job
 from intermodal.pipelines.run import Progress
 from intermodal.pipelines.validate import write_validation
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.pid_data import BitwiseSpec, LatentSpec, generate_bitwise, generate_latent
+
+DATA_MEASURE = PIDCVX.name  # PID of (x_a, x_b, label)
 
 AND_REDUNDANCY = 0.75 * float(np.log2(4 / 3))  # I(X1; Y) of Y = X1 AND X2, fair bits: 0.311
 TABLE_1 = {  # bits: R, U1, U2, S

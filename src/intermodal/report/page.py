@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from intermodal import storage
-from intermodal.report.run import RunData
-from intermodal.report.sections import SECTIONS, Section
+from intermodal.charts.html import Section
+from intermodal.charts.run import RunData
+from intermodal.measures import MEASURES
+from intermodal.report.sections import global_tables, overview
 
 REPORT_DIR = "report"
 INDEX = "index.html"
@@ -53,7 +55,11 @@ PAGE = """<!doctype html>
 
 
 def run_sections(run: RunData) -> list[Section]:
-    return [section for build in SECTIONS if (section := build(run)) is not None]
+    """The run's facts and global tables, then a section per measure it scored, in registry
+    order (a measure the run did not score, or that has nothing to show, has none)."""
+    sections = [overview(run), global_tables(run)]
+    sections += [m.report(run) for name, m in MEASURES.items() if name in run.measures]
+    return [section for section in sections if section is not None]
 
 
 def _anchor(*parts: str) -> str:

@@ -6,8 +6,11 @@ file and the dotted key.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import fsspec
 import yaml
@@ -16,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -26,7 +30,9 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the file and the key."""
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A settings model: unknown keys are errors and values never change after validation."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -44,7 +50,7 @@ def _shared_uri(uri: str | None) -> str | None:
 SharedURI = Annotated[str, AfterValidator(_shared_uri)]
 
 
-class ModalityConfig(_Strict):
+class ModalityConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
     column: str | None = None  # input column; defaults to the name
     shape: list[int] = Field(min_length=1)  # the model's per-sample tensor shape
@@ -68,154 +74,14 @@ class ModalityConfig(_Strict):
         return shape
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     name: str  # recorded in the manifest and the demo tables
     factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:function
     kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: SharedURI | None = None  # URI of a state_dict, loaded with weights_only=True
 
 
-class InterSHAPConfig(_Strict):
-    # background: expectation over K rows; mean: one row, the background mean; zeros: zeros
-    masking: Literal["background", "mean", "zeros"] = "background"
-    background_size: int = Field(default=32, ge=1, le=4096)
-    background_uri: SharedURI | None = None  # default: sampled from the input itself
-    # predicted: the class predicted with all modalities (paper); label; all: every class
-    target: Literal["predicted", "label", "all"] = "predicted"
-    seed: int = 0
-
-
-class PIDConfig(_Strict):
-    """Codebooks for the exact PID (paper 003 App. C.4): k-means per modality, histograms for
-    scalar modalities, fitted on a uniform sample of ``fit_rows`` valid rows."""
-
-    n_clusters: int = Field(default=20, ge=2, le=1000)  # k; also caps histogram bins
-    standardize: bool = True  # per-feature mean/std before PCA and k-means
-    pca_components: int | None = Field(default=None, ge=1)  # None: no PCA
-    fit_rows: int = Field(default=100_000, ge=1)
-    seed: int = 0
-
-
-class ClassifierConfig(_Strict):
-    """Cross-fitted MLPs p(y | x_m) and p(y | x_a, x_b): two hidden ReLU layers, Adam."""
-
-    hidden: int = Field(default=64, ge=1)
-    epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=256, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=1e-4, ge=0)
-
-
-class LSMIEntropyConfig(_Strict):
-    """KNIFE h(x_m) per modality (mixture of Gaussians on standardised features)."""
-
-    n_components: int = Field(default=5, ge=1)
-    diagonal: bool = False
-    pca_components: int | None = Field(default=None, ge=1)  # None: no PCA before KNIFE
-    epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=256, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-
-
-class LSMIConfig(_Strict):
-    """Pointwise redundancy / uniqueness / synergy (paper 001), fitted on a sample."""
-
-    # crossfit: MLPs p(y | x_m), p(y | x_a, x_b) trained here with K-fold cross-fitting;
-    # model: the configured model's masked coalition outputs (a model trained with modality
-    # masking), masked as intershap.masking says; nothing is trained
-    classifiers: Literal["crossfit", "model"] = "crossfit"
-    # inputs: the modality columns; encoder: the configured model's encode(name, x) outputs
-    features: Literal["inputs", "encoder"] = "inputs"
-    folds: int = Field(default=5, ge=2, le=50)  # cross-fitting: no row scored by its own fit
-    fit_rows: int = Field(default=100_000, ge=10)
-    seed: int = 0
-    classifier: ClassifierConfig = ClassifierConfig()
-    entropy: LSMIEntropyConfig = LSMIEntropyConfig()
-
-
-class PIDBatchConfig(_Strict):
-    """The BATCH estimator of PID (paper 003 §3.2, App. B.3) on continuous features."""
-
-    block_size: int = Field(default=256, ge=8)  # m: rows per coupling, in training and scoring
-    epochs: int = Field(default=10, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    hidden: int = Field(default=32, ge=1)  # encoder MLP width (3 layers)
-    embed_dim: int = Field(default=10, ge=1)  # encoder features per label
-    sinkhorn_iters: int = Field(default=200, ge=1)
-    sinkhorn_tol: float = Field(default=1e-6, gt=0)  # largest row-marginal error accepted
-    folds: int = Field(default=5, ge=2, le=50)
-    fit_rows: int = Field(default=100_000, ge=16)
-    seed: int = 0
-    classifier: ClassifierConfig = ClassifierConfig()
-
-
-class I2MoEConfig(_Strict):
-    """I2MoE (paper 002) trained on a sample of labelled rows; scores per-sample expert weights.
-
-    ``warmup_epochs``: the first epochs train every expert on its own task loss before the
-    re-weighting model is used; without them the re-weighting model learns the label itself
-    and the weights say nothing about interactions. ``perturbation`` and ``gate_objective``:
-    ours (``swap``, ``expected_loss``) or the paper's (``noise``, ``mixture``); why ours are
-    the defaults is in docs/models.md, I2MoE findings."""
-
-    backbone: Literal["mlp", "transformer"] = "mlp"
-    hidden_dim: int = Field(default=32, ge=1)
-    temperature: float = Field(default=1.0, gt=0)
-    interaction_weight: float = Field(default=2.0, ge=0)  # λ_int
-    perturbation: Literal["swap", "noise"] = "swap"
-    gate_objective: Literal["expected_loss", "mixture"] = "expected_loss"
-    epochs: int = Field(default=10, ge=1)
-    warmup_epochs: int = Field(default=5, ge=0)
-    batch_size: int = Field(default=64, ge=2)
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    fit_rows: int = Field(default=100_000, ge=2)
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _warmup_within_epochs(self) -> I2MoEConfig:
-        if self.warmup_epochs >= self.epochs:
-            raise ValueError(
-                f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs}): "
-                "the re-weighting model is trained only after the warm-up"
-            )
-        return self
-
-
-class InTenseConfig(_Strict):
-    """InTense (paper 004) trained on a sample of labelled rows; scores per-sample block
-    contributions. ``subsets``: modality name lists, one block each (default: every singleton
-    and every pair)."""
-
-    subsets: list[list[str]] | None = None
-    hidden_dim: int = Field(default=32, ge=1)
-    latent_dim: int = Field(default=4, ge=1)
-    p: float = Field(default=1.0, ge=1)
-    regularization: float = Field(default=0.05, ge=0)  # Λ of eq. 3
-    epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=64, ge=2)
-    lr: float = Field(default=3e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    fit_rows: int = Field(default=100_000, ge=2)
-    seed: int = 0
-
-    @field_validator("subsets")
-    @classmethod
-    def _distinct_non_empty(cls, subsets: list[list[str]] | None) -> list[list[str]] | None:
-        if subsets is None:
-            return None
-        if not subsets:
-            raise ValueError("give at least one subset, or leave subsets unset for the default")
-        for subset in subsets:
-            if not subset or len(set(subset)) != len(subset):
-                raise ValueError(f"every subset needs distinct modality names, got {subset}")
-        return subsets
-
-
-Measure = Literal["intershap", "pid_cvx", "lsmi", "pid_batch", "i2moe", "intense"]
-
-
-class ComputeConfig(_Strict):
+class ComputeConfig(Strict):
     batch_size: int = Field(default=1024, ge=1)
     actors: int = Field(default=1, ge=1)
     cpus_per_actor: float = Field(default=1, gt=0)
@@ -224,7 +90,53 @@ class ComputeConfig(_Strict):
     torch_threads: int | None = Field(default=None, ge=1)
 
 
-class JobConfig(_Strict):
+@dataclass(frozen=True)
+class MeasureSchema:
+    """What validating a job needs to know of a measure: its name, the key and pydantic model
+    of its settings section (None: it has none), and a check of the job as a whole (raises
+    ValueError for settings the measure cannot run with)."""
+
+    name: str
+    section: str | None
+    settings: type[BaseModel] | None
+    check: Callable[[JobConfig], None]
+    # why every scored row needs a label under this job's settings, or None when it does not
+    label_reason: Callable[[JobConfig], str | None]
+
+
+# Filled by ``intermodal.measures.register``: measures sit above schemas in the layering, so
+# they register here rather than being imported. The registry module is loaded on the first
+# validation (``_registry``), so a config never meets an empty table.
+MEASURE_SCHEMAS: dict[str, MeasureSchema] = {}
+REGISTRY_MODULE = "intermodal.measures"
+
+
+def register_measure_schema(schema: MeasureSchema) -> None:
+    section_keys = {s.section for s in MEASURE_SCHEMAS.values() if s.name != schema.name}
+    if schema.section in JobConfig.model_fields or schema.section in section_keys:
+        raise ValueError(f"measure '{schema.name}': config key '{schema.section}' is taken")
+    MEASURE_SCHEMAS[schema.name] = schema
+
+
+def _registry() -> dict[str, MeasureSchema]:
+    importlib.import_module(REGISTRY_MODULE)  # registers the built-in measures once
+    return MEASURE_SCHEMAS
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    return {
+        s.section: s.settings
+        for s in _registry().values()
+        if s.section is not None and s.settings is not None
+    }
+
+
+class JobConfig(BaseModel):
+    """A job. Keys other than the fields below are measures' settings sections (``lsmi:``,
+    ``pid:``...), each validated by its measure's model; any other key is an error."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     dataset: str  # a name for the manifest and tables
     input: SharedURI  # fsspec URI of a Parquet file, a directory of shards, or a glob
     output: SharedURI  # run directory URI
@@ -233,17 +145,10 @@ class JobConfig(_Strict):
     group_columns: list[str] = Field(default_factory=list)
     num_classes: int = Field(ge=2)
     modalities: list[ModalityConfig] = Field(min_length=2)
-    # intershap needs a model; pid_cvx runs on labels, and also on predictions with a model;
-    # lsmi needs labels
-    measures: list[Measure] = Field(default=["intershap"], min_length=1)
+    measures: list[str] = Field(default=["intershap"], min_length=1)
     model: ModelConfig | None = None
-    intershap: InterSHAPConfig = InterSHAPConfig()
-    pid: PIDConfig = PIDConfig()
-    lsmi: LSMIConfig = LSMIConfig()
-    pid_batch: PIDBatchConfig = PIDBatchConfig()
-    i2moe: I2MoEConfig = I2MoEConfig()
-    intense: InTenseConfig = InTenseConfig()
     compute: ComputeConfig = ComputeConfig()
+    _label_reasons: list[str] = PrivateAttr(default_factory=list)
 
     @property
     def modality_names(self) -> list[str]:
@@ -252,6 +157,57 @@ class JobConfig(_Strict):
     @property
     def model_name(self) -> str:
         return self.model.name if self.model is not None else "none"
+
+    @property
+    def label_reasons(self) -> list[str]:
+        """Why rows without a label cannot be scored (empty when they can); worked out at
+        validation, so workers that lack a measure the driver registered can read it."""
+        return list(self._label_reasons)
+
+    @property
+    def targets(self) -> list[str]:
+        """Score columns that PID-style measures decompose: the label when there is one, the
+        prediction when there is a model."""
+        return [*(["label"] if self.label_column else []), *(["pred"] if self.model else [])]
+
+    @field_validator("measures")
+    @classmethod
+    def _registered(cls, measures: list[str]) -> list[str]:
+        known = _registry()
+        unknown = [m for m in measures if m not in known]
+        if unknown:
+            raise ValueError(f"unknown measure(s) {unknown}; known: {', '.join(known)}")
+        return measures
+
+    def section(self, key: str) -> Any:
+        """A measure's settings section (its defaults when the job does not set it)."""
+        return getattr(self, key)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _validate_sections(cls, data: Any) -> Any:
+        """Each measure's section through its own model; unknown keys are errors, reported
+        with their dotted keys like every other error."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        sections = _sections()
+        errors: list[Any] = []
+        for key, value in list(data.items()):
+            if key in cls.model_fields:
+                continue
+            if key not in sections:
+                errors.append({"type": "extra_forbidden", "loc": (key,), "input": value})
+                continue
+            try:
+                data[key] = sections[key].model_validate(value)
+            except ValidationError as error:
+                errors += [{**item, "loc": (key, *item["loc"])} for item in error.errors()]
+        for key, model in sections.items():
+            data.setdefault(key, model())
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> JobConfig:
@@ -262,38 +218,12 @@ class JobConfig(_Strict):
             raise ValueError(f"at most 10 modalities (2**M coalitions), got {len(names)}")
         if len(set(self.measures)) != len(self.measures):
             raise ValueError(f"measures must be unique, got {self.measures}")
-        if "intershap" in self.measures and self.model is None:
-            raise ValueError("measure 'intershap' needs a model")
-        if "pid_cvx" in self.measures and self.model is None and self.label_column is None:
-            raise ValueError("measure 'pid_cvx' needs label_column or a model to predict with")
-        if "pid_batch" in self.measures and self.label_column is None:
-            raise ValueError("measure 'pid_batch' needs label_column")
-        if "lsmi" in self.measures and self.label_column is None:
-            raise ValueError("measure 'lsmi' needs label_column (it decomposes i(x; label))")
-        if "lsmi" in self.measures and self.model is None:
-            if self.lsmi.features == "encoder":
-                raise ValueError("lsmi.features 'encoder' needs a model")
-            if self.lsmi.classifiers == "model":
-                raise ValueError("lsmi.classifiers 'model' needs a model")
-        for measure in ("i2moe", "intense"):
-            if measure in self.measures and self.label_column is None:
-                raise ValueError(f"measure '{measure}' needs label_column (it trains on labels)")
-        self._check_intense_subsets()
-        if self.intershap.target == "label" and self.label_column is None:
-            raise ValueError("intershap.target 'label' needs label_column")
+        schemas = _registry()
+        for measure in self.measures:
+            schemas[measure].check(self)
+        reasons = [schemas[m].label_reason(self) for m in self.measures]
+        self._label_reasons = [reason for reason in reasons if reason is not None]
         return self
-
-    def _check_intense_subsets(self) -> None:
-        subsets = self.intense.subsets or []
-        unknown = sorted({name for subset in subsets for name in subset} - set(self.modality_names))
-        if unknown:
-            raise ValueError(
-                f"intense.subsets name {unknown}, not configured modalities "
-                f"(modalities: {self.modality_names})"
-            )
-        keys = [frozenset(subset) for subset in subsets]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"intense.subsets lists a subset twice: {subsets}")
 
 
 def _format(error: ValidationError, source: str) -> str:

@@ -29,6 +29,7 @@ predicted class); the contributions plus the bias sum to the predicted class's l
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import combinations
 
 import numpy as np
 import pyarrow as pa
@@ -102,6 +103,17 @@ def code_column(modality: str) -> str:
 
 
 LSMI_TERMS = ("r", "u1", "u2", "s")
+# the PID terms of a pair in global/ (``R[a,b]``...): redundancy, unique to a, to b, synergy
+PID_TERMS = ("R", "U1", "U2", "S")
+
+# what PID-style measures decompose: the labels, and the model's predictions with a model;
+# the suffix of each target's measure name in global/ (``pid_cvx``, ``pid_cvx_model``)
+TARGET_SUFFIXES = {"label": "", "pred": "_model"}
+
+
+def modality_pairs(modalities: Sequence[str]) -> list[tuple[str, str]]:
+    """Every pair of modalities, in config order: the pairs PID and LSMI decompose."""
+    return list(combinations(modalities, 2))
 
 
 def lsmi_column(term: str, first: str, second: str) -> str:
@@ -110,7 +122,6 @@ def lsmi_column(term: str, first: str, second: str) -> str:
 
 
 BATCH_BLOCK = "pid_batch_block"
-BATCH_TERMS = ("R", "U1", "U2", "S")
 
 
 def batch_column(term: str, first: str, second: str, target: str = "label") -> str:
@@ -136,78 +147,6 @@ def i2moe_weight_column(expert: str) -> str:
 def intense_contribution_column(term: str) -> str:
     """Score column of one InTense block's contribution (``M1``, ``M1xM2``, ...)."""
     return f"intense_c_{term}"
-
-
-def score_schema(
-    id_type: pa.DataType,
-    label: bool,
-    group_fields: Sequence[pa.Field] = (),
-    *,
-    prediction: bool,
-    intershap: tuple[Sequence[str], str, int] | None = None,
-    code_modalities: Sequence[str] = (),
-    lsmi_pairs: Sequence[tuple[str, str]] = (),
-    batch_pairs: Sequence[tuple[str, str]] = (),
-    batch_targets: Sequence[str] = ("label",),
-    i2moe_experts: Sequence[str] = (),
-    intense_terms: Sequence[str] = (),
-) -> pa.Schema:
-    """Score columns in table order. ``intershap`` is ``(modalities, target, num_classes)`` when
-    InterSHAP is measured; ``code_modalities`` those with a ``pid_code_<m>`` column;
-    ``lsmi_pairs`` and ``batch_pairs`` the pairs with LSMI and PID BATCH columns;
-    ``i2moe_experts`` and ``intense_terms`` the experts and blocks of the fusion measures (empty
-    when not measured)."""
-    fields = [pa.field(SAMPLE_ID, id_type, nullable=False)]
-    if label:
-        fields.append(pa.field(LABEL, pa.int64()))
-    fields += group_fields
-    if prediction:
-        fields.append(pa.field(PRED, pa.int64(), nullable=False))
-    if intershap is not None:
-        modalities, target, num_classes = intershap
-        for suffix in target_suffixes(target, num_classes):
-            if target != "all":
-                fields.append(pa.field("explained_class", pa.int64(), nullable=False))
-            fields += [
-                pa.field(name, pa.float64(), nullable=False)
-                for name in intershap_columns(modalities, suffix)
-            ]
-    fields += [pa.field(code_column(m), pa.int32(), nullable=False) for m in code_modalities]
-    fields += [
-        pa.field(lsmi_column(term, a, b), pa.float64())  # null where the label is null
-        for a, b in lsmi_pairs
-        for term in LSMI_TERMS
-    ]
-    if batch_pairs:
-        fields.append(pa.field(BATCH_BLOCK, pa.int64(), nullable=False))
-    fields += [
-        pa.field(batch_column(term, a, b, target), pa.float64(), nullable=False)
-        for target in batch_targets
-        for a, b in batch_pairs
-        for term in BATCH_TERMS
-    ]
-    fields += fusion_fields(i2moe_experts, intense_terms)
-    return pa.schema(fields)
-
-
-def fusion_fields(i2moe_experts: Sequence[str], intense_terms: Sequence[str]) -> list[pa.Field]:
-    """Score fields of the I2MoE experts and InTense blocks (none for an empty list)."""
-    fields = [
-        pa.field(i2moe_weight_column(expert), pa.float64(), nullable=False)
-        for expert in i2moe_experts
-    ]
-    if i2moe_experts:
-        fields.append(pa.field(I2MOE_PRED, pa.int64(), nullable=False))
-    fields += [
-        pa.field(intense_contribution_column(term), pa.float64(), nullable=False)
-        for term in intense_terms
-    ]
-    if intense_terms:
-        fields += [
-            pa.field(INTENSE_BIAS, pa.float64(), nullable=False),
-            pa.field(INTENSE_PRED, pa.int64(), nullable=False),
-        ]
-    return fields
 
 
 def modality_type(size: int) -> pa.DataType:

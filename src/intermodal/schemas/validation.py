@@ -155,8 +155,8 @@ def validate_rows(
         labels = batch.column(config.label_column).combine_chunks().cast(pa.int64())
         values = labels.fill_null(0).to_numpy()
         null = _mask(labels.is_null())
-        if config.intershap.target == "label":
-            problems.add(null, config.label_column, "label is null but the label is explained")
+        for reason in config.label_reasons:
+            problems.add(null, config.label_column, f"label is null but {reason}")
         out_of_range = ~null & ((values < 0) | (values >= config.num_classes))
         problems.add(
             out_of_range,

@@ -104,3 +104,9 @@ def pair_terms(terms: dict[str, float]) -> dict[tuple[str, str], dict[str, float
         if match:
             pairs.setdefault((match["a"], match["b"]), {})[match["term"]] = value
     return pairs
+
+
+def bracketed(terms: dict[str, float], name: str) -> dict[str, float]:
+    """``{"weight[syn]": v, ...}`` → ``{"syn": v, ...}`` for the terms named ``name``."""
+    prefix = f"{name}["
+    return {t[len(prefix) : -1]: v for t, v in terms.items() if t.startswith(prefix)}

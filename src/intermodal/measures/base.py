@@ -1,0 +1,209 @@
+"""What a measure is, and the values it hands the generic layers.
+
+A measure is one object (a ``Measure`` subclass) that owns, in one module: its settings
+section, what it needs, its score columns, its fitted artifacts (fit, save, load), its batch
+operator, its partial statistics and how they become global rows, and its report section.
+The generic layers (``pipelines``, ``report``, ``cli``, ``export``) loop over the registry
+(``intermodal.measures.MEASURES``) and call these methods; none of them spells a measure's
+name. Array shapes: B rows in a batch, M modalities, C classes, 2**M coalitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel
+
+from intermodal.models.artifacts import artifact_folder
+from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import GLOBAL_SCHEMA
+
+if TYPE_CHECKING:
+    from intermodal.charts.html import Section
+    from intermodal.charts.run import RunData
+    from intermodal.operators.context import BatchContext, SharedModel
+
+Progress = Callable[[str], None]
+# One operator call: a batch's context → the measure's own score columns, in field order.
+BatchOperator = Callable[["BatchContext"], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a measure needs of the job and of the shared per-batch work."""
+
+    model: bool = False  # the configured model (its predictions, encoders, or coalitions)
+    coalitions: bool = False  # the model's masked coalition values p(y | x_S), background rows
+
+
+@dataclass(frozen=True)
+class FitSample:
+    """The rows a fit learns from: ``rows`` valid rows drawn uniformly with ``seed``, only
+    labelled ones when ``labelled``; fewer than ``minimum`` is an error naming ``purpose``."""
+
+    rows: int
+    seed: int
+    minimum: int
+    purpose: str
+    labelled: bool = True
+
+
+class Partial(Protocol):
+    """A measure's mergeable statistics of some score rows: ``merge`` is associative and
+    commutative, so blocks are summarised anywhere and merged in any order."""
+
+    def merge(self, other: Self) -> Self: ...
+
+
+def global_record(
+    measure: str,
+    term: str,
+    value: float,
+    n: int,
+    stderr: float | None = None,
+    group: tuple[str, str] = ("", ""),
+) -> dict:
+    """One row of ``global/`` (``schemas.tables.GLOBAL_SCHEMA``); NaN standard errors (fewer
+    than two rows) are written as null."""
+    group_by, group_value = group
+    return {
+        "measure": measure,
+        "term": term,
+        "group_by": group_by,
+        "group": group_value,
+        "value": float(value),
+        "n": int(n),
+        "stderr": None if stderr is None or np.isnan(stderr) else float(stderr),
+    }
+
+
+def global_table(records: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
+
+
+class Measure:
+    """Base of every measure. Subclasses set ``name`` (and ``section``/``settings`` when they
+    have settings) and override what they do; the defaults mean "nothing to do"."""
+
+    name: ClassVar[str]
+    section: ClassVar[str | None] = None  # the job config key of its settings
+    settings: ClassVar[type[BaseModel] | None] = None  # the model of that section
+    title: ClassVar[str] = ""  # for people: progress lines, report headings
+
+    # --- the job -----------------------------------------------------------------------------
+
+    def check(self, job: JobConfig) -> None:
+        """Raise ValueError when the job cannot run this measure (say which key to set)."""
+
+    def needs(self, job: JobConfig) -> Needs:
+        return Needs()
+
+    def label_reason(self, job: JobConfig) -> str | None:
+        """Why every scored row needs a label under these settings (rows without one are
+        rejected with this reason); None when rows without a label can be scored."""
+        return None
+
+    def options(self, job: JobConfig) -> Any:
+        """This measure's settings section of ``job``."""
+        if self.section is None:
+            raise ValueError(f"measure '{self.name}' has no settings")
+        return job.section(self.section)
+
+    def folder(self, job: JobConfig) -> str:
+        """``<output>/artifacts/<name>``: where its fitted artifacts live."""
+        return artifact_folder(job.output, self.name)
+
+    # --- score columns -----------------------------------------------------------------------
+
+    def fields(self, job: JobConfig) -> list[pa.Field]:
+        """Its score columns, in table order."""
+        return []
+
+    # --- fitting -----------------------------------------------------------------------------
+
+    def fit_sample(self, job: JobConfig) -> FitSample | None:
+        """The sample its fit learns from; None when it fits nothing."""
+        return None
+
+    def fit_key(self, job: JobConfig) -> dict:
+        """What its artifacts depend on besides the input and the modalities (recorded next
+        to them; a change means refitting)."""
+        return self.options(job).model_dump(mode="json") if self.section else {}
+
+    def fit(self, job: JobConfig, sample: pa.Table, progress: Progress) -> None:
+        """Learn from ``sample`` (normalised rows) and save under ``folder(job)``."""
+
+    def describe_artifacts(self, job: JobConfig) -> dict:
+        """Facts about its fitted artifacts for the run's manifest."""
+        return {}
+
+    # --- scoring -----------------------------------------------------------------------------
+
+    def operator(self, job: JobConfig, shared: SharedModel) -> BatchOperator:
+        """Called once per actor: load what scoring needs, return the per-batch function."""
+        raise NotImplementedError(f"measure '{self.name}' writes no score columns")
+
+    # --- aggregation -------------------------------------------------------------------------
+
+    def partial(
+        self, job: JobConfig, scores: pa.Table, groups: Mapping[str, np.ndarray]
+    ) -> Partial | None:
+        """Its own statistics of some score rows (``groups``: the breakdown columns as text),
+        beyond the column summaries every score column gets; None when it keeps none."""
+        return None
+
+    def finalize(self, job: JobConfig, partial: Partial | None, summaries: Any) -> list[dict]:
+        """Its own global rows (``global_record``) from its merged ``partial`` and the merged
+        column summaries of every score column (``estimators.stats.ColumnSummaries``)."""
+        return []
+
+    # --- reading a run -----------------------------------------------------------------------
+
+    def report(self, run: RunData) -> Section | None:
+        """Its section of the HTML report; None when the run has nothing of it."""
+        return None
+
+    # --- partitions --------------------------------------------------------------------------
+
+    partition_names: ClassVar[tuple[str, ...]] = ()  # the ``--by`` values it offers
+
+    def partition_rule(
+        self, by: str, run_dir: str, scores_file: str, pair: tuple[str, str] | None
+    ) -> CategoryRule:
+        """The rule of one of its ``partition_names`` for a run (``scores_file``: one of its
+        score files, to read the columns present); ValueError naming what is missing."""
+        raise ValueError(f"measure '{self.name}' offers no partition '{by}'")
+
+
+@dataclass(frozen=True)
+class CategoryRule:
+    """A partition a measure offers to ``intermodal partition --by <by>``: each row goes to the
+    category of its largest ``column + offset`` (the first of equal ones), or to the null
+    partition where any of them is null or NaN."""
+
+    by: str
+    columns: tuple[str, ...]  # score columns read
+    names: tuple[str, ...]  # the category of each column
+    offsets: tuple[float, ...]  # added to each column before comparing
+    descriptions: tuple[str, ...]  # the rule of each category, for partitions.json
+    missing: str  # what a row of the null partition lacks, for people
+
+    def assign(self, batch: pa.Table, null_name: str) -> np.ndarray:
+        """The category name of every row of ``batch``."""
+        values = np.column_stack(
+            [
+                batch.column(column).cast(pa.float64()).to_numpy() + offset
+                for column, offset in zip(self.columns, self.offsets, strict=True)
+            ]
+        )
+        labels = np.array([*self.names, null_name])
+        index = np.where(
+            np.isnan(values).any(axis=1),
+            len(self.names),
+            np.argmax(np.nan_to_num(values, nan=-np.inf), axis=1),
+        )
+        return labels[index]

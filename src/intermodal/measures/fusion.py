@@ -1,0 +1,91 @@
+"""What I2MoE and InTense share: an interpretable fusion model trained on a uniform sample of
+labelled rows and saved as ``artifacts/<measure>/model.pt`` (its ``state_dict``, loaded with
+``weights_only=True`` into a model rebuilt from the config), then run in float64 on every row,
+the sampled ones included (for those rows the scores are in-sample). float64 makes the weights
+sum to 1 and the contributions plus the bias add up to the logit to float64's rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from intermodal import storage
+from intermodal.measures.base import FitSample, Measure, Progress
+from intermodal.models.artifacts import load_state, save_state
+from intermodal.models.fusion_training import FusionTrainConfig, train_fusion_model
+from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import LABEL, modality_values
+
+# batch statistics (InTense's VBN) need two rows
+MINIMUM_FIT_ROWS = 2
+
+
+def fusion_inputs(
+    job: JobConfig, rows: pa.Table, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    """``{modality: [n, size]}`` tensors of normalised rows, as the fusion models take them."""
+    # Arrow buffers are read-only and torch wants writable memory: copy only when needed
+    return {
+        m.name: torch.from_numpy(
+            np.require(modality_values(rows.column(m.name), m.size), requirements=["C", "W"])
+        ).to(dtype)
+        for m in job.modalities
+    }
+
+
+class FusionMeasure(Measure):
+    """A measure read off a fusion model it trains; subclasses build the model."""
+
+    def check(self, job: JobConfig) -> None:
+        if job.label_column is None:
+            raise ValueError(f"measure '{self.name}' needs label_column (it trains on labels)")
+
+    def build(self, job: JobConfig) -> nn.Module:
+        """An untrained model over the configured modalities (flattened inputs)."""
+        raise NotImplementedError
+
+    def warmup_epochs(self, job: JobConfig) -> int:
+        return 0
+
+    def fit_sample(self, job: JobConfig) -> FitSample:
+        settings = self.options(job)
+        return FitSample(settings.fit_rows, settings.seed, MINIMUM_FIT_ROWS, self.name)
+
+    def fit_key(self, job: JobConfig) -> dict:
+        settings = self.options(job).model_dump(mode="json")
+        settings["num_classes"] = job.num_classes  # the output layer's size
+        return settings
+
+    def model_uri(self, job: JobConfig) -> str:
+        return storage.join(self.folder(job), "model.pt")
+
+    def fit(self, job: JobConfig, sample: pa.Table, progress: Progress) -> None:
+        settings = self.options(job)
+        progress(f"[{self.name}] training on {sample.num_rows} sampled rows")
+        labels = torch.from_numpy(np.asarray(sample.column(LABEL).to_numpy(), dtype=np.int64))
+        torch.manual_seed(settings.seed)  # the initial weights
+        model = self.build(job)
+        training = FusionTrainConfig(
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+            seed=settings.seed,
+            warmup_epochs=self.warmup_epochs(job),
+        )
+        train_fusion_model(
+            model,
+            fusion_inputs(job, sample),
+            labels,
+            training,
+            lambda line: progress(f"[{self.name}]{line}"),
+        )
+        save_state(model.state_dict(), self.model_uri(job))
+
+    def load(self, job: JobConfig) -> nn.Module:
+        """The saved model, in eval mode."""
+        model = self.build(job)
+        model.load_state_dict(load_state(self.model_uri(job)))
+        return model.eval()

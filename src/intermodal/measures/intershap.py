@@ -1,0 +1,276 @@
+"""InterSHAP (paper 000): per sample, the Shapley values of each modality, the Shapley
+interaction matrix and local InterSHAP of the explained output, from the model's coalition
+values; for the dataset, global InterSHAP and its breakdown from the mean matrix.
+
+Its settings section ``intershap`` also says how masked modalities are replaced (``masking``,
+``background_size``, ``background_uri``, ``seed``): that is the coalition pass every measure
+reading coalition values shares (``operators.context``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from intermodal import storage
+from intermodal.charts.figures import (
+    INTERACTION_COLOUR,
+    heatmap,
+    histograms,
+    stacked_bars,
+    waterfall,
+)
+from intermodal.charts.html import Section, class_label, group_label, paragraph
+from intermodal.charts.run import RunData
+from intermodal.estimators.intershap import explained_values, intershap_table, summary_terms
+from intermodal.measures.base import (
+    BatchOperator,
+    Measure,
+    Needs,
+    global_record,
+)
+from intermodal.operators.context import BatchContext, SharedModel
+from intermodal.schemas.config import JobConfig, SharedURI, Strict
+from intermodal.schemas.tables import (
+    SAMPLE_ID,
+    interaction_column,
+    interaction_pairs,
+    intershap_columns,
+    shapley_column,
+    target_suffixes,
+)
+
+if TYPE_CHECKING:
+    import shap
+
+EXPLAINED_CLASS = "explained_class"
+INTERACTIONS = "interactions"  # the feature name of all cross-modal terms in shap's plots
+
+
+class InterSHAPConfig(Strict):
+    # background: expectation over K rows; mean: one row, the background mean; zeros: zeros
+    masking: Literal["background", "mean", "zeros"] = "background"
+    background_size: int = Field(default=32, ge=1, le=4096)
+    background_uri: SharedURI | None = None  # default: sampled from the input itself
+    # predicted: the class predicted with all modalities (paper); label; all: every class
+    target: Literal["predicted", "label", "all"] = "predicted"
+    seed: int = 0
+
+
+def statistic_columns(modalities: Sequence[str], suffix: str) -> list[str]:
+    """The interaction matrix's upper triangle, then local InterSHAP, of one explained output:
+    the columns whose means give the dataset terms."""
+    pairs = interaction_pairs(modalities)
+    return [
+        *(interaction_column(modalities[i], modalities[j], suffix) for i, j in pairs),
+        f"intershap_local{suffix}",
+    ]
+
+
+class InterSHAP(Measure):
+    name = "intershap"
+    section = "intershap"
+    settings = InterSHAPConfig
+    title = "InterSHAP"
+
+    def check(self, job: JobConfig) -> None:
+        if job.model is None:
+            raise ValueError("measure 'intershap' needs a model")
+        if self.options(job).target == "label" and job.label_column is None:
+            raise ValueError("intershap.target 'label' needs label_column")
+
+    def needs(self, job: JobConfig) -> Needs:
+        return Needs(model=True, coalitions=True)
+
+    def label_reason(self, job: JobConfig) -> str | None:
+        return "the label is explained" if self.options(job).target == "label" else None
+
+    def _suffixes(self, job: JobConfig) -> list[str]:
+        return target_suffixes(self.options(job).target, job.num_classes)
+
+    def fields(self, job: JobConfig) -> list[pa.Field]:
+        target = self.options(job).target
+        fields = []
+        for suffix in self._suffixes(job):
+            if target != "all":
+                fields.append(pa.field(EXPLAINED_CLASS, pa.int64(), nullable=False))
+            fields += [
+                pa.field(name, pa.float64(), nullable=False)
+                for name in intershap_columns(job.modality_names, suffix)
+            ]
+        return fields
+
+    def operator(self, job: JobConfig, shared: SharedModel) -> BatchOperator:
+        target = self.options(job).target
+
+        def score(context: BatchContext) -> dict[str, Any]:
+            labels = context.labels if target == "label" else None
+            values, classes = explained_values(context.coalitions, target, labels)
+            columns: dict[str, Any] = {}
+            if classes is not None:
+                columns[EXPLAINED_CLASS] = classes.astype(np.int64)
+            columns.update(intershap_table(values, job.modality_names, target, job.num_classes))
+            return columns
+
+        return score
+
+    def finalize(self, job: JobConfig, partial: Any, summaries: Any) -> list[dict]:
+        """Per explained output and group: global InterSHAP and its breakdown (``summary_terms``)
+        from the mean interaction matrix, with the mean of local InterSHAP."""
+        records = []
+        for suffix in self._suffixes(job):
+            columns = statistic_columns(job.modality_names, suffix)
+            for group in summaries.groups():
+                found = [summaries.get(column, group) for column in columns]
+                if any(summary is None or summary.count == 0 for summary in found):
+                    continue
+                means = np.array([summary.mean for summary in found])
+                errors = np.array([summary.stderr for summary in found])
+                terms = summary_terms(
+                    means[:-1], errors[:-1], means[-1], errors[-1], job.modality_names
+                )
+                records += [
+                    global_record(self.name, term + suffix, value, found[0].count, error, group)
+                    for term, value, error in terms
+                ]
+        return records
+
+    def report(self, run: RunData) -> Section | None:
+        if self.name not in run.measures or run.rows(self.name).is_empty():
+            return None
+        parts = [
+            paragraph(
+                "InterSHAP (paper 000): the share of the model's behaviour (the absolute mean "
+                "Shapley interaction matrix) that comes from each modality alone and from "
+                "cross-modal interactions, for all samples and per predicted class; the mean "
+                "interaction matrix; the mean prediction as a waterfall; per-sample scores."
+            )
+        ]
+        settings = run.config[self.name]
+        for suffix in target_suffixes(settings["target"], run.config["num_classes"]):
+            columns = [
+                f"intershap_local{suffix}",
+                f"intershap_value_full{suffix}",
+                *(shapley_column(m, suffix) for m in run.modalities),
+            ]
+            parts += [
+                self._breakdown(run, suffix),
+                heatmap(
+                    self._mean_matrix(run, suffix),
+                    run.modalities,
+                    f"Mean interaction matrix{class_label(suffix)}",
+                ),
+                self._mean_waterfall(run, suffix),
+                histograms(
+                    run.scores(columns), f"Per-sample InterSHAP scores{class_label(suffix)}"
+                ),
+            ]
+        return Section("InterSHAP", "".join(parts))
+
+    def _breakdown(self, run: RunData, suffix: str) -> str:
+        """Fractions of the behaviour from each modality and from interactions (eq. 9), for
+        the whole dataset and per predicted class."""
+        groups = [g for g in run.groups(self.name) if g[0] in ("", "pred")]
+        segments: dict[str, list[float]] = {m: [] for m in run.modalities}
+        segments["interactions"] = []
+        for group_by, group in groups:
+            terms = run.terms(self.name, group_by, group)
+            for m in run.modalities:
+                segments[m].append(terms.get(f"modality_{m}{suffix}", np.nan))
+            segments["interactions"].append(terms.get(f"global{suffix}", np.nan))
+        return stacked_bars(
+            [group_label(*g) for g in groups],
+            segments,
+            f"InterSHAP breakdown{class_label(suffix)}: modalities vs interactions",
+            "fraction of the model's behaviour",
+            {"interactions": INTERACTION_COLOUR},
+        )
+
+    def _mean_matrix(self, run: RunData, suffix: str) -> np.ndarray:
+        names = run.modalities
+        terms = run.terms(self.name)
+        matrix = np.zeros((len(names), len(names)))
+        for i, j in combinations(range(len(names)), 2):
+            matrix[i, j] = matrix[j, i] = terms[
+                f"mean_{interaction_column(names[i], names[j])}{suffix}"
+            ]
+        for i, name in enumerate(names):
+            matrix[i, i] = terms[f"mean_{interaction_column(name, name)}{suffix}"]
+        return matrix
+
+    def _mean_waterfall(self, run: RunData, suffix: str) -> str:
+        """Paper 000 Fig. 2: the mean prediction built from v(∅), each modality's main effect
+        and the interactions (means over samples of the per-sample decomposition)."""
+        names = run.modalities
+        matrix = self._mean_matrix(run, suffix)
+        empty = run.scores([f"intershap_value_empty{suffix}"])[f"intershap_value_empty{suffix}"]
+        contributions = {m: float(matrix[i, i]) for i, m in enumerate(names)}
+        contributions["interactions"] = float(matrix.sum() - np.trace(matrix))
+        return waterfall(
+            float(np.mean(empty)),
+            contributions,
+            f"Mean decomposition of the explained probability{class_label(suffix)}",
+            "probability of the explained class",
+        )
+
+
+def _import_shap() -> Any:
+    try:
+        import shap
+    except ImportError as error:
+        raise ImportError(
+            "to_shap_explanation needs the 'shap' package: pip install 'intermodal[shap]'"
+        ) from error
+    return shap
+
+
+def to_shap_explanation(
+    run_dir: str, sample_ids: Sequence[object] | None = None, suffix: str = ""
+) -> shap.Explanation:
+    """InterSHAP of a run's samples as a ``shap.Explanation`` for shap's waterfall and force
+    plots (paper 000 §4.3): one value per modality, its main effect φ_mm, and one for all
+    cross-modal interactions, Σ_{a≠b} φ_ab; ``base_values`` is v(∅). For every sample
+    ``base_values + values.sum()`` is v(all), the explained probability.
+
+    Rows are in ``sample_id`` order; ``sample_ids`` selects samples (default: all of
+    ``scores/``, held in memory); ``suffix`` picks the explained class of a ``target: all``
+    run (``"__class1"``).
+    """
+    shap = _import_shap()
+    config = storage.read_json(storage.join(run_dir, "manifest.json"))["config"]
+    if InterSHAP.name not in config["measures"]:
+        raise ValueError(f"{run_dir}: InterSHAP was not measured (measures: {config['measures']})")
+    modalities = [m["name"] for m in config["modalities"]]
+    pairs = interaction_pairs(modalities)
+    full, empty = f"intershap_value_full{suffix}", f"intershap_value_empty{suffix}"
+    matrix = [interaction_column(modalities[i], modalities[j], suffix) for i, j in pairs]
+    fs, path = storage.filesystem(storage.join(run_dir, "scores"))
+    table = pq.read_table(
+        path,
+        columns=[SAMPLE_ID, full, empty, *matrix],
+        filters=None if sample_ids is None else pc.field(SAMPLE_ID).isin(list(sample_ids)),
+        filesystem=storage.arrow_filesystem(fs),
+    ).sort_by(SAMPLE_ID)
+    terms = {name: table.column(name).to_numpy() for name in matrix}
+    main = [terms[interaction_column(m, m, suffix)] for m in modalities]
+    # the scores keep the upper triangle: each off-diagonal φ_ab stands for φ_ab and φ_ba
+    cross = sum(
+        (
+            2 * terms[interaction_column(modalities[i], modalities[j], suffix)]
+            for i, j in pairs
+            if i != j
+        ),
+        start=np.zeros(table.num_rows),
+    )
+    return shap.Explanation(
+        values=np.column_stack([*main, cross]),
+        base_values=table.column(empty).to_numpy(),
+        feature_names=[*modalities, INTERACTIONS],
+    )

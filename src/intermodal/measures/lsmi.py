@@ -1,0 +1,457 @@
+"""LSMI (paper 001): per row and pair of modalities the pointwise redundancy, uniqueness and
+synergy r, u1, u2, s (nats) from KNIFE entropies h(x_m) and the pointwise mutual information of
+cross-fitted classifiers (or of the model's masked coalitions, ``classifiers: model``); for the
+dataset, the mean terms, the pair's adjustment constant and the adjusted means.
+
+Artifacts (``artifacts/lsmi/``): ``entropy-<m>.npz`` (preprocessing arrays) and ``entropy.pt``
+(KNIFE state dicts by modality), ``classifiers.pt`` (``FoldedMLP`` state dicts by key: ``<m>``
+or ``<a>__<b>``), ``prior.npz`` (``log p(y)``). Everything loads with ``torch.load(...,
+weights_only=True)`` / ``np.load(allow_pickle=False)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from pydantic import Field
+
+from intermodal import storage
+from intermodal.charts.figures import histograms
+from intermodal.charts.html import Section, paragraph
+from intermodal.charts.pid import pid_bars
+from intermodal.charts.run import RunData, pair_terms
+from intermodal.estimators.knife import EntropyModel, KnifeConfig, fit_entropy_model
+from intermodal.estimators.lsmi import SHIFT_SIGNS, adjusted, adjustment, pointwise
+from intermodal.measures.base import (
+    BatchOperator,
+    CategoryRule,
+    FitSample,
+    Measure,
+    Needs,
+    Progress,
+    global_record,
+)
+from intermodal.models.artifacts import load_state, save_state
+from intermodal.models.classifiers import (
+    LOG_PROBABILITY_FLOOR,
+    ClassifierConfig,
+    ClassifierTraining,
+    FoldedMLP,
+    classifier_keys,
+    fold_of,
+    joined,
+    key_name,
+    log_proba_of_labels,
+    train_classifiers,
+)
+from intermodal.models.protocol import MultimodalModel, build_model
+from intermodal.operators.context import BatchContext, SharedModel
+from intermodal.schemas.config import JobConfig, Strict
+from intermodal.schemas.tables import (
+    LABEL,
+    LSMI_TERMS,
+    PID_TERMS,
+    SAMPLE_ID,
+    lsmi_column,
+    modality_pairs,
+    modality_values,
+)
+
+ENCODE_CHUNK_ROWS = 4096
+
+
+class LSMIEntropyConfig(Strict):
+    """KNIFE h(x_m) per modality (mixture of Gaussians on standardised features)."""
+
+    n_components: int = Field(default=5, ge=1)
+    diagonal: bool = False
+    pca_components: int | None = Field(default=None, ge=1)  # None: no PCA before KNIFE
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+
+
+class LSMIConfig(Strict):
+    """Pointwise redundancy / uniqueness / synergy (paper 001), fitted on a sample."""
+
+    # crossfit: MLPs p(y | x_m), p(y | x_a, x_b) trained here with K-fold cross-fitting;
+    # model: the configured model's masked coalition outputs (a model trained with modality
+    # masking), masked as intershap.masking says; nothing is trained
+    classifiers: Literal["crossfit", "model"] = "crossfit"
+    # inputs: the modality columns; encoder: the configured model's encode(name, x) outputs
+    features: Literal["inputs", "encoder"] = "inputs"
+    folds: int = Field(default=5, ge=2, le=50)  # cross-fitting: no row scored by its own fit
+    fit_rows: int = Field(default=100_000, ge=10)
+    seed: int = 0
+    classifier: ClassifierConfig = ClassifierConfig()
+    entropy: LSMIEntropyConfig = LSMIEntropyConfig()
+
+
+@dataclass
+class LSMIArtifacts:
+    entropy: dict[str, EntropyModel]
+    classifiers: dict[str, FoldedMLP]
+    log_prior: np.ndarray  # [C]
+    folds: int
+    seed: int
+
+
+def lsmi_features(
+    job: JobConfig, values: dict[str, np.ndarray], model: MultimodalModel | None
+) -> dict[str, np.ndarray]:
+    """``{modality: [n, f] float32}``: the modality values, or with a ``model`` its
+    ``encode(name, x)`` flattened, in chunks of ``ENCODE_CHUNK_ROWS`` rows."""
+    if model is None:
+        return values
+    features = {}
+    n_rows = len(next(iter(values.values())))
+    n_chunks = max(1, -(-n_rows // ENCODE_CHUNK_ROWS))
+    with torch.no_grad():
+        for m in job.modalities:
+            chunks = [
+                model.encode(m.name, torch.from_numpy(np.array(chunk)).view(-1, *m.shape))
+                .reshape(len(chunk), -1)
+                .float()
+                .numpy()
+                for chunk in np.array_split(values[m.name], n_chunks)
+            ]
+            features[m.name] = np.concatenate(chunks)
+    return features
+
+
+def log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``log p(y) [C]`` from class frequencies, with one pseudo-count per class so a class
+    absent from the sample still has a finite prior."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64) + 1.0
+    return np.log(counts / counts.sum())
+
+
+def dominant_names(pair: tuple[str, str]) -> list[str]:
+    """Names of the LSMI terms of a pair, in ``LSMI_TERMS`` order, for people to read."""
+    a, b = pair
+    return ["redundancy", f"uniqueness_{a}", f"uniqueness_{b}", "synergy"]
+
+
+def adjusted_lsmi(batch: pa.Table, pair: tuple[str, str], constant: float) -> dict[str, np.ndarray]:
+    """Per row, the pair's LSMI terms shifted by the dataset constant (NaN where null)."""
+    return {
+        term: batch.column(lsmi_column(term, *pair)).cast(pa.float64()).to_numpy()
+        + SHIFT_SIGNS[term] * constant
+        for term in LSMI_TERMS
+    }
+
+
+def score_pairs(scores_file: str) -> list[tuple[str, str]]:
+    """The modality pairs with LSMI columns in a score file (at least one, else an error)."""
+    names = storage.parquet_file(scores_file).schema_arrow.names
+    prefix = "lsmi_r_"
+    pairs = [tuple(n[len(prefix) :].split("__")) for n in names if n.startswith(prefix)]
+    if not pairs:
+        raise ValueError(f"{scores_file}: no LSMI columns (lsmi_r_<a>__<b>); was lsmi measured?")
+    return pairs  # type: ignore[return-value]
+
+
+def chosen_pair(
+    pairs: list[tuple[str, str]], wanted: tuple[str, str] | None, source: str
+) -> tuple[str, str]:
+    """The pair to use: ``wanted`` if given (and present), else the only one."""
+    if wanted is not None:
+        if tuple(wanted) not in pairs:
+            raise ValueError(f"--pair {','.join(wanted)}: {source} has LSMI pairs {pairs}")
+        return tuple(wanted)  # type: ignore[return-value]
+    if len(pairs) > 1:
+        raise ValueError(f"{source} has LSMI pairs {pairs}: choose one with --pair a,b")
+    return pairs[0]
+
+
+def pair_constant(run_dir: str, pair: tuple[str, str]) -> float:
+    """The pair's dataset adjustment constant from ``global/lsmi.parquet``."""
+    uri = storage.join(run_dir, "global", f"{LSMI.name}.parquet")
+    try:
+        table = storage.read_table(uri, columns=["term", "group_by", "value"])
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{uri}: missing; run `intermodal aggregate {run_dir}`") from error
+    term = f"adjustment[{pair[0]},{pair[1]}]"
+    rows = table.filter(pc.equal(table.column("term"), term))
+    if rows.num_rows != 1:
+        raise ValueError(f"{uri}: no single row with term {term}")
+    return float(rows.column("value")[0].as_py())
+
+
+def normalised_weights(terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Distillation weights (paper 001 §4.3.2): the adjusted terms clipped at 0 over their
+    sum; 1/4 each where all clip to 0; NaN where a term is NaN."""
+    clipped = np.clip(np.column_stack([terms[t] for t in LSMI_TERMS]), 0.0, None)
+    total = clipped.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weights = np.where(total > 0, clipped / total, 1.0 / len(LSMI_TERMS))
+    weights[np.isnan(total[:, 0])] = np.nan
+    return {term: weights[:, i] for i, term in enumerate(LSMI_TERMS)}
+
+
+class LSMI(Measure):
+    name = "lsmi"
+    section = "lsmi"
+    settings = LSMIConfig
+    title = "LSMI"
+    partition_names = ("dominant",)
+
+    def check(self, job: JobConfig) -> None:
+        if job.label_column is None:
+            raise ValueError("measure 'lsmi' needs label_column (it decomposes i(x; label))")
+        settings = self.options(job)
+        components = settings.entropy.pca_components
+        if settings.features == "inputs" and components is not None:
+            too_narrow = [m.name for m in job.modalities if components > m.size]
+            if too_narrow:
+                raise ValueError(
+                    f"lsmi.entropy.pca_components = {components} exceeds the size of "
+                    f"modalities {too_narrow}"
+                )
+        if job.model is None:
+            if settings.features == "encoder":
+                raise ValueError("lsmi.features 'encoder' needs a model")
+            if settings.classifiers == "model":
+                raise ValueError("lsmi.classifiers 'model' needs a model")
+
+    def needs(self, job: JobConfig) -> Needs:
+        settings = self.options(job)
+        from_model = settings.classifiers == "model"
+        return Needs(model=from_model or settings.features == "encoder", coalitions=from_model)
+
+    def fields(self, job: JobConfig) -> list[pa.Field]:
+        return [
+            pa.field(lsmi_column(term, a, b), pa.float64())  # null where the label is null
+            for a, b in modality_pairs(job.modality_names)
+            for term in LSMI_TERMS
+        ]
+
+    # --- fitting -----------------------------------------------------------------------------
+
+    def _feature_model(self, job: JobConfig) -> MultimodalModel | None:
+        if self.options(job).features != "encoder" or job.model is None:
+            return None
+        model = job.model
+        return build_model(model.factory, model.kwargs, model.weights, job.modality_names)
+
+    def fit_sample(self, job: JobConfig) -> FitSample:
+        settings = self.options(job)
+        return FitSample(settings.fit_rows, settings.seed, settings.folds * 2, "LSMI")
+
+    def fit_key(self, job: JobConfig) -> dict:
+        settings = self.options(job).model_dump(mode="json")
+        if self.options(job).features == "encoder" and job.model is not None:
+            settings["model"] = job.model.model_dump(mode="json")
+        return settings
+
+    def fit(self, job: JobConfig, sample: pa.Table, progress: Progress) -> None:
+        settings = self.options(job)
+        progress(f"[lsmi] fitting on {sample.num_rows} sampled rows, {settings.folds} folds")
+        values = {m.name: modality_values(sample.column(m.name), m.size) for m in job.modalities}
+        features = lsmi_features(job, values, self._feature_model(job))
+        labels = sample.column(LABEL).to_numpy()
+        folds = fold_of(sample.column(SAMPLE_ID), settings.folds, settings.seed)
+        entropy_settings = settings.entropy
+        knife = KnifeConfig(
+            n_components=entropy_settings.n_components,
+            diagonal=entropy_settings.diagonal,
+            pca_components=entropy_settings.pca_components,
+            epochs=entropy_settings.epochs,
+            batch_size=entropy_settings.batch_size,
+            lr=entropy_settings.lr,
+            seed=settings.seed,
+        )
+        entropy = {}
+        for name, rows in features.items():
+            progress(f"[lsmi] entropy model of {name} ({rows.shape[1]} features)")
+            entropy[name] = fit_entropy_model(rows, knife, progress)
+        training = ClassifierTraining(**settings.classifier.model_dump(), seed=settings.seed)
+        # with classifiers: model the coalitions of the configured model stand in
+        crossfit = settings.classifiers == "crossfit"
+        classifiers = train_classifiers(
+            classifier_keys(job.modality_names) if crossfit else [],
+            features,
+            labels,
+            folds,
+            settings.folds,
+            job.num_classes,
+            training,
+            progress,
+        )
+        prior = log_prior(labels, job.num_classes)
+        self._save(job, LSMIArtifacts(entropy, classifiers, prior, settings.folds, settings.seed))
+
+    def _save(self, job: JobConfig, artifacts: LSMIArtifacts) -> None:
+        folder = self.folder(job)
+        states = {}
+        for name, model in artifacts.entropy.items():
+            arrays, states[name] = model.to_state()
+            storage.write_arrays(arrays, storage.join(folder, f"entropy-{name}.npz"))
+        save_state(states, storage.join(folder, "entropy.pt"))
+        classifiers = {name: model.state_dict() for name, model in artifacts.classifiers.items()}
+        save_state(classifiers, storage.join(folder, "classifiers.pt"))
+        storage.write_arrays(
+            {
+                "log_prior": artifacts.log_prior,
+                "folds": np.array(artifacts.folds),
+                "seed": np.array(artifacts.seed),
+            },
+            storage.join(folder, "prior.npz"),
+        )
+
+    def load(self, job: JobConfig) -> LSMIArtifacts:
+        """The saved artifacts (classifier input sizes from the entropy models' sizes)."""
+        folder = self.folder(job)
+        prior = storage.read_arrays(storage.join(folder, "prior.npz"))
+        folds = int(prior["folds"])
+        entropy_states = load_state(storage.join(folder, "entropy.pt"))
+        entropy = {
+            name: EntropyModel.from_state(
+                storage.read_arrays(storage.join(folder, f"entropy-{name}.npz")),
+                entropy_states[name],
+            )
+            for name in job.modality_names
+        }
+        states = load_state(storage.join(folder, "classifiers.pt"))
+        settings = self.options(job)
+        classifiers = {}
+        crossfit = settings.classifiers == "crossfit"
+        for key in classifier_keys(job.modality_names) if crossfit else []:
+            model = FoldedMLP(
+                sum(entropy[name].dim for name in key),
+                settings.classifier.hidden,
+                job.num_classes,
+                folds,
+            )
+            model.load_state_dict(states[key_name(key)])
+            classifiers[key_name(key)] = model.eval()
+        return LSMIArtifacts(entropy, classifiers, prior["log_prior"], folds, int(prior["seed"]))
+
+    # --- scoring -----------------------------------------------------------------------------
+
+    def operator(self, job: JobConfig, shared: SharedModel) -> BatchOperator:
+        artifacts = self.load(job)
+        settings = self.options(job)
+        encoder = shared.require_model() if settings.features == "encoder" else None
+        keys = classifier_keys(job.modality_names)
+        bits = {name: 1 << index for index, name in enumerate(job.modality_names)}
+
+        def log_probabilities(
+            context: BatchContext, features: dict[str, np.ndarray]
+        ) -> dict[str, np.ndarray]:
+            """``log p(y | ·)`` of each row's label per classifier key."""
+            labels = context.labels
+            if settings.classifiers == "model":
+                rows = np.arange(len(labels))
+                floor = np.exp(LOG_PROBABILITY_FLOOR)
+                return {
+                    key_name(key): np.log(
+                        np.maximum(
+                            context.coalitions[rows, sum(bits[m] for m in key), labels], floor
+                        )
+                    )
+                    for key in keys
+                }
+            folds = fold_of(context.batch.column(SAMPLE_ID), artifacts.folds, artifacts.seed)
+            return {
+                key_name(key): log_proba_of_labels(
+                    artifacts.classifiers[key_name(key)], joined(features, key), folds, labels
+                )
+                for key in keys
+            }
+
+        def score(context: BatchContext) -> dict[str, Any]:
+            features = lsmi_features(job, context.values, encoder)
+            entropy = {
+                name: model.entropy(features[name]) for name, model in artifacts.entropy.items()
+            }
+            log_p = log_probabilities(context, features)
+            prior = artifacts.log_prior[context.labels]
+            columns = {}
+            for a, b in modality_pairs(job.modality_names):
+                terms = pointwise(
+                    entropy[a], entropy[b], log_p[a], log_p[b], log_p[key_name((a, b))], prior
+                )
+                for term in LSMI_TERMS:
+                    # rows without a label were scored with a placeholder class: null
+                    columns[lsmi_column(term, a, b)] = pa.array(
+                        terms[term], pa.float64(), mask=~context.labelled
+                    )
+            return columns
+
+        return score
+
+    # --- the dataset -------------------------------------------------------------------------
+
+    def finalize(self, job: JobConfig, partial: Any, summaries: Any) -> list[dict]:
+        """Per pair ``a,b`` and group: the raw means ``R[a,b]``, ``U1[a,b]``, ``U2[a,b]``,
+        ``S[a,b]`` (nats, with standard errors), the same shifted by the pair's dataset-level
+        constant (``R_adjusted[a,b]``, ...; one constant for every group, from the whole
+        dataset's means) and the constant itself (``adjustment[a,b]``, whole dataset only)."""
+        records = []
+        for a, b in modality_pairs(job.modality_names):
+            pair = f"{a},{b}"
+            columns = [lsmi_column(term, a, b) for term in LSMI_TERMS]
+            overall = [summaries.get(column) for column in columns]
+            if any(summary is None or summary.count == 0 for summary in overall):
+                continue
+            constant = adjustment(*(summary.mean for summary in overall))
+            records.append(
+                global_record(self.name, f"adjustment[{pair}]", constant, overall[0].count)
+            )
+            for group in summaries.groups():
+                found = [summaries.get(column, group) for column in columns]
+                if any(summary is None or summary.count == 0 for summary in found):
+                    continue
+                means = {term: s.mean for term, s in zip(LSMI_TERMS, found, strict=True)}
+                shifted = adjusted(means, constant)
+                for term, name, summary in zip(LSMI_TERMS, PID_TERMS, found, strict=True):
+                    n, error = summary.count, summary.stderr
+                    records += [
+                        global_record(self.name, f"{name}[{pair}]", means[term], n, error, group),
+                        global_record(
+                            self.name, f"{name}_adjusted[{pair}]", shifted[term], n, error, group
+                        ),
+                    ]
+        return records
+
+    def report(self, run: RunData) -> Section | None:
+        if run.rows(self.name).is_empty():
+            return None
+        parts = [
+            paragraph(
+                "LSMI (paper 001): mean pointwise redundancy, uniqueness and synergy, adjusted "
+                "by the dataset constant (global/lsmi.parquet), for all samples, per label, per "
+                "predicted class and per group; then the raw per-sample terms."
+            ),
+            *pid_bars(run, self.name, "nats", adjusted=True),
+        ]
+        for a, b in pair_terms(run.terms(self.name)):
+            columns = [lsmi_column(term, a, b) for term in LSMI_TERMS]
+            parts.append(histograms(run.scores(columns), f"Per-sample LSMI of ({a}, {b}), raw", 4))
+        return Section("LSMI", "".join(parts))
+
+    # --- what later jobs read ----------------------------------------------------------------
+
+    def partition_rule(
+        self, by: str, run_dir: str, scores_file: str, pair: tuple[str, str] | None
+    ) -> CategoryRule:
+        """``dominant``: each row in the partition of its largest adjusted LSMI term of
+        ``pair`` (the only pair when there is one)."""
+        pair = chosen_pair(score_pairs(scores_file), pair, scores_file)
+        constant = pair_constant(run_dir, pair)
+        return CategoryRule(
+            by=by,
+            columns=tuple(lsmi_column(term, *pair) for term in LSMI_TERMS),
+            names=tuple(dominant_names(pair)),
+            offsets=tuple(SHIFT_SIGNS[term] * constant for term in LSMI_TERMS),
+            descriptions=tuple(
+                f"largest adjusted LSMI term of {','.join(pair)} is {term}" for term in LSMI_TERMS
+            ),
+            missing="the LSMI terms",
+        )

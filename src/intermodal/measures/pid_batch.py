@@ -1,0 +1,364 @@
+"""PID with the BATCH estimator (paper 003 §3.2, App. B.3) on continuous features: per target
+(the labels; the model's predictions with a model) cross-fitted classifiers per modality and
+pair, and one encoder pair per pair of modalities trained against the classifiers' held-out
+outputs. Scoring runs the batched log-domain Sinkhorn projection per block of
+``block_size`` rows and writes the block's estimate (bits) on each of its rows with the
+block's id; the dataset value is the mean over blocks with its standard error across blocks.
+
+Artifacts (``artifacts/pid_batch/``): ``classifiers.pt`` (``FoldedMLP`` state dicts by
+``<target>/<m>`` and ``<target>/<a>__<b>``), ``encoders.pt`` (``LabelEncoder`` state dicts by
+``<target>/<a>__<b>/1`` and ``/2``); loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import torch
+from pydantic import Field
+
+from intermodal.charts.figures import grouped_bars
+from intermodal.charts.html import Section, paragraph
+from intermodal.charts.run import RunData, pair_terms
+from intermodal.estimators.pid_batch import block_pid
+from intermodal.estimators.stats import Keyed, Moments
+from intermodal.measures.base import BatchOperator, FitSample, Measure, Progress, global_record
+from intermodal.models.artifacts import load_state, save_state
+from intermodal.models.classifiers import (
+    ClassifierConfig,
+    ClassifierTraining,
+    FoldedMLP,
+    classifier_keys,
+    fold_of,
+    joined,
+    key_name,
+    own_fold_probabilities,
+    train_classifiers,
+)
+from intermodal.models.pid_batch import EncoderTraining, LabelEncoder, blocks, train_encoders
+from intermodal.models.protocol import build_model
+from intermodal.operators.context import BatchContext, SharedModel, as_tensors
+from intermodal.schemas.config import JobConfig, Strict
+from intermodal.schemas.tables import (
+    BATCH_BLOCK,
+    LABEL,
+    PID_TERMS,
+    SAMPLE_ID,
+    TARGET_SUFFIXES,
+    batch_column,
+    modality_pairs,
+    modality_values,
+)
+
+BLOCK_ID_RANGE = 1 << 62  # block ids: a hash of the block's first sample id
+BLOCK_ID_SEED = 0x5EED
+
+
+class PIDBatchConfig(Strict):
+    """The BATCH estimator of PID (paper 003 §3.2, App. B.3) on continuous features."""
+
+    block_size: int = Field(default=256, ge=8)  # m: rows per coupling, in training and scoring
+    epochs: int = Field(default=10, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    hidden: int = Field(default=32, ge=1)  # encoder MLP width (3 layers)
+    embed_dim: int = Field(default=10, ge=1)  # encoder features per label
+    sinkhorn_iters: int = Field(default=200, ge=1)
+    sinkhorn_tol: float = Field(default=1e-6, gt=0)  # largest row-marginal error accepted
+    folds: int = Field(default=5, ge=2, le=50)
+    fit_rows: int = Field(default=100_000, ge=16)
+    seed: int = 0
+    classifier: ClassifierConfig = ClassifierConfig()
+
+
+@dataclass
+class TargetModels:
+    """The classifiers and encoder pairs fitted for one target (labels or predictions)."""
+
+    classifiers: dict[str, FoldedMLP]  # by key <m> or <a>__<b>
+    encoders: dict[str, tuple[LabelEncoder, LabelEncoder]]  # by pair key <a>__<b>
+
+
+def _predictions(job: JobConfig, rows: pa.Table) -> np.ndarray:
+    """The configured model's predicted class ``[n]`` for normalised rows, in batches."""
+    assert job.model is not None
+    settings = job.model
+    model = build_model(settings.factory, settings.kwargs, settings.weights, job.modality_names)
+    size, parts = job.compute.batch_size, []
+    with torch.no_grad():
+        for start in range(0, rows.num_rows, size):
+            chunk = rows.slice(start, size)
+            values = {m.name: modality_values(chunk.column(m.name), m.size) for m in job.modalities}
+            inputs = as_tensors(job, values, torch.device("cpu"))
+            logits = model.fuse({m: model.encode(m, x) for m, x in inputs.items()})
+            parts.append(logits.argmax(dim=-1).numpy().astype(np.int64))
+    return np.concatenate(parts)
+
+
+class PIDBatch(Measure):
+    name = "pid_batch"
+    section = "pid_batch"
+    settings = PIDBatchConfig
+    title = "PID BATCH"
+
+    def check(self, job: JobConfig) -> None:
+        if job.label_column is None:
+            raise ValueError("measure 'pid_batch' needs label_column")
+
+    def fields(self, job: JobConfig) -> list[pa.Field]:
+        pairs = modality_pairs(job.modality_names)
+        return [
+            pa.field(BATCH_BLOCK, pa.int64(), nullable=False),
+            *(
+                pa.field(batch_column(term, a, b, target), pa.float64(), nullable=False)
+                for target in job.targets
+                for a, b in pairs
+                for term in PID_TERMS
+            ),
+        ]
+
+    # --- fitting -----------------------------------------------------------------------------
+
+    def fit_sample(self, job: JobConfig) -> FitSample:
+        settings = self.options(job)
+        minimum = max(settings.folds * 2, settings.block_size)  # at least one block
+        return FitSample(settings.fit_rows, settings.seed, minimum, "PID BATCH")
+
+    def fit_key(self, job: JobConfig) -> dict:
+        settings = self.options(job).model_dump(mode="json")
+        if job.model is not None:  # model PID is fitted on its predictions
+            settings["model"] = job.model.model_dump(mode="json")
+        return settings
+
+    def fit(self, job: JobConfig, sample: pa.Table, progress: Progress) -> None:
+        settings = self.options(job)
+        progress(f"[pid_batch] fitting on {sample.num_rows} sampled rows")
+        features = {m.name: modality_values(sample.column(m.name), m.size) for m in job.modalities}
+        folds = fold_of(sample.column(SAMPLE_ID), settings.folds, settings.seed)
+        training = ClassifierTraining(**settings.classifier.model_dump(), seed=settings.seed)
+        targets = {"label": sample.column(LABEL).to_numpy()}
+        if job.model is not None:
+            progress("[pid_batch] model predictions of the sample (model PID)")
+            targets["pred"] = _predictions(job, sample)
+        encoder_training = EncoderTraining(
+            block_size=settings.block_size,
+            epochs=settings.epochs,
+            lr=settings.lr,
+            hidden=settings.hidden,
+            embed_dim=settings.embed_dim,
+            sinkhorn_iters=settings.sinkhorn_iters,
+            sinkhorn_tol=settings.sinkhorn_tol,
+            seed=settings.seed,
+        )
+        fitted = {}
+        for target, values in targets.items():
+            classifiers = train_classifiers(
+                classifier_keys(job.modality_names),
+                features,
+                values,
+                folds,
+                settings.folds,
+                job.num_classes,
+                training,
+                progress,
+            )
+            held_out = {
+                name: own_fold_probabilities(classifiers[name], features[name], folds)
+                for name in job.modality_names
+            }
+            encoders = {
+                key_name((a, b)): train_encoders(
+                    features[a],
+                    features[b],
+                    held_out[a],
+                    held_out[b],
+                    encoder_training,
+                    name=f"{target}: encoders {a}, {b}",
+                    progress=progress,
+                )
+                for a, b in modality_pairs(job.modality_names)
+            }
+            fitted[target] = TargetModels(classifiers, encoders)
+        folder = self.folder(job)
+        save_state(
+            {
+                f"{target}/{key}": model.state_dict()
+                for target, models in fitted.items()
+                for key, model in models.classifiers.items()
+            },
+            f"{folder}/classifiers.pt",
+        )
+        save_state(
+            {
+                f"{target}/{pair}/{side + 1}": encoder.state_dict()
+                for target, models in fitted.items()
+                for pair, pair_encoders in models.encoders.items()
+                for side, encoder in enumerate(pair_encoders)
+            },
+            f"{folder}/encoders.pt",
+        )
+
+    def load(self, job: JobConfig) -> dict[str, TargetModels]:
+        """The fitted models per target (``label``, and ``pred`` with a model)."""
+        settings = self.options(job)
+        folder = self.folder(job)
+        sizes = {m.name: m.size for m in job.modalities}
+        classifier_states = load_state(f"{folder}/classifiers.pt")
+        encoder_states = load_state(f"{folder}/encoders.pt")
+        targets = {}
+        for target in job.targets:
+            classifiers = {}
+            for key in classifier_keys(job.modality_names):
+                model = FoldedMLP(
+                    sum(sizes[name] for name in key),
+                    settings.classifier.hidden,
+                    job.num_classes,
+                    settings.folds,
+                )
+                model.load_state_dict(classifier_states[f"{target}/{key_name(key)}"])
+                classifiers[key_name(key)] = model.eval()
+            encoders = {}
+            for pair in modality_pairs(job.modality_names):
+                pair_encoders = []
+                for side, name in enumerate(pair):
+                    encoder = LabelEncoder(
+                        sizes[name], job.num_classes, settings.hidden, settings.embed_dim
+                    )
+                    encoder.load_state_dict(encoder_states[f"{target}/{key_name(pair)}/{side + 1}"])
+                    pair_encoders.append(encoder.eval())
+                encoders[key_name(pair)] = (pair_encoders[0], pair_encoders[1])
+            targets[target] = TargetModels(classifiers, encoders)
+        return targets
+
+    # --- scoring -----------------------------------------------------------------------------
+
+    def operator(self, job: JobConfig, shared: SharedModel) -> BatchOperator:
+        settings = self.options(job)
+        fitted = self.load(job)
+        keys = classifier_keys(job.modality_names)
+
+        @torch.no_grad()
+        def score(context: BatchContext) -> dict[str, Any]:
+            features = context.values
+            n_rows = context.num_rows
+            folds = fold_of(context.batch.column(SAMPLE_ID), settings.folds, settings.seed)
+            ids = context.batch.column(SAMPLE_ID).combine_chunks()
+            slices = blocks(n_rows, settings.block_size)
+            block_ids = np.empty(n_rows, dtype=np.int64)
+            for block in slices:
+                first = ids.slice(block.start, 1)
+                block_ids[block] = fold_of(first, BLOCK_ID_RANGE, BLOCK_ID_SEED)[0]
+            columns: dict[str, Any] = {BATCH_BLOCK: block_ids}
+            for target, models in fitted.items():
+                probabilities = {
+                    key_name(key): torch.from_numpy(
+                        own_fold_probabilities(
+                            models.classifiers[key_name(key)], joined(features, key), folds
+                        )
+                    )
+                    for key in keys
+                }
+                for a, b in modality_pairs(job.modality_names):
+                    encoder_a, encoder_b = models.encoders[key_name((a, b))]
+                    terms = {term: np.empty(n_rows) for term in PID_TERMS}
+                    for block in slices:
+                        x_a, x_b = (torch.from_numpy(np.array(features[m][block])) for m in (a, b))
+                        values = block_pid(
+                            encoder_a(x_a).double(),
+                            encoder_b(x_b).double(),
+                            probabilities[a][block],
+                            probabilities[b][block],
+                            probabilities[key_name((a, b))][block],
+                            n_iters=settings.sinkhorn_iters,
+                            tol=settings.sinkhorn_tol,
+                        )
+                        for term, value in values.items():
+                            terms[term][block] = value / np.log(2)  # bits, as pid_cvx
+                    for term, values in terms.items():
+                        columns[batch_column(term, a, b, target)] = values
+            return columns
+
+        return score
+
+    # --- the dataset -------------------------------------------------------------------------
+
+    def partial(self, job: JobConfig, scores: pa.Table, groups: Mapping[str, np.ndarray]) -> Keyed:
+        """Per target and pair, the moments over the rows' scoring blocks of the block
+        estimates (R, U1, U2, S) and the block size (rows share their block's estimate; a
+        block is never split across score files, and a file is summarised whole)."""
+        columns = [
+            batch_column(t, a, b, target)
+            for target in job.targets
+            for a, b in modality_pairs(job.modality_names)
+            for t in PID_TERMS
+        ]
+        frame = pl.from_arrow(scores.select([BATCH_BLOCK, *columns]))
+        assert isinstance(frame, pl.DataFrame)
+        per_block = frame.group_by(BATCH_BLOCK).agg(
+            pl.len().alias("rows"), *(pl.col(c).first() for c in columns)
+        )
+        merged = {}
+        for target in job.targets:
+            for a, b in modality_pairs(job.modality_names):
+                values = per_block.select(
+                    *(batch_column(t, a, b, target) for t in PID_TERMS), "rows"
+                ).to_numpy()
+                merged[(target, (a, b))] = Moments.of(values.astype(np.float64))
+        return Keyed(merged)
+
+    def finalize(self, job: JobConfig, partial: Any, summaries: Any) -> list[dict]:
+        """Per target and pair ``a,b``: ``R[a,b]``, ``U1[a,b]``, ``U2[a,b]``, ``S[a,b]`` in bits,
+        the mean of the block estimates with its standard error across blocks; ``n`` is the
+        rows scored. Measure ``pid_batch`` for the labels, ``pid_batch_model`` for the
+        predictions."""
+        records = []
+        items: dict[Any, Moments] = partial.items if partial is not None else {}
+        for (target, (a, b)), moments in sorted(items.items()):
+            if moments.count == 0:
+                continue
+            stderr = moments.stderr()
+            rows = round(float(moments.mean[-1]) * moments.count)
+            for index, term in enumerate(PID_TERMS):
+                records.append(
+                    global_record(
+                        self.name + TARGET_SUFFIXES[target],
+                        f"{term}[{a},{b}]",
+                        float(moments.mean[index]),
+                        rows,
+                        float(stderr[index]),
+                    )
+                )
+        return records
+
+    def report(self, run: RunData) -> Section | None:
+        if run.rows(self.name, None).is_empty():
+            return None
+        parts = [
+            paragraph(
+                "PID BATCH (paper 003): the mean over scoring blocks of the block estimates, "
+                "with the standard error across blocks, of the labels and (with a model) "
+                "predictions."
+            )
+        ]
+        series_by_pair: dict[tuple[str, str], dict[str, tuple[list[float], list]]] = {}
+        for target, suffix in TARGET_SUFFIXES.items():
+            rows = run.rows(self.name + suffix)
+            if rows.is_empty():
+                continue
+            errors = dict(zip(rows["term"].to_list(), rows["stderr"].to_list(), strict=True))
+            for pair, values in pair_terms(run.terms(self.name + suffix)).items():
+                label = "[" + ",".join(pair) + "]"
+                series_by_pair.setdefault(pair, {})[_SERIES[target]] = (
+                    [values[t] for t in PID_TERMS],
+                    [errors[f"{t}{label}"] for t in PID_TERMS],
+                )
+        for (a, b), series in series_by_pair.items():
+            parts.append(grouped_bars(PID_TERMS, series, f"PID BATCH of ({a}, {b})", "bits"))
+        return Section("PID (BATCH)", "".join(parts))
+
+
+_SERIES = {"label": "labels", "pred": "model"}  # how the bars name each target

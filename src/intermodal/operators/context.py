@@ -1,0 +1,118 @@
+"""What the measures of one actor share: the configured model, built once, and per batch the
+model's outputs, computed once whichever measures read them.
+
+``SharedModel`` holds the model on the actor's device and, when a measure reads coalition
+values, one ``CoalitionValues`` over the background rows. ``BatchContext`` wraps one
+normalised input batch and computes lazily, at most once: the modality values, the model's
+coalition values ``[B, 2**M, C]`` and its predictions ``[B]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from intermodal.estimators.coalitions import full_coalition
+from intermodal.models.protocol import MultimodalModel, build_model
+from intermodal.operators.coalitions import CoalitionValues
+from intermodal.operators.device import select_device
+from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import LABEL, modality_values
+
+
+def as_tensors(
+    job: JobConfig, columns: Mapping[str, np.ndarray], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """``{modality: [n, size]}`` arrays as the model's input tensors ``[n, *shape]``."""
+    return {
+        # Arrow buffers are read-only; torch wants writable memory (copies only then)
+        m.name: torch.from_numpy(np.require(columns[m.name], requirements=["C", "W"]))
+        .view(-1, *m.shape)
+        .to(device)
+        for m in job.modalities
+    }
+
+
+class SharedModel:
+    """The configured model of one actor (None without one) and, when ``background`` rows are
+    given, its coalition values over them."""
+
+    def __init__(self, job: JobConfig, background: Mapping[str, np.ndarray] | None) -> None:
+        self.job = job
+        self.device = select_device(job.compute.gpus_per_actor)
+        self.model: MultimodalModel | None = None
+        self.coalition_values: CoalitionValues | None = None
+        if job.model is not None:
+            settings = job.model
+            self.model = build_model(
+                settings.factory, settings.kwargs, settings.weights, job.modality_names
+            )
+            self.model.to(self.device)  # type: ignore[attr-defined]
+            if background is not None:
+                tensors = as_tensors(job, background, self.device)
+                self.coalition_values = CoalitionValues(self.model, tensors)
+
+    def require_model(self) -> MultimodalModel:
+        if self.model is None:
+            raise ValueError("this measure needs a configured model")
+        return self.model
+
+
+class BatchContext:
+    """One normalised input batch and what is computed from it at most once."""
+
+    def __init__(self, batch: pa.Table, shared: SharedModel) -> None:
+        self.batch = batch
+        self.shared = shared
+        self.job = shared.job
+
+    @property
+    def num_rows(self) -> int:
+        return self.batch.num_rows
+
+    @cached_property
+    def values(self) -> dict[str, np.ndarray]:
+        """``{modality: [B, size] float32}``."""
+        return {
+            m.name: modality_values(self.batch.column(m.name), m.size) for m in self.job.modalities
+        }
+
+    @cached_property
+    def inputs(self) -> dict[str, torch.Tensor]:
+        """The model's input tensors on the actor's device."""
+        return as_tensors(self.job, self.values, self.shared.device)
+
+    @cached_property
+    def labelled(self) -> np.ndarray:
+        """``[B]`` bool: rows with a label."""
+        return pc.is_valid(self.batch.column(LABEL)).to_numpy(zero_copy_only=False)
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """``[B]`` int64 labels; rows without one hold a placeholder 0 (see ``labelled``)."""
+        return self.batch.column(LABEL).fill_null(0).to_numpy().astype(np.int64)
+
+    @cached_property
+    def coalitions(self) -> np.ndarray:
+        """``[B, 2**M, C]`` float64: the model's softmax outputs with the modalities outside
+        each coalition masked (``operators.coalitions``)."""
+        if self.shared.coalition_values is None:
+            raise ValueError("no coalition values: no measure of this job asked for them")
+        return self.shared.coalition_values(self.inputs).cpu().numpy()
+
+    @cached_property
+    def predictions(self) -> np.ndarray:
+        """``[B]`` int64: the class the model predicts with every modality (read off the
+        coalition values when they are computed anyway, else one forward pass)."""
+        if self.shared.coalition_values is not None:
+            full = full_coalition(len(self.job.modalities))
+            return self.coalitions[:, full].argmax(axis=-1).astype(np.int64)
+        model = self.shared.require_model()
+        with torch.no_grad():
+            logits = model.fuse({m: model.encode(m, x) for m, x in self.inputs.items()})
+        return logits.argmax(dim=-1).cpu().numpy().astype(np.int64)

@@ -1,0 +1,78 @@
+"""The one actor stage of ``score``: every measure of a job applied to a batch.
+
+One actor pool for the whole job keeps all per-row work in one process per batch (no Arrow
+hand-offs between pools) and never lets two actor pools hold every CPU while the read tasks
+wait for one (ray#44687). The actor builds the configured model once and shares it, and the
+model's coalition values and predictions of a batch, between the measures
+(``operators.context``); each measure's operator returns only its own columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from intermodal.measures import Measure, job_measures
+from intermodal.operators.context import BatchContext, SharedModel
+from intermodal.operators.device import keep_freed_memory, use_actor_threads
+from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import LABEL, PRED, SAMPLE_ID, SOURCE_SHARD
+
+
+def scores_schema(
+    job: JobConfig, measures: list[Measure], id_type: pa.DataType, group_fields: list[pa.Field]
+) -> pa.Schema:
+    """The score table's columns in order: ``sample_id``, ``label``, group columns, ``pred``
+    (with a model), then each measure's fields in registry order."""
+    fields = [pa.field(SAMPLE_ID, id_type, nullable=False)]
+    if job.label_column is not None:
+        fields.append(pa.field(LABEL, pa.int64()))
+    fields += group_fields
+    if job.model is not None:
+        fields.append(pa.field(PRED, pa.int64(), nullable=False))
+    for measure in measures:
+        fields += measure.fields(job)
+    return pa.schema(fields)
+
+
+class ScoreOperator:
+    """Loads what the job's measures need once per actor; ``__call__`` turns a normalised input
+    batch into its score rows."""
+
+    def __init__(
+        self,
+        job: JobConfig,
+        measures: list[Measure] | None = None,
+        background: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """``measures``: the job's measures (``job_measures``) unless given."""
+        # every measure allocates and frees the same batch temporaries: keep them for reuse
+        keep_freed_memory()
+        use_actor_threads(job.compute)
+        self.job = job
+        self.measures = job_measures(job) if measures is None else measures
+        self.shared = SharedModel(job, background)
+        self.operators = [measure.operator(job, self.shared) for measure in self.measures]
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        job = self.job
+        context = BatchContext(batch, self.shared)
+        names = [SAMPLE_ID, *([LABEL] if job.label_column is not None else [])]
+        columns: dict[str, Any] = {n: batch.column(n) for n in [*names, *job.group_columns]}
+        if job.model is not None:
+            columns[PRED] = context.predictions
+        for operator in self.operators:
+            columns.update(operator(context))
+        schema = scores_schema(
+            job,
+            self.measures,
+            batch.schema.field(SAMPLE_ID).type,
+            [batch.schema.field(group) for group in job.group_columns],
+        )
+        scores = pa.table(columns, schema=schema)
+        if SOURCE_SHARD in batch.column_names:  # the pipeline's writer files rows by shard
+            scores = scores.append_column(SOURCE_SHARD, batch.column(SOURCE_SHARD))
+        return scores

@@ -1,0 +1,34 @@
+"""The layout of a run directory: what ``score`` writes where (a utility every layer reads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from intermodal import storage
+
+ARTIFACTS = "artifacts"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: str
+
+    @property
+    def scores(self) -> str:
+        return storage.join(self.root, "scores")
+
+    @property
+    def rejects(self) -> str:
+        return storage.join(self.root, "rejects")
+
+    @property
+    def global_(self) -> str:
+        return storage.join(self.root, "global")
+
+    @property
+    def artifacts(self) -> str:
+        return storage.join(self.root, ARTIFACTS)
+
+    @property
+    def manifest(self) -> str:
+        return storage.join(self.root, "manifest.json")
