@@ -1,7 +1,7 @@
 """Partition a 1M-row run by exact quantiles: sizes against the request, every sample once.
 
 Writes a synthetic run directory directly with pyarrow (no model): ``scores/`` in ``--files``
-files with ``sample_id`` (int64, shuffled), a continuous column ``lsmi_r_a__b`` (normal, 1 %
+files with ``sample_id`` (int64, shuffled), a continuous column ``lsmi_R_a__b`` (normal, 1 %
 null) and a heavily tied one ``tied`` (20 distinct values, so every cut falls inside a run of
 ~50,000 equal values). For each column it runs ``intermodal partition --quantiles`` through
 ``run_partition`` on local Ray, then reads the output back and checks:
@@ -31,7 +31,7 @@ from tables import show  # bench/tables.py, beside this script
 from intermodal.cluster import ensure_ray
 from intermodal.pipelines.partition import NULL_PARTITION, Rule, cut_rank, run_partition
 
-COLUMNS = ("lsmi_r_a__b", "tied")
+COLUMNS = ("lsmi_R_a__b", "tied")
 
 
 def write_scores(run: Path, rows: int, files: int, seed: int = 0) -> None:
@@ -43,7 +43,7 @@ def write_scores(run: Path, rows: int, files: int, seed: int = 0) -> None:
         table = pa.table(
             {
                 "sample_id": ids[part],
-                "lsmi_r_a__b": pa.array(continuous, mask=rng.random(len(part)) < 0.01),
+                "lsmi_R_a__b": pa.array(continuous, mask=rng.random(len(part)) < 0.01),
                 "tied": rng.integers(0, 20, len(part)).astype(np.float64) / 10,
             }
         )

@@ -144,7 +144,7 @@ def ours_median(p: np.ndarray, repeats: int) -> tuple[float, np.ndarray, str, st
         started = time.perf_counter()
         result = pid_from_joint(p, base=2)
         times.append(time.perf_counter() - started)
-    terms = np.array([result.redundancy, result.unique_1, result.unique_2, result.synergy])
+    terms = np.array(list(result.terms))
     return statistics.median(times), terms, result.solver, result.status
 
 

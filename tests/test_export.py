@@ -16,7 +16,7 @@ from intermodal.measures.lsmi import normalised_weights
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.usefixtures("ray_session")
-TERMS = ("r", "u1", "u2", "s")
+TERMS = ("R", "U1", "U2", "S")
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,10 @@ def run(tmp_path_factory) -> str:
 
 def test_weights_clip_and_normalise() -> None:
     terms = {
-        "r": np.array([1.0, -1.0, 0.0, np.nan]),
-        "u1": np.array([1.0, 3.0, -2.0, 1.0]),
-        "u2": np.array([0.0, 1.0, 0.0, 1.0]),
-        "s": np.array([2.0, 0.0, -1.0, 1.0]),
+        "R": np.array([1.0, -1.0, 0.0, np.nan]),
+        "U1": np.array([1.0, 3.0, -2.0, 1.0]),
+        "U2": np.array([0.0, 1.0, 0.0, 1.0]),
+        "S": np.array([2.0, 0.0, -1.0, 1.0]),
     }
     weights = normalised_weights(terms)
     np.testing.assert_allclose([weights[t][0] for t in TERMS], [0.25, 0.25, 0.0, 0.5])
@@ -57,11 +57,11 @@ def test_distill_weights_equal_an_independent_computation(run, tmp_path) -> None
     )
     shifted = scores.select(
         "sample_id",
-        (pl.col("lsmi_r_x1__x2") + c).clip(lower_bound=0).alias("r"),
-        (pl.col("lsmi_u1_x1__x2") - c).clip(lower_bound=0).alias("u1"),
-        (pl.col("lsmi_u2_x1__x2") - c).clip(lower_bound=0).alias("u2"),
-        (pl.col("lsmi_s_x1__x2") + c).clip(lower_bound=0).alias("s"),
-    ).with_columns(total=pl.sum_horizontal("r", "u1", "u2", "s"))
+        (pl.col("lsmi_R_x1__x2") + c).clip(lower_bound=0).alias("R"),
+        (pl.col("lsmi_U1_x1__x2") - c).clip(lower_bound=0).alias("U1"),
+        (pl.col("lsmi_U2_x1__x2") - c).clip(lower_bound=0).alias("U2"),
+        (pl.col("lsmi_S_x1__x2") + c).clip(lower_bound=0).alias("S"),
+    ).with_columns(total=pl.sum_horizontal("R", "U1", "U2", "S"))
     assert written["sample_id"].equals(shifted["sample_id"])
     for term in TERMS:
         expected = shifted.select(

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from intermodal.estimators.lsmi import adjusted, adjustment, pointwise
+from intermodal.schemas.tables import PIDTerms
 
 LN2 = float(np.log(2))
 
 
-def exact_pointwise(rows: list[tuple[tuple, tuple, int, float]]) -> dict[str, float]:
-    """Means of r, u1, u2, s over a discrete joint given as rows ``(x1, x2, y, probability)``,
+def exact_pointwise(rows: list[tuple[tuple, tuple, int, float]]) -> PIDTerms:
+    """Means of R, U1, U2, S over a discrete joint given as rows ``(x1, x2, y, probability)``,
     every probability computed exactly from the joint (entropies ``h(x) = −log p(x)``)."""
 
     def marginal(key) -> dict:
@@ -37,7 +38,7 @@ def exact_pointwise(rows: list[tuple[tuple, tuple, int, float]]) -> dict[str, fl
         ),
         logp_y=np.array([np.log(py[c]) for c in y]),
     )
-    return {name: float(np.dot(weight, values)) for name, values in terms.items()}
+    return PIDTerms(*(float(np.dot(weight, values)) for values in terms))
 
 
 def gate_rows(function, gate: str = "") -> list[tuple[tuple, tuple, int, float]]:
@@ -52,11 +53,11 @@ def test_identities_hold_per_sample() -> None:
     logp = np.log(rng.uniform(0.01, 1, (4, n)))
     terms = pointwise(h1, h2, logp[0], logp[1], logp[2], logp[3])
     i1, i2, i12 = logp[0] - logp[3], logp[1] - logp[3], logp[2] - logp[3]
-    np.testing.assert_allclose(terms["r"] + terms["u1"], i1, atol=1e-12)
-    np.testing.assert_allclose(terms["r"] + terms["u2"], i2, atol=1e-12)
-    np.testing.assert_allclose(sum(terms.values()), i12, atol=1e-12)
+    np.testing.assert_allclose(terms.R + terms.U1, i1, atol=1e-12)
+    np.testing.assert_allclose(terms.R + terms.U2, i2, atol=1e-12)
+    np.testing.assert_allclose(sum(terms), i12, atol=1e-12)
     # s − r depends only on the three informations
-    np.testing.assert_allclose(terms["s"] - terms["r"], i12 - i1 - i2, atol=1e-12)
+    np.testing.assert_allclose(terms.S - terms.R, i12 - i1 - i2, atol=1e-12)
 
 
 def test_redundancy_is_min_of_the_two_components() -> None:
@@ -70,25 +71,25 @@ def test_redundancy_is_min_of_the_two_components() -> None:
     )
     i1, i2 = np.log(0.9 / 0.5), np.log(0.6 / 0.5)
     expected = min(3.0, 2.0) - min(3.0 - i1, 2.0 - i2)
-    assert terms["r"][0] == pytest.approx(expected, abs=1e-12)
+    assert terms.R[0] == pytest.approx(expected, abs=1e-12)
 
 
 def test_xor_is_pure_synergy() -> None:
     means = exact_pointwise(gate_rows(lambda a, b: a ^ b))
-    assert means == pytest.approx({"r": 0.0, "u1": 0.0, "u2": 0.0, "s": LN2}, abs=1e-12)
-    assert adjustment(*means.values()) == 0.0
+    assert means == pytest.approx(PIDTerms(R=0.0, U1=0.0, U2=0.0, S=LN2), abs=1e-12)
+    assert adjustment(*means) == 0.0
 
 
 def test_or_matches_table_1_after_the_adjustment() -> None:
     raw = exact_pointwise(gate_rows(lambda a, b: a | b))
     # raw values of REFERENCES.md: R 0.389, U −0.173, S 0.520
-    assert raw["r"] == pytest.approx(0.389, abs=1e-3)
-    assert raw["u1"] == pytest.approx(-0.173, abs=1e-3) and raw["u2"] == pytest.approx(raw["u1"])
-    assert raw["s"] == pytest.approx(0.520, abs=1e-3)
-    shifted = adjusted(raw, adjustment(*raw.values()))
-    assert shifted["r"] == pytest.approx(0.75 * np.log(4 / 3), abs=1e-12)  # 0.215
-    assert shifted["u1"] == pytest.approx(0.0, abs=1e-12)
-    assert shifted["s"] == pytest.approx(LN2 / 2, abs=1e-12)  # 0.347
+    assert pytest.approx(0.389, abs=1e-3) == raw.R
+    assert pytest.approx(-0.173, abs=1e-3) == raw.U1 and pytest.approx(raw.U1) == raw.U2
+    assert pytest.approx(0.520, abs=1e-3) == raw.S
+    shifted = adjusted(raw, adjustment(*raw))
+    assert pytest.approx(0.75 * np.log(4 / 3), abs=1e-12) == shifted.R  # 0.215
+    assert pytest.approx(0.0, abs=1e-12) == shifted.U1
+    assert pytest.approx(LN2 / 2, abs=1e-12) == shifted.S  # 0.347
 
 
 def test_xor_not_halves_match_table_1_after_the_adjustment() -> None:
@@ -99,8 +100,8 @@ def test_xor_not_halves_match_table_1_after_the_adjustment() -> None:
         for x1, x2, y, p in half
     ]
     raw = exact_pointwise(rows)
-    shifted = adjusted(raw, adjustment(*raw.values()))
-    expected = {"r": 0.0, "u1": 0.0, "u2": LN2 / 2, "s": LN2 / 2}
+    shifted = adjusted(raw, adjustment(*raw))
+    expected = PIDTerms(R=0.0, U1=0.0, U2=LN2 / 2, S=LN2 / 2)
     assert shifted == pytest.approx(expected, abs=1e-12)
 
 
@@ -115,8 +116,8 @@ def test_xor_not_halves_match_table_1_after_the_adjustment() -> None:
 )
 def test_adjustment_priorities(means, constant: float) -> None:
     assert adjustment(*means) == pytest.approx(constant)
-    shifted = adjusted(dict(zip(("r", "u1", "u2", "s"), means, strict=True)), constant)
+    shifted = adjusted(PIDTerms(*means), constant)
     # the three identities of eq. 2 survive the shift in the mean
-    assert shifted["r"] + shifted["u1"] == pytest.approx(means[0] + means[1])
-    assert shifted["r"] + shifted["u2"] == pytest.approx(means[0] + means[2])
-    assert sum(shifted.values()) == pytest.approx(sum(means))
+    assert pytest.approx(means[0] + means[1]) == shifted.R + shifted.U1
+    assert pytest.approx(means[0] + means[2]) == shifted.R + shifted.U2
+    assert sum(shifted) == pytest.approx(sum(means))

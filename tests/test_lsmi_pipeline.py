@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 DIMS = {"x1": 8, "x2": 8, "x3": 3}
 NULL_LABELS = 25
-TERMS = ("r", "u1", "u2", "s")
+TERMS = ("R", "U1", "U2", "S")
 
 
 def _data(tmp_path, n: int = 3000) -> str:
@@ -107,7 +107,7 @@ def test_scores_equal_an_independent_recomputation(scored_run) -> None:
     for a, b in combinations(DIMS, 2):
         i_a, i_b, i_ab = information(a), information(b), information(a, b)
         r = np.minimum(h[a], h[b]) - np.minimum(h[a] - i_a, h[b] - i_b)
-        expected = {"r": r, "u1": i_a - r, "u2": i_b - r, "s": i_ab - i_a - i_b + r}
+        expected = {"R": r, "U1": i_a - r, "U2": i_b - r, "S": i_ab - i_a - i_b + r}
         for term in TERMS:
             column = scores.column(f"lsmi_{term}_{a}__{b}")
             assert column.null_count == NULL_LABELS
@@ -199,10 +199,10 @@ def test_model_coalitions_as_classifiers_find_xor_synergy(tmp_path) -> None:
     operator.shared.coalition_values = passes
     scores = operator(batch)
     assert passes.calls == 1
-    assert {"intershap_local", "lsmi_s_m0__m1"} <= set(scores.column_names)
+    assert {"intershap_local", "lsmi_S_m0__m1"} <= set(scores.column_names)
     alone = ScoreOperator(config, background=background)(batch)
     np.testing.assert_array_equal(
-        scores.column("lsmi_s_m0__m1").to_numpy(), alone.column("lsmi_s_m0__m1").to_numpy()
+        scores.column("lsmi_S_m0__m1").to_numpy(), alone.column("lsmi_S_m0__m1").to_numpy()
     )
 
 
@@ -261,5 +261,5 @@ def test_encoder_features_feed_the_entropy_models_and_classifiers(tmp_path) -> N
         }
     )
     out = ScoreOperator(config)(batch)
-    values = out.column("lsmi_s_x1__x2").to_numpy()
+    values = out.column("lsmi_S_x1__x2").to_numpy()
     assert values.shape == (50,) and np.isfinite(values).all()

@@ -21,6 +21,7 @@ from intermodal.pipelines.partition import (
     run_partition,
     value_bits,
 )
+from intermodal.schemas.tables import PID_TERMS
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -116,7 +117,7 @@ def run(tmp_path_factory) -> str:
 
 
 def test_quantiles_of_a_score_column_match_a_sort(run, tmp_path) -> None:
-    by = "lsmi_r_x1__x2"
+    by = "lsmi_R_x1__x2"
     summary = run_partition(run, str(tmp_path / "q"), Rule(by, (0.5,)), progress=lambda _: None)
     written = _written(tmp_path / "q")
     scores = pl.read_parquet(f"{run}/scores").with_columns(id_key=pl.col("sample_id"))
@@ -146,7 +147,10 @@ def test_dominant_is_the_largest_adjusted_lsmi_term(run, tmp_path) -> None:
     scores = pl.read_parquet(f"{run}/scores").sort("sample_id")
     names = ["redundancy", "uniqueness_x1", "uniqueness_x2", "synergy"]
     terms = np.column_stack(
-        [scores[f"lsmi_{t}_x1__x2"].to_numpy() + SHIFT_SIGNS[t] * constant for t in SHIFT_SIGNS]
+        [
+            scores[f"lsmi_{t}_x1__x2"].to_numpy() + sign * constant
+            for t, sign in zip(PID_TERMS, SHIFT_SIGNS, strict=True)
+        ]
     )
     labelled = ~np.isnan(terms).any(axis=1)
     expected = np.where(labelled, np.array(names)[np.nan_to_num(terms, nan=0).argmax(1)], "null")

@@ -120,7 +120,7 @@ def test_a_block_estimate_equals_an_independent_recomputation(run) -> None:
         )
     for term in TERMS:
         stored = members.column(f"pid_batch_{term}_x1__x2")[0].as_py()
-        assert stored == pytest.approx(expected[term] / np.log(2), abs=1e-9)
+        assert stored == pytest.approx(getattr(expected, term) / np.log(2), abs=1e-9)
 
 
 def test_model_pid_decomposes_the_predictions(tmp_path) -> None:

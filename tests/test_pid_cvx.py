@@ -16,7 +16,7 @@ AND_REDUNDANCY = 0.75 * np.log2(4 / 3)  # I(X1; Y) for Y = X1 AND X2 of two fair
 
 
 def terms(result: PIDResult) -> np.ndarray:
-    return np.array([result.redundancy, result.unique_1, result.unique_2, result.synergy])
+    return np.array(list(result.terms))
 
 
 def entropy(p: np.ndarray) -> float:
@@ -109,15 +109,15 @@ def test_identities(shape, seed: int, zeros: float, tiny: float) -> None:
     info1, info2 = mutual_information(p.sum(axis=1)), mutual_information(p.sum(axis=0))
     info12 = mutual_information(p.reshape(-1, shape[2]))
     assert result.mutual_information == pytest.approx(info12, abs=1e-12)
-    assert result.redundancy + result.unique_1 == pytest.approx(info1, abs=1e-5)
-    assert result.redundancy + result.unique_2 == pytest.approx(info2, abs=1e-5)
+    assert pytest.approx(info1, abs=1e-5) == result.terms.R + result.terms.U1
+    assert pytest.approx(info2, abs=1e-5) == result.terms.R + result.terms.U2
     assert terms(result).sum() == pytest.approx(info12, abs=1e-5)
     assert np.all(terms(result) >= -1e-7)
     # the terms equal their definitions evaluated on q* directly
     q = result.q
-    assert result.unique_1 == pytest.approx(conditional_mutual_information(q), abs=1e-5)
+    assert pytest.approx(conditional_mutual_information(q), abs=1e-5) == result.terms.U1
     swapped = q.transpose(1, 0, 2)
-    assert result.unique_2 == pytest.approx(conditional_mutual_information(swapped), abs=1e-5)
+    assert pytest.approx(conditional_mutual_information(swapped), abs=1e-5) == result.terms.U2
 
 
 @pytest.mark.parametrize(("shape", "seed", "zeros", "tiny"), RANDOM_JOINTS)
@@ -146,8 +146,8 @@ def test_matches_brute_force(shape, seed: int) -> None:
     min_information = brute_force_min_information(p)
     expected_synergy = mutual_information(p.reshape(-1, shape[2])) - min_information
     expected_unique_1 = min_information - mutual_information(p.sum(axis=0))
-    assert result.synergy == pytest.approx(expected_synergy, abs=1e-4)
-    assert result.unique_1 == pytest.approx(expected_unique_1, abs=1e-4)
+    assert pytest.approx(expected_synergy, abs=1e-4) == result.terms.S
+    assert pytest.approx(expected_unique_1, abs=1e-4) == result.terms.U1
 
 
 def test_base_e_is_bits_times_ln2() -> None:
@@ -174,7 +174,7 @@ def test_bad_inputs(joint: np.ndarray, message: str) -> None:
 
 def test_tiny_sum_deviation_is_renormalised() -> None:
     result = pid_from_joint(gate(lambda a, b: a ^ b) * (1 + 1e-8))
-    assert result.synergy == pytest.approx(1.0, abs=1e-4)
+    assert pytest.approx(1.0, abs=1e-4) == result.terms.S
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ N_CLUSTERS = 20
 
 def terms(result: PIDResult) -> np.ndarray:
     """[R, U1, U2, S]."""
-    return np.array([result.redundancy, result.unique_1, result.unique_2, result.synergy])
+    return np.array(list(result.terms))
 
 
 def features(table: pa.Table, name: str) -> np.ndarray:

@@ -95,7 +95,7 @@ def _expected(scores: pl.DataFrame, target: str, pair: tuple[str, str], site: st
     counts = np.zeros((a.max() + 1, b.max() + 1, 2))
     np.add.at(counts, (a, b, y), 1)
     result = pid_from_joint(counts / counts.sum())
-    values = [result.redundancy, result.unique_1, result.unique_2, result.synergy]
+    values = list(result.terms)
     return dict(zip(TERMS, [*values, result.mutual_information], strict=True)), len(rows)
 
 

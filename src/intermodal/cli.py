@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill = exports.add_parser(
         "distill-weights",
         help="per-sample distillation weights from LSMI (paper 001 §4.3.2)",
-        description="Write OUT/*.parquet with sample_id and w_<term>_<a>__<b> for r, u1, u2, s "
+        description="Write OUT/*.parquet with sample_id and w_<term>_<a>__<b> for R, U1, U2, S "
         "of every LSMI pair: the adjusted terms clipped at 0 and divided by their sum (1/4 each "
         "when all are 0, null without a label), and OUT/distill_weights.json.",
     )

@@ -3,7 +3,7 @@ InterSHAP as a ``shap.Explanation`` (paper 000 §4.3).
 
 Distillation weights. Per sample and modality pair ``(a, b)`` the four LSMI terms are taken
 adjusted by the pair's dataset constant ``c`` (``global/lsmi.parquet``, term
-``adjustment[a,b]``): ``r + c, u1 − c, u2 − c, s + c``, the scale on which the run reports its
+``adjustment[a,b]``): ``R + c, U1 − c, U2 − c, S + c``, the scale on which the run reports its
 means. Negative pointwise terms (information the sample's modalities mislead about) carry no
 knowledge to distil and are clipped to 0; the clipped terms are divided by their sum, so the
 four weights are ≥ 0 and sum to 1 per sample. A sample whose clipped terms are all 0 gets
@@ -24,7 +24,7 @@ from intermodal.cluster import ensure_ray
 from intermodal.measures.intershap import to_shap_explanation
 from intermodal.measures.lsmi import adjusted_lsmi, normalised_weights, pair_constant, score_pairs
 from intermodal.rundir import RunPaths
-from intermodal.schemas.tables import LSMI_TERMS, SAMPLE_ID, lsmi_column
+from intermodal.schemas.tables import PID_TERMS, SAMPLE_ID, lsmi_column
 
 WEIGHTS_FILE = "distill_weights.json"
 __all__ = ["run_distill_weights", "to_shap_explanation"]
@@ -64,7 +64,7 @@ def run_distill_weights(
         storage.remove(out)
     ensure_ray()
     progress(f"[export] distillation weights of {len(pairs)} pair(s) → {out}")
-    columns = [SAMPLE_ID, *(lsmi_column(t, a, b) for a, b in pairs for t in LSMI_TERMS)]
+    columns = [SAMPLE_ID, *(lsmi_column(t, a, b) for a, b in pairs for t in PID_TERMS)]
     scores_fs, scores_path = storage.filesystem(paths.scores)
     rows = (
         ray.data.read_parquet(scores_path, filesystem=storage.arrow_filesystem(scores_fs))
@@ -81,10 +81,10 @@ def run_distill_weights(
                 **{
                     f"mean_w_{t}": sums[weight_column(t, a, b)]
                     / max(counts[weight_column(t, a, b)], 1)
-                    for t in LSMI_TERMS
+                    for t in PID_TERMS
                 },
                 "rows": total,
-                "null_rows": total - counts[weight_column("r", a, b)],
+                "null_rows": total - counts[weight_column(PID_TERMS[0], a, b)],
             }
             for a, b in pairs
         ]
@@ -92,7 +92,7 @@ def run_distill_weights(
     storage.write_json(
         {
             "run_dir": run_dir,
-            "normalisation": "max(adjusted term, 0) / sum over r, u1, u2, s; 1/4 each when all "
+            "normalisation": "max(adjusted term, 0) / sum over R, U1, U2, S; 1/4 each when all "
             "are 0; null without a label (see intermodal.export)",
             "adjustment": constants,
         },

@@ -19,13 +19,12 @@ The dataset-level adjustment of the reference code shifts every sample by one co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
-TERMS = ("r", "u1", "u2", "s")
-# how the dataset constant a shifts each term: r + a, u1 − a, u2 − a, s + a
-SHIFT_SIGNS = {"r": 1.0, "u1": -1.0, "u2": -1.0, "s": 1.0}
+from intermodal.schemas.tables import PIDTerms
+
+# how the dataset constant a shifts each term: R + a, U1 − a, U2 − a, S + a
+SHIFT_SIGNS = PIDTerms(R=1.0, U1=-1.0, U2=-1.0, S=1.0)
 
 
 def pointwise_information(logp_y_x: np.ndarray, logp_y: np.ndarray) -> np.ndarray:
@@ -40,8 +39,8 @@ def pointwise(
     logp_y_x2: np.ndarray,
     logp_y_x12: np.ndarray,
     logp_y: np.ndarray,
-) -> dict[str, np.ndarray]:
-    """``{"r", "u1", "u2", "s"}`` per sample (nats) from entropies ``h1, h2`` and the log
+) -> PIDTerms:
+    """``R, U1, U2, S`` per sample (``[n]`` each, nats) from entropies ``h1, h2`` and the log
     probabilities of the observed label under each classifier and the prior (all ``[n]``)."""
     h1, h2 = np.asarray(h1, dtype=np.float64), np.asarray(h2, dtype=np.float64)
     i1 = pointwise_information(logp_y_x1, logp_y)
@@ -49,17 +48,14 @@ def pointwise(
     i12 = pointwise_information(logp_y_x12, logp_y)
     redundancy = np.minimum(h1, h2) - np.minimum(h1 - i1, h2 - i2)
     unique_1, unique_2 = i1 - redundancy, i2 - redundancy
-    return {
-        "r": redundancy,
-        "u1": unique_1,
-        "u2": unique_2,
-        "s": i12 - redundancy - unique_1 - unique_2,
-    }
+    return PIDTerms(
+        R=redundancy, U1=unique_1, U2=unique_2, S=i12 - redundancy - unique_1 - unique_2
+    )
 
 
 def adjustment(r_mean: float, u1_mean: float, u2_mean: float, s_mean: float) -> float:
     """The reference code's dataset constant ``a`` (``RUS_adjustment``), applied as
-    ``r + a, u1 − a, u2 − a, s + a``.
+    ``R + a, U1 − a, U2 − a, S + a``.
 
     First priority: when mean R or S is negative, ``a = −min(R, S)`` lifts both to ≥ 0 (U1, U2
     may then turn negative). Otherwise, when mean U1 or U2 is negative, ``a = min(U1, U2)``
@@ -75,6 +71,8 @@ def adjustment(r_mean: float, u1_mean: float, u2_mean: float, s_mean: float) -> 
     return 0.0
 
 
-def adjusted(means: Mapping[str, float], constant: float) -> dict[str, float]:
-    """Means of ``r, u1, u2, s`` shifted by the dataset constant ``a``."""
-    return {term: float(means[term]) + SHIFT_SIGNS[term] * constant for term in TERMS}
+def adjusted(means: PIDTerms, constant: float) -> PIDTerms:
+    """Means of ``R, U1, U2, S`` shifted by the dataset constant ``a``."""
+    return PIDTerms(
+        *(float(m) + sign * constant for m, sign in zip(means, SHIFT_SIGNS, strict=True))
+    )

@@ -27,10 +27,9 @@ import torch
 from torch import Tensor
 
 from intermodal.estimators.sinkhorn import sinkhorn
-from intermodal.schemas.tables import PID_TERMS
+from intermodal.schemas.tables import PIDTerms
 
 PROBABILITY_FLOOR = 1e-12  # clamp before logs of classifier probabilities
-TERMS = PID_TERMS  # the keys of block_pid's result
 
 
 def log_kernel(features_1: Tensor, features_2: Tensor) -> Tensor:
@@ -71,9 +70,9 @@ def plugin_information(p_y_x: Tensor) -> Tensor:
     return (p * (p.log() - mean.log())).sum(dim=1).mean()
 
 
-def batch_terms(iq: float, i1: float, i2: float, i12: float) -> dict[str, float]:
+def batch_terms(iq: float, i1: float, i2: float, i12: float) -> PIDTerms:
     """``R, U1, U2, S`` from ``I_q̃(Y; X1, X2)`` and the three classifier informations."""
-    return {"R": i1 + i2 - iq, "U1": iq - i2, "U2": iq - i1, "S": i12 - iq}
+    return PIDTerms(R=i1 + i2 - iq, U1=iq - i2, U2=iq - i1, S=i12 - iq)
 
 
 def block_pid(
@@ -85,7 +84,7 @@ def block_pid(
     *,
     n_iters: int = 200,
     tol: float = 1e-6,
-) -> dict[str, float]:
+) -> PIDTerms:
     """BATCH PID (nats) of one block: features ``[m, C, d]``, classifier outputs ``[m, C]``."""
     log_q = coupling(log_kernel(features_1, features_2), p_y_x1, p_y_x2, n_iters=n_iters, tol=tol)
     informations = [union_information(log_q)] + [

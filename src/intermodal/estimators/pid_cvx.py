@@ -33,6 +33,7 @@ from intermodal.estimators.information import (
     validated_joint,
 )
 from intermodal.estimators.pid_dual import maximiser_dual
+from intermodal.schemas.tables import PIDTerms
 
 CLIP_TOLERANCE = 1e-7
 # Mutual information below this (nats) is treated as exactly zero: every PID term is then zero.
@@ -50,10 +51,7 @@ class PIDResult:
     """PID terms in units of ``log(base)``, the maximiser ``q [k1, k2, ky]`` and how it was
     found (``solver`` is ``"none"`` when ``Δ_p`` needs no solve)."""
 
-    redundancy: float
-    unique_1: float
-    unique_2: float
-    synergy: float
+    terms: PIDTerms  # R, U1, U2, S
     mutual_information: float
     q: np.ndarray
     solver: str
@@ -165,10 +163,12 @@ def pid_from_joint(p: np.ndarray, *, base: float = 2) -> PIDResult:
     info_q = entropy(p.sum(axis=(0, 1))) - conditional_entropy(q_star)
     scale = np.log(base)
     return PIDResult(
-        redundancy=_clipped((info1 + info2 - info_q) / scale),
-        unique_1=_clipped((info_q - info2) / scale),
-        unique_2=_clipped((info_q - info1) / scale),
-        synergy=_clipped((info12 - info_q) / scale),
+        terms=PIDTerms(
+            R=_clipped((info1 + info2 - info_q) / scale),
+            U1=_clipped((info_q - info2) / scale),
+            U2=_clipped((info_q - info1) / scale),
+            S=_clipped((info12 - info_q) / scale),
+        ),
         mutual_information=float(info12 / scale),
         q=q_star,
         solver=solver,

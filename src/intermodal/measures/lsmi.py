@@ -1,5 +1,5 @@
 """LSMI (paper 001): per row and pair of modalities the pointwise redundancy, uniqueness and
-synergy r, u1, u2, s (nats) from KNIFE entropies h(x_m) and the pointwise mutual information of
+synergy R, U1, U2, S (nats) from KNIFE entropies h(x_m) and the pointwise mutual information of
 cross-fitted classifiers (or of the model's masked coalitions, ``classifiers: model``); for the
 dataset, the mean terms, the pair's adjustment constant and the adjusted means.
 
@@ -54,9 +54,9 @@ from intermodal.operators.context import BatchContext, SharedModel
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.tables import (
     LABEL,
-    LSMI_TERMS,
     PID_TERMS,
     SAMPLE_ID,
+    PIDTerms,
     lsmi_column,
     modality_pairs,
     modality_values,
@@ -132,7 +132,7 @@ def log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def dominant_names(pair: tuple[str, str]) -> list[str]:
-    """Names of the LSMI terms of a pair, in ``LSMI_TERMS`` order, for people to read."""
+    """Names of the LSMI terms of a pair, in ``PID_TERMS`` order, for people to read."""
     a, b = pair
     return ["redundancy", f"uniqueness_{a}", f"uniqueness_{b}", "synergy"]
 
@@ -140,19 +140,18 @@ def dominant_names(pair: tuple[str, str]) -> list[str]:
 def adjusted_lsmi(batch: pa.Table, pair: tuple[str, str], constant: float) -> dict[str, np.ndarray]:
     """Per row, the pair's LSMI terms shifted by the dataset constant (NaN where null)."""
     return {
-        term: batch.column(lsmi_column(term, *pair)).cast(pa.float64()).to_numpy()
-        + SHIFT_SIGNS[term] * constant
-        for term in LSMI_TERMS
+        term: batch.column(lsmi_column(term, *pair)).cast(pa.float64()).to_numpy() + sign * constant
+        for term, sign in zip(PID_TERMS, SHIFT_SIGNS, strict=True)
     }
 
 
 def score_pairs(scores_file: str) -> list[tuple[str, str]]:
     """The modality pairs with LSMI columns in a score file (at least one, else an error)."""
     names = storage.parquet_file(scores_file).schema_arrow.names
-    prefix = "lsmi_r_"
+    prefix = lsmi_column(PID_TERMS[0], "", "")[:-2]  # lsmi_R_
     pairs = [tuple(n[len(prefix) :].split("__")) for n in names if n.startswith(prefix)]
     if not pairs:
-        raise ValueError(f"{scores_file}: no LSMI columns (lsmi_r_<a>__<b>); was lsmi measured?")
+        raise ValueError(f"{scores_file}: no LSMI columns (lsmi_R_<a>__<b>); was lsmi measured?")
     return pairs  # type: ignore[return-value]
 
 
@@ -186,12 +185,12 @@ def pair_constant(run_dir: str, pair: tuple[str, str]) -> float:
 def normalised_weights(terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Distillation weights (paper 001 §4.3.2): the adjusted terms clipped at 0 over their
     sum; 1/4 each where all clip to 0; NaN where a term is NaN."""
-    clipped = np.clip(np.column_stack([terms[t] for t in LSMI_TERMS]), 0.0, None)
+    clipped = np.clip(np.column_stack([terms[t] for t in PID_TERMS]), 0.0, None)
     total = clipped.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        weights = np.where(total > 0, clipped / total, 1.0 / len(LSMI_TERMS))
+        weights = np.where(total > 0, clipped / total, 1.0 / len(PID_TERMS))
     weights[np.isnan(total[:, 0])] = np.nan
-    return {term: weights[:, i] for i, term in enumerate(LSMI_TERMS)}
+    return {term: weights[:, i] for i, term in enumerate(PID_TERMS)}
 
 
 class LSMI(Measure):
@@ -228,7 +227,7 @@ class LSMI(Measure):
         return [
             pa.field(lsmi_column(term, a, b), pa.float64())  # null where the label is null
             for a, b in modality_pairs(job.modality_names)
-            for term in LSMI_TERMS
+            for term in PID_TERMS
         ]
 
     # --- fitting -----------------------------------------------------------------------------
@@ -377,10 +376,10 @@ class LSMI(Measure):
                 terms = pointwise(
                     entropy[a], entropy[b], log_p[a], log_p[b], log_p[key_name((a, b))], prior
                 )
-                for term in LSMI_TERMS:
+                for term, values in zip(PID_TERMS, terms, strict=True):
                     # rows without a label were scored with a placeholder class: null
                     columns[lsmi_column(term, a, b)] = pa.array(
-                        terms[term], pa.float64(), mask=~context.labelled
+                        values, pa.float64(), mask=~context.labelled
                     )
             return columns
 
@@ -396,7 +395,7 @@ class LSMI(Measure):
         records = []
         for a, b in modality_pairs(job.modality_names):
             pair = f"{a},{b}"
-            columns = [lsmi_column(term, a, b) for term in LSMI_TERMS]
+            columns = [lsmi_column(term, a, b) for term in PID_TERMS]
             overall = [summaries.get(column) for column in columns]
             if any(summary is None or summary.count == 0 for summary in overall):
                 continue
@@ -408,14 +407,16 @@ class LSMI(Measure):
                 found = [summaries.get(column, group) for column in columns]
                 if any(summary is None or summary.count == 0 for summary in found):
                     continue
-                means = {term: s.mean for term, s in zip(LSMI_TERMS, found, strict=True)}
+                means = PIDTerms(*(summary.mean for summary in found))
                 shifted = adjusted(means, constant)
-                for term, name, summary in zip(LSMI_TERMS, PID_TERMS, found, strict=True):
+                for term, mean, moved, summary in zip(
+                    PID_TERMS, means, shifted, found, strict=True
+                ):
                     n, error = summary.count, summary.stderr
                     records += [
-                        global_record(self.name, f"{name}[{pair}]", means[term], n, error, group),
+                        global_record(self.name, f"{term}[{pair}]", mean, n, error, group),
                         global_record(
-                            self.name, f"{name}_adjusted[{pair}]", shifted[term], n, error, group
+                            self.name, f"{term}_adjusted[{pair}]", moved, n, error, group
                         ),
                     ]
         return records
@@ -432,7 +433,7 @@ class LSMI(Measure):
             *pid_bars(run, self.name, "nats", adjusted=True),
         ]
         for a, b in pair_terms(run.terms(self.name)):
-            columns = [lsmi_column(term, a, b) for term in LSMI_TERMS]
+            columns = [lsmi_column(term, a, b) for term in PID_TERMS]
             parts.append(histograms(run.scores(columns), f"Per-sample LSMI of ({a}, {b}), raw", 4))
         return Section("LSMI", "".join(parts))
 
@@ -447,11 +448,11 @@ class LSMI(Measure):
         constant = pair_constant(run_dir, pair)
         return CategoryRule(
             by=by,
-            columns=tuple(lsmi_column(term, *pair) for term in LSMI_TERMS),
+            columns=tuple(lsmi_column(term, *pair) for term in PID_TERMS),
             names=tuple(dominant_names(pair)),
-            offsets=tuple(SHIFT_SIGNS[term] * constant for term in LSMI_TERMS),
+            offsets=tuple(sign * constant for sign in SHIFT_SIGNS),
             descriptions=tuple(
-                f"largest adjusted LSMI term of {','.join(pair)} is {term}" for term in LSMI_TERMS
+                f"largest adjusted LSMI term of {','.join(pair)} is {term}" for term in PID_TERMS
             ),
             missing="the LSMI terms",
         )

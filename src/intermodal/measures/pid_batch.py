@@ -276,7 +276,7 @@ class PIDBatch(Measure):
                             n_iters=settings.sinkhorn_iters,
                             tol=settings.sinkhorn_tol,
                         )
-                        for term, value in values.items():
+                        for term, value in zip(PID_TERMS, values, strict=True):
                             terms[term][block] = value / np.log(2)  # bits, as pid_cvx
                     for term, values in terms.items():
                         columns[batch_column(term, a, b, target)] = values

@@ -152,19 +152,8 @@ class PIDCVX(Measure):
             if counts.total == 0:
                 continue
             result = pid_from_joint(counts.joint(), base=2)
-            values = dict(
-                zip(
-                    (*PID_TERMS, "I"),
-                    (
-                        result.redundancy,
-                        result.unique_1,
-                        result.unique_2,
-                        result.synergy,
-                        result.mutual_information,
-                    ),
-                    strict=True,
-                )
-            )
+            values = dict(zip(PID_TERMS, result.terms, strict=True))
+            values["I"] = result.mutual_information
             measure = self.name + TARGET_SUFFIXES[target]
             records += [
                 global_record(measure, pid_term(term, pair), value, counts.total, None, group)

@@ -13,7 +13,7 @@ of the interaction matrix ``interaction_<a>__<b>`` (``a == b``: the main effect 
 Shapley decomposition; local InterSHAP is a fraction in [0, 1]. With the ``pid_cvx`` measure,
 ``pid_code_<m>`` (int32) is each modality's codebook cell. Columns of measures not run are
 absent, and ``pred`` is absent without a model. With ``lsmi``, ``lsmi_<term>_<a>__<b>`` (float64,
-nats, null for rows without a label) per pair and term r, u1, u2, s. With ``pid_batch``,
+nats, null for rows without a label) per pair and term R, U1, U2, S. With ``pid_batch``,
 ``pid_batch_block`` (the row's scoring block) and ``pid_batch_<T>_<a>__<b>`` (the block's
 BATCH estimate, bits) per pair and term R, U1, U2, S; ``pid_batch_model_...`` the same for the
 model's predictions when a model is configured. With ``i2moe`` (an I2MoE trained on a sample of
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import combinations
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -102,9 +103,20 @@ def code_column(modality: str) -> str:
     return f"pid_code_{modality}"
 
 
-LSMI_TERMS = ("r", "u1", "u2", "s")
-# the PID terms of a pair in global/ (``R[a,b]``...): redundancy, unique to a, to b, synergy
-PID_TERMS = ("R", "U1", "U2", "S")
+class PIDTerms(NamedTuple):
+    """The terms of a partial information decomposition of a pair of sources (paper 003):
+    redundancy ``R``, information unique to the first source ``U1`` and to the second
+    ``U2``, synergy ``S``. The one spelling every estimator returns (scalars for a dataset or a
+    BATCH block, ``[n]`` arrays for LSMI's pointwise terms) and every table uses: score
+    columns ``lsmi_<T>_<a>__<b>`` and ``pid_batch_<T>_<a>__<b>``, global terms ``<T>[a,b]``."""
+
+    R: Any
+    U1: Any
+    U2: Any
+    S: Any
+
+
+PID_TERMS: tuple[str, ...] = PIDTerms._fields
 
 # what PID-style measures decompose: the labels, and the model's predictions with a model;
 # the suffix of each target's measure name in global/ (``pid_cvx``, ``pid_cvx_model``)
@@ -117,7 +129,7 @@ def modality_pairs(modalities: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def lsmi_column(term: str, first: str, second: str) -> str:
-    """Score column of one LSMI term (``r``, ``u1``, ``u2``, ``s``) of the pair (first, second)."""
+    """Score column of one LSMI term (``PID_TERMS``) of the pair (first, second)."""
     return f"lsmi_{term}_{first}__{second}"
 
 
