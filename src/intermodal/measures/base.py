@@ -81,6 +81,20 @@ def global_record(
     }
 
 
+def mean_records(measure: str, terms: Mapping[str, str], summaries: Any) -> list[dict]:
+    """Per group and score column, the column's mean with its standard error under a term of
+    the measure's own (``terms``: column → term), from the merged column summaries."""
+    records = []
+    for group in summaries.groups():
+        for column, term in terms.items():
+            summary = summaries.get(column, group)
+            if summary is not None and summary.count:
+                records.append(
+                    global_record(measure, term, summary.mean, summary.count, summary.stderr, group)
+                )
+    return records
+
+
 def global_table(records: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
 

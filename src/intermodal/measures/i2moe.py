@@ -20,7 +20,7 @@ from intermodal import storage
 from intermodal.charts.figures import box_plots, grouped_bars
 from intermodal.charts.html import Section, paragraph
 from intermodal.charts.run import RunData, bracketed
-from intermodal.measures.base import BatchOperator, CategoryRule, global_record
+from intermodal.measures.base import BatchOperator, CategoryRule, mean_records
 from intermodal.measures.fusion import FusionMeasure, fusion_inputs
 from intermodal.models.i2moe import I2MoE as I2MoEModel
 from intermodal.models.i2moe import expert_names
@@ -136,22 +136,8 @@ class I2MoE(FusionMeasure):
     def finalize(self, job: JobConfig, partial: Any, summaries: Any) -> list[dict]:
         """Per expert and group ``weight[<expert>]``: the mean weight with its standard error
         (quantiles: the column summaries' ``p10[i2moe_w_<expert>]``...)."""
-        records = []
-        for group in summaries.groups():
-            for expert in self.experts(job):
-                summary = summaries.get(i2moe_weight_column(expert), group)
-                if summary is not None and summary.count:
-                    records.append(
-                        global_record(
-                            self.name,
-                            f"weight[{expert}]",
-                            summary.mean,
-                            summary.count,
-                            summary.stderr,
-                            group,
-                        )
-                    )
-        return records
+        terms = {i2moe_weight_column(e): f"weight[{e}]" for e in self.experts(job)}
+        return mean_records(self.name, terms, summaries)
 
     def report(self, run: RunData) -> Section | None:
         experts = list(bracketed(run.terms(self.name), "weight"))

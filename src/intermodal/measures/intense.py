@@ -19,7 +19,7 @@ from torch import nn
 from intermodal.charts.figures import grouped_bars
 from intermodal.charts.html import Section, paragraph
 from intermodal.charts.run import RunData, bracketed
-from intermodal.measures.base import BatchOperator, global_record
+from intermodal.measures.base import BatchOperator, global_record, mean_records
 from intermodal.measures.fusion import FusionMeasure, fusion_inputs
 from intermodal.models.intense import InTense as InTenseModel
 from intermodal.models.intense import term_names
@@ -140,21 +140,8 @@ class InTense(FusionMeasure):
             global_record(self.name, f"relevance[{term}]", value, overall.count)
             for term, value in zip(terms, relevance, strict=True)
         ]
-        for group in summaries.groups():
-            for term in terms:
-                summary = summaries.get(intense_contribution_column(term), group)
-                if summary is not None and summary.count:
-                    records.append(
-                        global_record(
-                            self.name,
-                            f"contribution[{term}]",
-                            summary.mean,
-                            summary.count,
-                            summary.stderr,
-                            group,
-                        )
-                    )
-        return records
+        contributions = {intense_contribution_column(t): f"contribution[{t}]" for t in terms}
+        return records + mean_records(self.name, contributions, summaries)
 
     def report(self, run: RunData) -> Section | None:
         relevance = bracketed(run.terms(self.name), "relevance")
