@@ -49,7 +49,7 @@ def test_weights_load_as_state_dict_only(tmp_path) -> None:
 
     whole_module = tmp_path / "module.pt"
     torch.save(model, whole_module)  # pickles code: must be refused
-    with pytest.raises(ValueError, match="not a loadable state_dict"):
+    with pytest.raises(ValueError, match="not a state_dict"):
         build_model(FACTORY, KWARGS, str(whole_module), ["a", "b"])
     arbitrary = tmp_path / "object.pt"
     arbitrary.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))

@@ -106,3 +106,21 @@ def test_string_and_integer_ids(id_type) -> None:
     )
     valid, _ = validate_rows(batch, CONFIG, pa.array([], id_type), "f", 0)
     assert valid.schema.field("sample_id").type == id_type
+
+
+def test_a_null_element_reads_as_null_and_a_row_bad_twice_names_both_columns() -> None:
+    batch = pa.table(
+        {
+            "sample_id": pa.array([1, 2], pa.int64()),
+            "label": pa.array([0, 1], pa.int64()),
+            "site": ["x", "y"],
+            "a": pa.array([[1, None], [np.nan, 1]], pa.list_(pa.float32(), 2)),
+            "b_raw": pa.array([[1, 2, 3], [1, 2]], pa.list_(pa.float64())),
+        }
+    )
+    _, rejects = validate_rows(batch, CONFIG, pa.array([], pa.int64()), "f.parquet", 0)
+    rows = rejects.select(["columns", "reason"]).to_pylist()
+    assert rows == [
+        {"columns": "a", "reason": "1 null values"},
+        {"columns": "a,b_raw", "reason": "1 NaN/inf values; expected 3 values, got 2"},
+    ]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import polars as pl
 import pyarrow as pa
 
+from intermodal.cluster import RayStartError
 from intermodal.pipelines.suites import SUITES
 from intermodal.schemas.config import ConfigError
 from intermodal.schemas.validation import InputSchemaError
@@ -38,15 +39,20 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
 
 
-def _score(args: argparse.Namespace) -> None:
+def _score(args: argparse.Namespace) -> int:
     from intermodal.pipelines.aggregate import run_aggregate
-    from intermodal.pipelines.score import run_score
+    from intermodal.pipelines.score import run_score, too_few_scored
     from intermodal.schemas.config import load_config
 
     config = load_config(args.config)
-    run_score(config, restart=args.restart)
+    manifest = run_score(config, restart=args.restart)
     if not args.no_aggregate:
         _print_global(run_aggregate(config.output))
+    failure = too_few_scored(config, manifest)
+    if failure is not None:
+        print(f"intermodal score: error: {failure}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -284,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args) or 0
-    except (ConfigError, InputSchemaError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, InputSchemaError, FileNotFoundError, ValueError, RayStartError) as error:
         print(f"intermodal {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -12,19 +12,36 @@ import os
 import ray
 
 
+class RayStartError(RuntimeError):
+    """Ray could not be started or reached; the message says what to try."""
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
-    """Start embedded local Ray, or attach to ``RAY_ADDRESS``; no-op when already up."""
+    """Start embedded local Ray, or attach to ``RAY_ADDRESS``; no-op when already up. A failure
+    is one ``RayStartError`` line, not Ray's traceback."""
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=logging.WARNING)
-    else:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
+    address = os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(logging_level=logging.WARNING)
+        else:
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+            )
+    except Exception as error:  # Ray raises many types for a start that failed
+        lines = str(error).strip().splitlines()
+        reason = lines[0] if lines else type(error).__name__
+        hint = (
+            f"is the cluster at RAY_ADDRESS={address} up and reachable?"
+            if address
+            else "a busy machine can time out Ray's start: try again; `ray stop` clears a "
+            "stale local Ray"
         )
+        raise RayStartError(f"could not start Ray ({reason}); {hint}") from None
 
 
 def shutdown_ray() -> None:

@@ -95,7 +95,10 @@ def import_factory(entrypoint: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ValueError(
-            f"model.factory '{entrypoint}': cannot import '{module_name}': {error}"
+            f"model.factory '{entrypoint}': cannot import '{module_name}': {error}. The module "
+            "must be importable by the driver and by every Ray worker: install it as a package "
+            "(on every node of a cluster), or put its directory on PYTHONPATH before the run "
+            "starts"
         ) from None
     try:
         return getattr(module, attribute)
@@ -105,13 +108,25 @@ def import_factory(entrypoint: str) -> Any:
         ) from None
 
 
+def _first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (torch's run to dozens)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def load_state_dict(uri: str) -> dict[str, Tensor]:
     """A checkpoint's tensors; refuses anything that is not a plain state_dict."""
-    with fsspec.open(uri, "rb") as handle:
-        try:
+    try:
+        with fsspec.open(uri, "rb") as handle:
             state = torch.load(handle, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises UnpicklingError and others for foreign data
-            raise ValueError(f"model.weights '{uri}': not a loadable state_dict: {error}") from None
+    except FileNotFoundError:
+        raise ValueError(f"model.weights '{uri}': no such file") from None
+    except Exception as error:  # torch raises UnpicklingError and others for foreign data
+        # torch's own message is many lines of advice on unsafe loading: name the error only
+        raise ValueError(
+            f"model.weights '{uri}': not a state_dict saved with torch.save(model.state_dict()); "
+            f"torch.load(weights_only=True) refused it ({type(error).__name__})"
+        ) from None
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"model.weights '{uri}': expected a state_dict (name → tensor)")
     return dict(state)
@@ -121,12 +136,25 @@ def build_model(
     factory: str, kwargs: Mapping[str, Any], weights: str | None, modalities: Sequence[str]
 ) -> MultimodalModel:
     """Build the configured model in eval mode, weights loaded when given."""
-    module = import_factory(factory)(**kwargs)
+    try:
+        module = import_factory(factory)(**kwargs)
+    except TypeError as error:
+        raise ValueError(
+            f"model.kwargs {dict(kwargs)}: '{factory}' does not take them ({_first_line(error)})"
+        ) from None
     if not isinstance(module, nn.Module):
         raise ValueError(
             f"model.factory '{factory}' returned {type(module).__name__}, not a Module"
         )
     if weights is not None:
-        module.load_state_dict(load_state_dict(weights))
+        try:
+            module.load_state_dict(load_state_dict(weights))
+        except RuntimeError as error:  # missing, unexpected or misshapen tensors
+            lines = str(error).strip().splitlines()
+            detail = " ".join(line.strip() for line in lines[1:3])
+            raise ValueError(
+                f"model.weights '{weights}' do not fit the model '{factory}' builds with "
+                f"model.kwargs: {detail}"
+            ) from None
     module.eval()
     return as_multimodal(module, modalities)

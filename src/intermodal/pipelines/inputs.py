@@ -47,22 +47,44 @@ def inspect_shards(config: JobConfig, uri: str | None = None) -> list[Shard]:
     if not uris:
         raise InputSchemaError(f"input {uri}: no Parquet files found")
 
-    def inspect(index_uri: tuple[int, str]) -> tuple[Shard, list[str]]:
+    def inspect(index_uri: tuple[int, str]) -> tuple[Shard, list[str], str]:
         index, shard_uri = index_uri
         try:
             metadata = storage.parquet_file(shard_uri).metadata
         except Exception as error:  # pyarrow raises several types for corrupt files
-            return Shard(index, shard_uri, 0, ()), [f"cannot be read as Parquet: {error}"]
-        problems = schema_problems(metadata.schema.to_arrow_schema(), config)
+            return Shard(index, shard_uri, 0, ()), [f"cannot be read as Parquet: {error}"], ""
+        schema = metadata.schema.to_arrow_schema()
+        problems = schema_problems(schema, config)
         groups = tuple(metadata.row_group(g).num_rows for g in range(metadata.num_row_groups))
-        return Shard(index, shard_uri, metadata.num_rows, groups), problems
+        kind = ""  # a shard with problems is reported with them
+        if not problems:
+            id_type = schema.field(config.id_column).type
+            kind = "integer" if pa.types.is_integer(id_type) else str(id_type)
+        return Shard(index, shard_uri, metadata.num_rows, groups), problems, kind
 
     with ThreadPoolExecutor(_IO_THREADS) as pool:
         results = list(pool.map(inspect, enumerate(uris)))
-    messages = [f"{shard.uri}: {p}" for shard, problems in results for p in problems]
+    messages = [f"{shard.uri}: {p}" for shard, problems, _ in results for p in problems]
     if messages:
         raise InputSchemaError("input does not match the config:\n  " + "\n  ".join(messages))
-    return [shard for shard, _ in results]
+    _check_id_types(config, {shard.uri: kind for shard, _, kind in results})
+    return [shard for shard, _, _ in results]
+
+
+def _check_id_types(config: JobConfig, id_kinds: dict[str, str]) -> None:
+    """Every shard's id column holds integers, or every shard's holds text: ids of both kinds
+    cannot be compared for duplicates or written as one column."""
+    kinds: dict[str, list[str]] = {}
+    for uri, kind in id_kinds.items():
+        kinds.setdefault(kind, []).append(uri)
+    if len(kinds) > 1:
+        listed = "; ".join(
+            f"{kind} in {len(files)} file(s), e.g. {files[0]}" for kind, files in kinds.items()
+        )
+        raise InputSchemaError(
+            f"input: id column '{config.id_column}' has different types across shards ({listed});"
+            " write it with one type in every file"
+        )
 
 
 def fingerprint(shards: list[Shard]) -> str:

@@ -23,7 +23,9 @@ from intermodal.pipelines.inputs import (
     fingerprint,
     inspect_shards,
     sample_rows,
+    sample_table,
 )
+from intermodal.pipelines.preflight import PREFLIGHT_ROWS, check_model
 from intermodal.pipelines.resume import ScoreSink, resume_key, shard_progress
 from intermodal.pipelines.run import Progress, RunPaths, ship_measures
 from intermodal.pipelines.score_stage import ScoreOperator
@@ -158,6 +160,8 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
     background = None
     measures = job_measures(config)
     try:
+        if config.model is not None:  # a broken model fails here, not in an actor
+            check_model(config, sample_table(config, shards, PREFLIGHT_ROWS, 0, duplicates))
         background, refitted = _prepare(config, shards, duplicates, progress)
         any_valid = True
     except NoValidRows:
@@ -202,7 +206,42 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
         )
     manifest = _manifest(config, shards, key, {s.index for s in shards}, background, artifacts)
     manifest["rows"] = {"scored": n_scored, "rejected": n_rejected}
+    reasons = top_reject_reasons(paths.rejects)
+    manifest["reject_reasons"] = reasons
     manifest["seconds"] = {"score": round(time.time() - started, 3)}
     storage.write_json(manifest, paths.manifest)
-    progress(f"[score] {n_scored} rows scored, {n_rejected} rejected → {paths.root}")
+    top = "; ".join(f"{count}× {reason}" for reason, count in reasons.items())
+    progress(
+        f"[score] {n_scored} rows scored, {n_rejected} rejected"
+        + (f" (top reasons: {top})" if top else "")
+        + f" → {paths.root}"
+    )
     return manifest
+
+
+def top_reject_reasons(rejects_uri: str, most: int = 3) -> dict[str, int]:
+    """The most frequent reasons in ``rejects/`` and their counts (reading that column only)."""
+    files = storage.list_parquet(rejects_uri) if _count_rows(rejects_uri) else []
+    if not files:
+        return {}
+    reasons = pa.concat_tables(storage.read_table(f, columns=["reason"]) for f in files)
+    counts = reasons.column("reason").value_counts().to_pylist()
+    ranked = sorted(counts, key=lambda item: (-item["counts"], item["values"]))[:most]
+    return {item["values"]: item["counts"] for item in ranked}
+
+
+def too_few_scored(config: JobConfig, manifest: dict) -> str | None:
+    """Why the run failed its scored-rows threshold (every row rejected, or fewer than
+    ``min_scored_fraction`` scored), or None when it passed."""
+    rows = manifest["rows"]
+    total = rows["scored"] + rows["rejected"]
+    if total == 0:
+        return None
+    if rows["scored"] == 0:
+        return f"every one of the {total} input rows was rejected (see rejects/)"
+    if rows["scored"] / total < config.min_scored_fraction:
+        return (
+            f"only {rows['scored']} of {total} rows scored, below min_scored_fraction = "
+            f"{config.min_scored_fraction} (see rejects/)"
+        )
+    return None

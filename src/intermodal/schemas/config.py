@@ -147,6 +147,9 @@ class JobConfig(BaseModel):
     modalities: list[ModalityConfig] = Field(min_length=2)
     measures: list[str] = Field(default=["intershap"], min_length=1)
     model: ModelConfig | None = None
+    # the run fails (non-zero exit) when fewer rows are scored than this share of the input;
+    # a run that scores no row always fails
+    min_scored_fraction: float = Field(default=0.0, ge=0, le=1)
     compute: ComputeConfig = ComputeConfig()
     _label_reasons: list[str] = PrivateAttr(default_factory=list)
 

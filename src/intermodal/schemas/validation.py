@@ -120,14 +120,17 @@ def _modality_matrix(
     wrong = ~null & (lengths != size)
     problems.add(wrong, name, [f"expected {size} values, got {n}" for n in lengths[wrong]])
     shaped = ~null & ~wrong
-    values = column.filter(pa.array(shaped)).flatten().to_numpy(zero_copy_only=False)
-    matrix = values.astype(np.float32, copy=False).reshape(-1, size)
+    flat = column.filter(pa.array(shaped)).flatten()
+    missing = _mask(flat.is_null()).reshape(-1, size)  # null elements read as NaN below
+    matrix = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, size)
     rows = np.flatnonzero(shaped)
-    finite = np.isfinite(matrix)
-    bad_values = (~finite).sum(axis=1)
-    nonfinite = np.zeros(problems.n_rows, dtype=bool)
-    nonfinite[rows] = bad_values > 0
-    problems.add(nonfinite, name, [f"{n} NaN/inf values" for n in bad_values[bad_values > 0]])
+    for count, what in (
+        (missing.sum(axis=1), "null values"),
+        ((~np.isfinite(matrix) & ~missing).sum(axis=1), "NaN/inf values"),
+    ):
+        flagged = np.zeros(problems.n_rows, dtype=bool)
+        flagged[rows] = count > 0
+        problems.add(flagged, name, [f"{n} {what}" for n in count[count > 0]])
     return matrix, rows
 
 

@@ -1,0 +1,45 @@
+"""Checks on the driver before Ray starts: what would otherwise fail inside an actor, late and
+as hundreds of lines of tracebacks, fails here at once with one line naming the key or file.
+
+The configured model is built with its kwargs, its weights loaded (``weights_only=True``),
+and run on a few real rows of the input; its output must have ``num_classes`` values per row.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import torch
+
+from intermodal.models.protocol import build_model
+from intermodal.operators.context import as_tensors
+from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import modality_values
+
+PREFLIGHT_ROWS = 4  # rows of the input the model is tried on
+
+
+def check_model(job: JobConfig, rows: pa.Table) -> None:
+    """Build the configured model and run it on ``rows`` (normalised input); ValueError with
+    one line naming ``model.*`` or ``num_classes`` when anything is wrong."""
+    settings = job.model
+    if settings is None:
+        return
+    model = build_model(settings.factory, settings.kwargs, settings.weights, job.modality_names)
+    rows = rows.slice(0, PREFLIGHT_ROWS)
+    values = {m.name: modality_values(rows.column(m.name), m.size) for m in job.modalities}
+    inputs = as_tensors(job, values, torch.device("cpu"))
+    try:
+        with torch.no_grad():
+            logits = model.fuse({name: model.encode(name, x) for name, x in inputs.items()})
+    except Exception as error:  # any failure of the user's code on real rows
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"model '{settings.factory}' failed on {rows.num_rows} rows of the input shaped "
+            f"as modalities[].shape says: {type(error).__name__}: {first}"
+        ) from None
+    if logits.dim() != 2 or logits.shape != (rows.num_rows, job.num_classes):
+        raise ValueError(
+            f"num_classes is {job.num_classes}, but model '{settings.factory}' outputs shape "
+            f"{tuple(logits.shape)} for {rows.num_rows} rows; it must output "
+            f"[rows, num_classes] logits"
+        )

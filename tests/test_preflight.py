@@ -1,0 +1,126 @@
+"""Mistakes a new user makes fail at once on the driver, before any Ray work, with a few lines
+that name the key or file; a run that scores nothing exits non-zero."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from jobs import xor_function_job  # tests/jobs.py
+
+from intermodal.cli import main
+from intermodal.models.fcnn import build_fcnn
+
+ROWS = 64
+FCNN_KWARGS = {"modalities": ["m0", "m1"], "dims": [1, 1], "num_classes": 2}
+
+
+def _write_input(
+    directory: Path, ids: list | None = None, name: str = "part.parquet", size: int | None = 1
+) -> Path:
+    """HD-XOR-like bits; ``size`` None writes variable-length lists (checked row by row)."""
+    directory.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, (ROWS, 2)).astype(np.float32)
+    pq.write_table(
+        pa.table(
+            {
+                "sample_id": pa.array(ids if ids is not None else list(range(ROWS))),
+                "label": pa.array((bits[:, 0] != bits[:, 1]).astype(np.int64)),
+                "m0_bits": pa.array([[b] for b in bits[:, 0]], pa.list_(pa.float32(), size or -1)),
+                "m1_bits": pa.array([[b] for b in bits[:, 1]], pa.list_(pa.float32(), size or -1)),
+            }
+        ),
+        directory / name,
+    )
+    return directory
+
+
+def _fcnn_job(tmp_path: Path, **model: object) -> dict:
+    settings = {"name": "fcnn", "factory": "intermodal.models.fcnn:build_fcnn"}
+    settings["kwargs"] = dict(FCNN_KWARGS)
+    settings.update(model)
+    return xor_function_job(_write_input(tmp_path / "data"), tmp_path / "run", model=settings)
+
+
+def _run(tmp_path: Path, job: dict, capsys) -> tuple[int, list[str]]:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    code = main(["score", str(path), "--no-aggregate"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return code, errors
+
+
+def _fails_early(tmp_path: Path, job: dict, capsys, *needles: str) -> None:
+    code, errors = _run(tmp_path, job, capsys)
+    assert code != 0
+    assert 1 <= len(errors) <= 10, errors
+    for needle in needles:
+        assert needle in "\n".join(errors), errors
+    assert not (tmp_path / "run" / "scores").exists()  # failed before any scoring
+
+
+def test_a_model_module_that_does_not_import(tmp_path, capsys) -> None:
+    job = _fcnn_job(tmp_path, factory="no_such_package.models:build")
+    _fails_early(tmp_path, job, capsys, "model.factory", "no_such_package", "PYTHONPATH")
+
+
+def test_missing_weights(tmp_path, capsys) -> None:
+    job = _fcnn_job(tmp_path, weights=str(tmp_path / "missing.pt"))
+    _fails_early(tmp_path, job, capsys, "model.weights", "missing.pt", "no such file")
+
+
+def test_a_pickled_whole_module_as_weights(tmp_path, capsys) -> None:
+    weights = tmp_path / "whole.pt"
+    torch.save(build_fcnn(**FCNN_KWARGS), weights)  # the module, not its state_dict
+    job = _fcnn_job(tmp_path, weights=str(weights))
+    _fails_early(tmp_path, job, capsys, "model.weights", "not a state_dict")
+
+
+def test_wrong_kwargs(tmp_path, capsys) -> None:
+    job = _fcnn_job(tmp_path, kwargs={**FCNN_KWARGS, "width": 3})
+    _fails_early(tmp_path, job, capsys, "model.kwargs", "width")
+
+
+def test_a_state_dict_of_another_shape(tmp_path, capsys) -> None:
+    weights = tmp_path / "other.pt"
+    other = build_fcnn(["m0", "m1"], [4, 4], num_classes=2)
+    torch.save(other.state_dict(), weights)
+    job = _fcnn_job(tmp_path, weights=str(weights))
+    _fails_early(tmp_path, job, capsys, "model.weights", "do not fit", "size mismatch")
+
+
+def test_num_classes_wider_than_the_models_output(tmp_path, capsys) -> None:
+    job = {**_fcnn_job(tmp_path), "num_classes": 3}
+    _fails_early(tmp_path, job, capsys, "num_classes is 3", "(4, 2)")
+
+
+def test_a_setting_wider_than_a_modality(tmp_path, capsys) -> None:
+    job = {**_fcnn_job(tmp_path), "measures": ["pid_cvx"], "pid": {"pca_components": 8}}
+    _fails_early(tmp_path, job, capsys, "pid.pca_components = 8")
+
+
+def test_shards_with_int_and_string_ids(tmp_path, capsys) -> None:
+    data = _write_input(tmp_path / "data")
+    _write_input(data, ids=[f"s{i}" for i in range(ROWS)], name="text_ids.parquet")
+    job = xor_function_job(data, tmp_path / "run")
+    _fails_early(tmp_path, job, capsys, "'sample_id' has different types", "text_ids.parquet")
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_run_that_rejects_every_row_exits_non_zero(tmp_path, capsys) -> None:
+    """A declared shape that no row matches used to reject every row and exit 0."""
+    job = xor_function_job(_write_input(tmp_path / "data", size=None), tmp_path / "run")
+    job["modalities"][0]["shape"] = [2]  # every row holds one value
+    code, errors = _run(tmp_path, job, capsys)
+    assert code == 1
+    # the last line: Ray Data's own log lines may come before it in this shared Ray session
+    assert errors[-1] == (
+        f"intermodal score: error: every one of the {ROWS} input rows was rejected (see rejects/)"
+    )
+    assert (tmp_path / "run" / "rejects").exists()
