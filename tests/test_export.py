@@ -4,6 +4,7 @@ whose base value plus values is v(all), drawn by shap's waterfall and force plot
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -77,7 +78,9 @@ def test_distill_weights_equal_an_independent_computation(run, tmp_path) -> None
     totals = written.select(pl.sum_horizontal(pl.col("^w_.*$"))).to_series().drop_nulls()
     np.testing.assert_allclose(totals.filter(totals > 0), 1.0, atol=1e-12)
     assert summary["null_rows"].item() == NULL_LABELS
-    assert (out / "distill_weights.json").exists()
+    assert Path(f"{out}.distill_weights.json").exists()  # beside: out holds only Parquet
+    assert {p.suffix for p in out.iterdir()} == {".parquet"}
+    assert pl.read_parquet(out).height == written.height
 
 
 def test_distill_weights_need_lsmi(tmp_path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +16,7 @@ from jobs import xor_function_job  # tests/jobs.py
 
 from intermodal.cli import main
 from intermodal.models.fcnn import build_fcnn
+from intermodal.schemas.tables import REJECT_SCHEMA
 
 ROWS = 64
 FCNN_KWARGS = {"modalities": ["m0", "m1"], "dims": [1, 1], "num_classes": 2}
@@ -123,4 +125,17 @@ def test_a_run_that_rejects_every_row_exits_non_zero(tmp_path, capsys) -> None:
     assert errors[-1] == (
         f"intermodal score: error: every one of the {ROWS} input rows was rejected (see rejects/)"
     )
-    assert (tmp_path / "run" / "rejects").exists()
+    # scores/ exists too, as an empty table with its columns
+    scores = pl.read_parquet(tmp_path / "run" / "scores")
+    assert scores.height == 0 and scores.columns[:3] == ["sample_id", "label", "pred"]
+    assert pl.read_parquet(tmp_path / "run" / "rejects").height == ROWS
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_run_without_rejects_still_has_a_rejects_table(tmp_path, capsys) -> None:
+    job = xor_function_job(_write_input(tmp_path / "data"), tmp_path / "run")
+    code, _ = _run(tmp_path, job, capsys)
+    assert code == 0
+    rejects = pl.read_parquet(tmp_path / "run" / "rejects")
+    assert rejects.height == 0 and rejects.columns == REJECT_SCHEMA.names
+    assert pl.read_parquet(tmp_path / "run" / "scores").height == ROWS

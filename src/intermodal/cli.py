@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-sample distillation weights from LSMI (paper 001 §4.3.2)",
         description="Write OUT/*.parquet with sample_id and w_<term>_<a>__<b> for R, U1, U2, S "
         "of every LSMI pair: the adjusted terms clipped at 0 and divided by their sum (1/4 each "
-        "when all are 0, null without a label), and OUT/distill_weights.json.",
+        "when all are 0, null without a label), and OUT.distill_weights.json beside OUT.",
     )
     distill.add_argument("run_dir", help="run directory scored with lsmi and aggregated")
     distill.add_argument("--out", required=True, help="output directory (replaced on rerun)")

@@ -26,7 +26,15 @@ from intermodal.measures.lsmi import adjusted_lsmi, normalised_weights, pair_con
 from intermodal.rundir import RunPaths
 from intermodal.schemas.tables import PID_TERMS, SAMPLE_ID, lsmi_column
 
-WEIGHTS_FILE = "distill_weights.json"
+SUMMARY_SUFFIX = ".distill_weights.json"  # the summary file beside the output folder
+
+
+def summary_uri(out: str) -> str:
+    """``OUT.distill_weights.json``: beside ``OUT``, so that ``OUT`` holds only Parquet and
+    ``pl.read_parquet(OUT)`` reads it whole."""
+    return out.rstrip("/") + SUMMARY_SUFFIX
+
+
 __all__ = ["run_distill_weights", "to_shap_explanation"]
 
 
@@ -50,7 +58,7 @@ def run_distill_weights(
     run_dir: str, out: str, progress: Callable[[str], None] = print
 ) -> pl.DataFrame:
     """Write ``OUT/*.parquet`` (``sample_id``, ``w_<term>_<a>__<b>`` per LSMI pair) and
-    ``OUT/distill_weights.json``; returns the mean weight per pair and term."""
+    ``OUT.distill_weights.json`` beside it; returns the mean weight per pair and term."""
     paths = RunPaths(run_dir)
     files = storage.list_parquet(paths.scores)
     if not files:
@@ -59,7 +67,8 @@ def run_distill_weights(
     constants = {f"{a},{b}": pair_constant(run_dir, (a, b)) for a, b in pairs}
     fs, path = storage.filesystem(out)
     if fs.exists(path) and fs.ls(path):
-        if not fs.exists(f"{path}/{WEIGHTS_FILE}"):
+        summary_fs, summary_path = storage.filesystem(summary_uri(out))
+        if not summary_fs.exists(summary_path):
             raise ValueError(f"--out {out}: not empty and not a distill-weights output")
         storage.remove(out)
     ensure_ray()
@@ -96,7 +105,7 @@ def run_distill_weights(
             "are 0; null without a label (see intermodal.export)",
             "adjustment": constants,
         },
-        storage.join(out, WEIGHTS_FILE),
+        summary_uri(out),
     )
     return summary
 

@@ -22,6 +22,13 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
+    # Ray's notice that token auth is on prints on every start; auth itself stays as Ray sets
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
+    # without a terminal Ray Data logs a 10-line progress block every 10 s: every 60 s is
+    # enough for a job's log, and our own progress lines say what is going on
+    os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "60")
     try:
         if address:
             ray.init(logging_level=logging.WARNING)

@@ -60,7 +60,7 @@ def train_classifier(
     tensors = {
         name: torch.from_numpy(np.require(x, np.float32, ["C", "W"])) for name, x in inputs.items()
     }
-    targets = torch.as_tensor(labels, dtype=torch.long)
+    targets = torch.from_numpy(np.require(labels, np.int64, ["C", "W"]))
     n = len(targets)
     order = torch.randperm(n, generator=generator)
     n_validation = int(n * config.validation_fraction)

@@ -70,8 +70,10 @@ def file_state(uri: str, config: JobConfig, measures: list[Measure]) -> MeasureS
     """Every measure's statistics of one score file (a file holds at most a few MiB of rows:
     the score stage writes small blocks)."""
     scores = storage.read_table(uri)
-    groups = group_text(scores, group_columns(config))
     state: MeasureState = {}
+    if scores.num_rows == 0:  # the schema-bearing file of a run that scored no row
+        return state
+    groups = group_text(scores, group_columns(config))
     for measure in measures:
         columns = {
             name: scores.column(name).cast(pa.float64()).to_numpy()  # nulls become NaN

@@ -24,12 +24,14 @@ from intermodal.pipelines.inputs import (
     inspect_shards,
     sample_rows,
     sample_table,
+    shard_file_prefix,
 )
 from intermodal.pipelines.preflight import PREFLIGHT_ROWS, check_model
 from intermodal.pipelines.resume import ScoreSink, resume_key, shard_progress
 from intermodal.pipelines.run import Progress, RunPaths, ship_measures
-from intermodal.pipelines.score_stage import ScoreOperator
+from intermodal.pipelines.score_stage import ScoreOperator, scores_schema
 from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import REJECT_SCHEMA
 
 # Rows of score output an actor buffers before handing them on as one block. Ray Data's
 # default (target_max_block_size, 128 MiB of logical row bytes) let a score actor hold up to
@@ -199,6 +201,7 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
             rows.materialize()  # runs the read stage, which writes rejects/
 
     n_scored, n_rejected = _count_rows(paths.scores), _count_rows(paths.rejects)
+    _write_empty_tables(config, measures, shards, paths, n_scored, n_rejected)
     if n_scored + n_rejected != total_rows:
         raise RuntimeError(
             f"row accounting failed: {total_rows} input rows, {n_scored} scored, "
@@ -217,6 +220,30 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
         + f" → {paths.root}"
     )
     return manifest
+
+
+def _write_empty_tables(
+    config: JobConfig,
+    measures: list[Measure],
+    shards: list[Shard],
+    paths: RunPaths,
+    n_scored: int,
+    n_rejected: int,
+) -> None:
+    """An empty, schema-bearing file in ``scores/`` or ``rejects/`` when no row went there, so
+    every reader (polars, duckdb, Ray) finds the table and its columns after every run."""
+    input_schema = storage.parquet_file(shards[0].uri).schema_arrow
+    name = f"{shard_file_prefix(shards[0].index)}empty.parquet"  # counted as 0 rows of a shard
+    if n_scored == 0:
+        schema = scores_schema(
+            config,
+            measures,
+            input_schema.field(config.id_column).type,
+            [input_schema.field(group) for group in config.group_columns],
+        )
+        storage.write_table(schema.empty_table(), storage.join(paths.scores, name))
+    if n_rejected == 0:
+        storage.write_table(REJECT_SCHEMA.empty_table(), storage.join(paths.rejects, name))
 
 
 def top_reject_reasons(rejects_uri: str, most: int = 3) -> dict[str, int]:
