@@ -139,3 +139,20 @@ def test_a_run_without_rejects_still_has_a_rejects_table(tmp_path, capsys) -> No
     rejects = pl.read_parquet(tmp_path / "run" / "rejects")
     assert rejects.height == 0 and rejects.columns == REJECT_SCHEMA.names
     assert pl.read_parquet(tmp_path / "run" / "scores").height == ROWS
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.parametrize(
+    ("compute", "needle"),
+    [
+        ({"gpus_per_actor": 1}, "compute.gpus_per_actor = 1: this cluster has none"),
+        ({"cpus_per_actor": 4}, "compute.cpus_per_actor = 4: the largest node has 2 CPUs"),
+        ({"actors": 2, "cpus_per_actor": 1}, "would leave fewer than 1 for reading and writing"),
+    ],
+)
+def test_resources_the_cluster_cannot_give_are_refused_at_once(
+    tmp_path, capsys, compute, needle
+) -> None:
+    """These used to wait forever (GPUs on a CPU machine) or hang (actors holding every CPU)."""
+    job = xor_function_job(_write_input(tmp_path / "data"), tmp_path / "run", compute=compute)
+    _fails_early(tmp_path, job, capsys, needle)

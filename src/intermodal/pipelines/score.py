@@ -13,6 +13,7 @@ import ray
 
 from intermodal import __version__, storage
 from intermodal.cluster import ensure_ray
+from intermodal.cluster.resources import check_compute
 from intermodal.measures import Measure, coalition_settings, job_measures
 from intermodal.pipelines.artifacts import fit_measure, fitted
 from intermodal.pipelines.inputs import (
@@ -164,6 +165,8 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
     try:
         if config.model is not None:  # a broken model fails here, not in an actor
             check_model(config, sample_table(config, shards, PREFLIGHT_ROWS, 0, duplicates))
+        ensure_ray()
+        check_compute(config.compute)  # a setting the cluster cannot satisfy: refuse, not wait
         background, refitted = _prepare(config, shards, duplicates, progress)
         any_valid = True
     except NoValidRows:

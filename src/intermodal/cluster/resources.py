@@ -1,0 +1,47 @@
+"""What the running Ray cluster can give a job: settings it can never satisfy are refused
+before any work, instead of a silent wait for resources that will not come."""
+
+from __future__ import annotations
+
+import ray
+
+from intermodal.schemas.config import ComputeConfig
+
+
+def free_cpus_needed(total_cpus: float) -> float:
+    """CPUs the score actors must leave to the read and write tasks: one, or half of a
+    one-CPU machine (a pool holding every CPU starves them and the job hangs, ray#44687)."""
+    return 1.0 if total_cpus >= 2 else total_cpus / 2
+
+
+def check_compute(compute: ComputeConfig) -> None:
+    """ValueError naming the ``compute.*`` setting the cluster cannot satisfy: GPUs it does not
+    have, more CPUs per actor than any node has, or actors that would hold the CPUs the read
+    and write tasks need."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    total_cpus = sum(resources.get("CPU", 0.0) for resources in nodes)
+    total_gpus = sum(resources.get("GPU", 0.0) for resources in nodes)
+    largest_cpus = max((resources.get("CPU", 0.0) for resources in nodes), default=0.0)
+    largest_gpus = max((resources.get("GPU", 0.0) for resources in nodes), default=0.0)
+    if compute.gpus_per_actor > largest_gpus:
+        where = (
+            "this cluster has none" if total_gpus == 0 else f"its largest node has {largest_gpus:g}"
+        )
+        raise ValueError(
+            f"compute.gpus_per_actor = {compute.gpus_per_actor:g}: {where}; set it to 0 "
+            "to score on CPUs"
+        )
+    if compute.cpus_per_actor > largest_cpus:
+        raise ValueError(
+            f"compute.cpus_per_actor = {compute.cpus_per_actor:g}: the largest node has "
+            f"{largest_cpus:g} CPUs"
+        )
+    held = compute.actors * compute.cpus_per_actor
+    free = free_cpus_needed(total_cpus)
+    if held > total_cpus - free:
+        raise ValueError(
+            f"compute.actors × compute.cpus_per_actor = {held:g} of the cluster's "
+            f"{total_cpus:g} CPUs would leave fewer than {free:g} for reading and writing, and "
+            "the job would wait forever; use fewer actors or a smaller cpus_per_actor (e.g. "
+            "0.5 with torch_threads 1)"
+        )
