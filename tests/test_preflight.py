@@ -15,7 +15,9 @@ import yaml
 from jobs import xor_function_job  # tests/jobs.py
 
 from intermodal.cli import main
+from intermodal.cluster.resources import actor_pool, check_compute
 from intermodal.models.fcnn import build_fcnn
+from intermodal.schemas.config import ComputeConfig
 from intermodal.schemas.tables import REJECT_SCHEMA
 
 ROWS = 64
@@ -156,3 +158,24 @@ def test_resources_the_cluster_cannot_give_are_refused_at_once(
     """These used to wait forever (GPUs on a CPU machine) or hang (actors holding every CPU)."""
     job = xor_function_job(_write_input(tmp_path / "data"), tmp_path / "run", compute=compute)
     _fails_early(tmp_path, job, capsys, needle)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_the_actor_pool_follows_the_cluster() -> None:
+    """The session's Ray has 2 CPUs and no GPU; one CPU stays free for reads and writes."""
+    assert actor_pool(ComputeConfig()) == (1, 1)  # auto, one CPU per actor
+    assert actor_pool(ComputeConfig(cpus_per_actor=0.5)) == (1, 2)
+    assert actor_pool(ComputeConfig(actors={"min": 1, "max": 3})) == (1, 3)
+    assert actor_pool(ComputeConfig(actors=2)) == (2, 2)
+    check_compute(ComputeConfig(actors={"min": 1, "max": 2}, cpus_per_actor=0.5))
+    with pytest.raises(ValueError, match=r"compute.actors \(at most\)"):
+        check_compute(ComputeConfig(actors={"min": 1, "max": 3}, cpus_per_actor=0.5))
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_an_elastic_pool_scores_every_row(tmp_path, capsys) -> None:
+    compute = {"actors": {"min": 1, "max": 2}, "cpus_per_actor": 0.5, "torch_threads": 1}
+    job = xor_function_job(_write_input(tmp_path / "data"), tmp_path / "run", compute=compute)
+    code, _ = _run(tmp_path, job, capsys)
+    assert code == 0
+    assert pl.read_parquet(tmp_path / "run" / "scores").height == ROWS

@@ -13,7 +13,7 @@ import ray
 
 from intermodal import __version__, storage
 from intermodal.cluster import ensure_ray
-from intermodal.cluster.resources import check_compute
+from intermodal.cluster.resources import actor_pool, check_compute
 from intermodal.measures import Measure, coalition_settings, job_measures
 from intermodal.pipelines.artifacts import fit_measure, fitted
 from intermodal.pipelines.inputs import (
@@ -85,10 +85,11 @@ def _score_stage(
 ) -> ray.data.Dataset:
     """Validated rows → score rows on one actor pool (``pipelines.score_stage``)."""
     compute = config.compute
+    smallest, largest = actor_pool(compute)
     return rows.map_batches(
         ScoreOperator,
         fn_constructor_kwargs={"job": config, "measures": measures, "background": background},
-        compute=ray.data.ActorPoolStrategy(size=compute.actors),
+        compute=ray.data.ActorPoolStrategy(min_size=smallest, max_size=largest),
         num_cpus=compute.cpus_per_actor,
         num_gpus=compute.gpus_per_actor,
         batch_size=compute.batch_size,

@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import fsspec
 import yaml
@@ -81,13 +81,44 @@ class ModelConfig(Strict):
     weights: SharedURI | None = None  # URI of a state_dict, loaded with weights_only=True
 
 
+class ActorRange(Strict):
+    """An elastic pool: Ray Data starts ``min`` actors and adds more, up to ``max``, while
+    batches wait."""
+
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ActorRange:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
 class ComputeConfig(Strict):
     batch_size: int = Field(default=1024, ge=1)
-    actors: int = Field(default=1, ge=1)
+    # a fixed pool size, {min, max} for an elastic pool, or auto: from 1 up to as many actors
+    # as the cluster's CPUs (and GPUs) hold while one CPU stays free for reading and writing
+    actors: int | ActorRange | Literal["auto"] = "auto"
     cpus_per_actor: float = Field(default=1, gt=0)
     gpus_per_actor: float = Field(default=0, ge=0)
     # torch threads per actor; default: the actor's CPUs (Ray pins OMP_NUM_THREADS to them)
     torch_threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("actors", mode="before")
+    @classmethod
+    def _pool(cls, value: Any) -> Any:
+        """One message for the three forms, rather than one per form of the union."""
+        if value == "auto" or isinstance(value, ActorRange):
+            return value
+        if isinstance(value, dict):
+            try:
+                return ActorRange.model_validate(value)
+            except ValidationError as error:
+                raise ValueError(error.errors()[0]["msg"]) from None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        raise ValueError(f"expected a pool size >= 1, {{min, max}} or 'auto', got {value!r}")
 
 
 @dataclass(frozen=True)
