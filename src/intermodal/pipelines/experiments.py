@@ -115,6 +115,9 @@ def train_fcnn(
 ) -> TrainResult:
     """Train an FCNN on the split's training rows; saves its state_dict at ``weights_uri``."""
     spec = split.spec
+    # the initial weights from the data set's seed: before, they came from whatever the
+    # process had drawn earlier, so one experiment's model changed with what ran before it
+    torch.manual_seed(spec.seed)
     model = build_fcnn(spec.modality_names, spec.feature_dims, 2, fusion)
     inputs = {
         m: modality_values(split.train.column(m), d)
