@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 from scored_runs import NULL_LABELS, all_measures_run  # tests/scored_runs.py
 
+from intermodal.estimators.lsmi import distillation_weights
 from intermodal.export import run_distill_weights, to_shap_explanation
-from intermodal.measures.lsmi import normalised_weights
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -32,7 +32,7 @@ def test_weights_clip_and_normalise() -> None:
         "U2": np.array([0.0, 1.0, 0.0, 1.0]),
         "S": np.array([2.0, 0.0, -1.0, 1.0]),
     }
-    weights = normalised_weights(terms)
+    weights = distillation_weights(terms)
     np.testing.assert_allclose([weights[t][0] for t in TERMS], [0.25, 0.25, 0.0, 0.5])
     np.testing.assert_allclose([weights[t][1] for t in TERMS], [0.0, 0.75, 0.25, 0.0])
     np.testing.assert_allclose([weights[t][2] for t in TERMS], [0.25] * 4)  # nothing positive

@@ -33,7 +33,7 @@ ALLOWED = {
         "schemas",
         "synthetic",
     },
-    "export": {"cluster", "measures", "schemas"},
+    "export": {"cluster", "estimators", "measures", "schemas"},
     "explain": {"estimators", "models", "operators", "schemas"},
     "cli": {"pipelines", "cluster", "export", "report", "schemas"},
 }

@@ -21,8 +21,9 @@ import ray
 
 from intermodal import storage
 from intermodal.cluster import ensure_ray
+from intermodal.estimators.lsmi import distillation_weights
 from intermodal.measures.intershap import to_shap_explanation
-from intermodal.measures.lsmi import adjusted_lsmi, normalised_weights, pair_constant, score_pairs
+from intermodal.measures.lsmi import adjusted_lsmi, pair_constant, score_pairs
 from intermodal.rundir import RunPaths
 from intermodal.schemas.tables import PID_TERMS, SAMPLE_ID, lsmi_column
 
@@ -48,7 +49,7 @@ def weights_stage(batch: pa.Table, constants: dict[str, float]) -> pa.Table:
     columns: dict[str, pa.Array] = {SAMPLE_ID: batch.column(SAMPLE_ID)}
     for key, constant in constants.items():
         pair = tuple(key.split(","))
-        weights = normalised_weights(adjusted_lsmi(batch, pair, constant))  # type: ignore[arg-type]
+        weights = distillation_weights(adjusted_lsmi(batch, pair, constant))  # type: ignore[arg-type]
         for term, values in weights.items():
             columns[weight_column(term, *pair)] = pa.array(values, pa.float64(), from_pandas=True)
     return pa.table(columns)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from intermodal.schemas.tables import PIDTerms
+from intermodal.schemas.tables import PID_TERMS, PIDTerms
 
 # how the dataset constant a shifts each term: R + a, U1 − a, U2 − a, S + a
 SHIFT_SIGNS = PIDTerms(R=1.0, U1=-1.0, U2=-1.0, S=1.0)
@@ -76,3 +76,14 @@ def adjusted(means: PIDTerms, constant: float) -> PIDTerms:
     return PIDTerms(
         *(float(m) + sign * constant for m, sign in zip(means, SHIFT_SIGNS, strict=True))
     )
+
+
+def distillation_weights(terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Distillation weights (paper 001 §4.3.2): the adjusted terms clipped at 0 over their
+    sum; 1/4 each where all clip to 0; NaN where a term is NaN."""
+    clipped = np.clip(np.column_stack([terms[t] for t in PID_TERMS]), 0.0, None)
+    total = clipped.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weights = np.where(total > 0, clipped / total, 1.0 / len(PID_TERMS))
+    weights[np.isnan(total[:, 0])] = np.nan
+    return {term: weights[:, i] for i, term in enumerate(PID_TERMS)}

@@ -15,8 +15,9 @@ from intermodal import storage
 from intermodal.measures.base import FitSample, Measure, Progress
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.models.fusion_training import FusionTrainConfig, train_fusion_model
+from intermodal.operators.context import modality_arrays
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import LABEL, modality_values
+from intermodal.schemas.tables import LABEL
 
 # batch statistics (InTense's VBN) need two rows
 MINIMUM_FIT_ROWS = 2
@@ -28,10 +29,8 @@ def fusion_inputs(
     """``{modality: [n, size]}`` tensors of normalised rows, as the fusion models take them."""
     # Arrow buffers are read-only and torch wants writable memory: copy only when needed
     return {
-        m.name: torch.from_numpy(
-            np.require(modality_values(rows.column(m.name), m.size), requirements=["C", "W"])
-        ).to(dtype)
-        for m in job.modalities
+        name: torch.from_numpy(np.require(values, requirements=["C", "W"])).to(dtype)
+        for name, values in modality_arrays(job, rows).items()
     }
 
 

@@ -5,8 +5,8 @@ dataset, the mean terms, the pair's adjustment constant and the adjusted means.
 
 Artifacts (``artifacts/lsmi/``): ``entropy-<m>.npz`` (preprocessing arrays) and ``entropy.pt``
 (KNIFE state dicts by modality), ``classifiers.pt`` (``FoldedMLP`` state dicts by key: ``<m>``
-or ``<a>__<b>``), ``prior.npz`` (``log p(y)``). Everything loads with ``torch.load(...,
-weights_only=True)`` / ``np.load(allow_pickle=False)``.
+or ``<a>__<b>``), ``prior.npz`` (``log p(y)``). Everything loads with weights only
+(``models.artifacts.load_state``) or ``np.load(allow_pickle=False)``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from intermodal.models.classifiers import (
     train_classifiers,
 )
 from intermodal.models.protocol import MultimodalModel, build_model
-from intermodal.operators.context import BatchContext, SharedModel
+from intermodal.operators.context import BatchContext, SharedModel, modality_arrays
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.tables import (
     LABEL,
@@ -59,7 +59,6 @@ from intermodal.schemas.tables import (
     PIDTerms,
     lsmi_column,
     modality_pairs,
-    modality_values,
 )
 
 ENCODE_CHUNK_ROWS = 4096
@@ -182,17 +181,6 @@ def pair_constant(run_dir: str, pair: tuple[str, str]) -> float:
     return float(rows.column("value")[0].as_py())
 
 
-def normalised_weights(terms: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Distillation weights (paper 001 §4.3.2): the adjusted terms clipped at 0 over their
-    sum; 1/4 each where all clip to 0; NaN where a term is NaN."""
-    clipped = np.clip(np.column_stack([terms[t] for t in PID_TERMS]), 0.0, None)
-    total = clipped.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        weights = np.where(total > 0, clipped / total, 1.0 / len(PID_TERMS))
-    weights[np.isnan(total[:, 0])] = np.nan
-    return {term: weights[:, i] for i, term in enumerate(PID_TERMS)}
-
-
 class LSMI(Measure):
     name = "lsmi"
     section = "lsmi"
@@ -251,20 +239,10 @@ class LSMI(Measure):
     def fit(self, job: JobConfig, sample: pa.Table, progress: Progress) -> None:
         settings = self.options(job)
         progress(f"[lsmi] fitting on {sample.num_rows} sampled rows, {settings.folds} folds")
-        values = {m.name: modality_values(sample.column(m.name), m.size) for m in job.modalities}
-        features = lsmi_features(job, values, self._feature_model(job))
+        features = lsmi_features(job, modality_arrays(job, sample), self._feature_model(job))
         labels = sample.column(LABEL).to_numpy()
         folds = fold_of(sample.column(SAMPLE_ID), settings.folds, settings.seed)
-        entropy_settings = settings.entropy
-        knife = KnifeConfig(
-            n_components=entropy_settings.n_components,
-            diagonal=entropy_settings.diagonal,
-            pca_components=entropy_settings.pca_components,
-            epochs=entropy_settings.epochs,
-            batch_size=entropy_settings.batch_size,
-            lr=entropy_settings.lr,
-            seed=settings.seed,
-        )
+        knife = KnifeConfig(**settings.entropy.model_dump(), seed=settings.seed)
         entropy = {}
         for name, rows in features.items():
             progress(f"[lsmi] entropy model of {name} ({rows.shape[1]} features)")

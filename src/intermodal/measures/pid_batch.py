@@ -12,6 +12,7 @@ Artifacts (``artifacts/pid_batch/``): ``classifiers.pt`` (``FoldedMLP`` state di
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,13 @@ from intermodal.models.classifiers import (
 )
 from intermodal.models.pid_batch import EncoderTraining, LabelEncoder, blocks, train_encoders
 from intermodal.models.protocol import build_model
-from intermodal.operators.context import BatchContext, SharedModel, as_tensors
+from intermodal.operators.context import (
+    BatchContext,
+    SharedModel,
+    as_tensors,
+    modality_arrays,
+    predicted_classes,
+)
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.tables import (
     BATCH_BLOCK,
@@ -52,7 +59,6 @@ from intermodal.schemas.tables import (
     TARGET_SUFFIXES,
     batch_column,
     modality_pairs,
-    modality_values,
 )
 
 BLOCK_ID_RANGE = 1 << 62  # block ids: a hash of the block's first sample id
@@ -88,14 +94,13 @@ def _predictions(job: JobConfig, rows: pa.Table) -> np.ndarray:
     assert job.model is not None
     settings = job.model
     model = build_model(settings.factory, settings.kwargs, settings.weights, job.modality_names)
-    size, parts = job.compute.batch_size, []
-    with torch.no_grad():
-        for start in range(0, rows.num_rows, size):
-            chunk = rows.slice(start, size)
-            values = {m.name: modality_values(chunk.column(m.name), m.size) for m in job.modalities}
-            inputs = as_tensors(job, values, torch.device("cpu"))
-            logits = model.fuse({m: model.encode(m, x) for m, x in inputs.items()})
-            parts.append(logits.argmax(dim=-1).numpy().astype(np.int64))
+    size, cpu = job.compute.batch_size, torch.device("cpu")
+    parts = [
+        predicted_classes(
+            model, as_tensors(job, modality_arrays(job, rows.slice(start, size)), cpu)
+        )
+        for start in range(0, rows.num_rows, size)
+    ]
     return np.concatenate(parts)
 
 
@@ -137,7 +142,7 @@ class PIDBatch(Measure):
     def fit(self, job: JobConfig, sample: pa.Table, progress: Progress) -> None:
         settings = self.options(job)
         progress(f"[pid_batch] fitting on {sample.num_rows} sampled rows")
-        features = {m.name: modality_values(sample.column(m.name), m.size) for m in job.modalities}
+        features = modality_arrays(job, sample)
         folds = fold_of(sample.column(SAMPLE_ID), settings.folds, settings.seed)
         training = ClassifierTraining(**settings.classifier.model_dump(), seed=settings.seed)
         targets = {"label": sample.column(LABEL).to_numpy()}
@@ -145,14 +150,7 @@ class PIDBatch(Measure):
             progress("[pid_batch] model predictions of the sample (model PID)")
             targets["pred"] = _predictions(job, sample)
         encoder_training = EncoderTraining(
-            block_size=settings.block_size,
-            epochs=settings.epochs,
-            lr=settings.lr,
-            hidden=settings.hidden,
-            embed_dim=settings.embed_dim,
-            sinkhorn_iters=settings.sinkhorn_iters,
-            sinkhorn_tol=settings.sinkhorn_tol,
-            seed=settings.seed,
+            **settings.model_dump(include={f.name for f in dataclasses.fields(EncoderTraining)})
         )
         fitted = {}
         for target, values in targets.items():

@@ -108,7 +108,7 @@ def import_factory(entrypoint: str) -> Any:
         ) from None
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     """An exception's message cut to its first line (torch's run to dozens)."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
@@ -140,7 +140,7 @@ def build_model(
         module = import_factory(factory)(**kwargs)
     except TypeError as error:
         raise ValueError(
-            f"model.kwargs {dict(kwargs)}: '{factory}' does not take them ({_first_line(error)})"
+            f"model.kwargs {dict(kwargs)}: '{factory}' does not take them ({first_line(error)})"
         ) from None
     if not isinstance(module, nn.Module):
         raise ValueError(

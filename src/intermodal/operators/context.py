@@ -25,6 +25,18 @@ from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, modality_values
 
 
+def modality_arrays(job: JobConfig, rows: pa.Table) -> dict[str, np.ndarray]:
+    """``{modality: [n, size] float32}`` of normalised rows (zero-copy where possible)."""
+    return {m.name: modality_values(rows.column(m.name), m.size) for m in job.modalities}
+
+
+@torch.no_grad()
+def predicted_classes(model: MultimodalModel, inputs: Mapping[str, torch.Tensor]) -> np.ndarray:
+    """``[n]`` int64: the class the model predicts from every modality."""
+    logits = model.fuse({m: model.encode(m, x) for m, x in inputs.items()})
+    return logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
+
+
 def as_tensors(
     job: JobConfig, columns: Mapping[str, np.ndarray], device: torch.device
 ) -> dict[str, torch.Tensor]:
@@ -78,9 +90,7 @@ class BatchContext:
     @cached_property
     def values(self) -> dict[str, np.ndarray]:
         """``{modality: [B, size] float32}``."""
-        return {
-            m.name: modality_values(self.batch.column(m.name), m.size) for m in self.job.modalities
-        }
+        return modality_arrays(self.job, self.batch)
 
     @cached_property
     def inputs(self) -> dict[str, torch.Tensor]:
@@ -112,7 +122,4 @@ class BatchContext:
         if self.shared.coalition_values is not None:
             full = full_coalition(len(self.job.modalities))
             return self.coalitions[:, full].argmax(axis=-1).astype(np.int64)
-        model = self.shared.require_model()
-        with torch.no_grad():
-            logits = model.fuse({m: model.encode(m, x) for m, x in self.inputs.items()})
-        return logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
+        return predicted_classes(self.shared.require_model(), self.inputs)

@@ -16,8 +16,9 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from intermodal import storage
+from intermodal.operators.context import modality_arrays
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import LABEL, SOURCE_SHARD, modality_values
+from intermodal.schemas.tables import LABEL, SOURCE_SHARD
 from intermodal.schemas.validation import InputSchemaError, schema_problems, validate_rows
 
 # Driver threads for per-shard footer and id reads (I/O bound, object stores like many).
@@ -181,7 +182,7 @@ def sample_rows(
 ) -> dict[str, np.ndarray]:
     """``sample_table``'s modality values, ``{modality: [n, size] float32}``."""
     rows = sample_table(config, shards, n_rows, seed, duplicates)
-    return {m.name: modality_values(rows.column(m.name), m.size) for m in config.modalities}
+    return modality_arrays(config, rows)
 
 
 def shard_file_prefix(shard_index: int) -> str:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import pyarrow as pa
 import torch
 
-from intermodal.models.protocol import build_model
-from intermodal.operators.context import as_tensors
+from intermodal.models.protocol import build_model, first_line
+from intermodal.operators.context import as_tensors, modality_arrays
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import modality_values
 
 PREFLIGHT_ROWS = 4  # rows of the input the model is tried on
 
@@ -26,16 +25,14 @@ def check_model(job: JobConfig, rows: pa.Table) -> None:
         return
     model = build_model(settings.factory, settings.kwargs, settings.weights, job.modality_names)
     rows = rows.slice(0, PREFLIGHT_ROWS)
-    values = {m.name: modality_values(rows.column(m.name), m.size) for m in job.modalities}
-    inputs = as_tensors(job, values, torch.device("cpu"))
+    inputs = as_tensors(job, modality_arrays(job, rows), torch.device("cpu"))
     try:
         with torch.no_grad():
             logits = model.fuse({name: model.encode(name, x) for name, x in inputs.items()})
     except Exception as error:  # any failure of the user's code on real rows
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(
             f"model '{settings.factory}' failed on {rows.num_rows} rows of the input shaped "
-            f"as modalities[].shape says: {type(error).__name__}: {first}"
+            f"as modalities[].shape says: {type(error).__name__}: {first_line(error)}"
         ) from None
     if logits.dim() != 2 or logits.shape != (rows.num_rows, job.num_classes):
         raise ValueError(

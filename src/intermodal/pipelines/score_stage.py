@@ -56,6 +56,7 @@ class ScoreOperator:
         self.measures = job_measures(job) if measures is None else measures
         self.shared = SharedModel(job, background)
         self.operators = [measure.operator(job, self.shared) for measure in self.measures]
+        self.schema: pa.Schema | None = None  # from the first batch's id and group types
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         job = self.job
@@ -66,13 +67,14 @@ class ScoreOperator:
             columns[PRED] = context.predictions
         for operator in self.operators:
             columns.update(operator(context))
-        schema = scores_schema(
-            job,
-            self.measures,
-            batch.schema.field(SAMPLE_ID).type,
-            [batch.schema.field(group) for group in job.group_columns],
-        )
-        scores = pa.table(columns, schema=schema)
+        if self.schema is None:
+            self.schema = scores_schema(
+                job,
+                self.measures,
+                batch.schema.field(SAMPLE_ID).type,
+                [batch.schema.field(group) for group in job.group_columns],
+            )
+        scores = pa.table(columns, schema=self.schema)
         if SOURCE_SHARD in batch.column_names:  # the pipeline's writer files rows by shard
             scores = scores.append_column(SOURCE_SHARD, batch.column(SOURCE_SHARD))
         return scores
