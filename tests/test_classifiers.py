@@ -116,3 +116,23 @@ def test_early_stopping_keeps_uninformative_predictions_near_the_prior() -> None
     spread = np.abs(own_fold_probabilities(model, x, folds)[:, 1] - 0.5)
     # the plug-in information of such outputs stays far below what an over-fit MLP reports
     assert spread.mean() < 0.1
+
+
+def test_training_stops_once_the_held_out_loss_stalls() -> None:
+    """Uninformative features: the held-out loss stops improving after a few epochs, training
+    stops ``patience`` epochs later, and the kept weights are those of the best epoch."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2000, 8)).astype(np.float32)
+    y = rng.integers(0, 2, 2000)
+    folds = fold_of(pa.array(np.arange(2000)), 5, seed=0)
+    lines: list[str] = []
+    stopped = train_folded(
+        x, y, folds, 5, 2, ClassifierTraining(epochs=40, patience=3), progress=lines.append
+    )
+    assert "stopped after" in lines[-1]
+    epochs = int(lines[-1].split("stopped after ")[1].split()[0])
+    assert epochs < 40
+    # a run capped at that many epochs without patience ends with the same kept weights
+    capped = train_folded(x, y, folds, 5, 2, ClassifierTraining(epochs=epochs, patience=40))
+    for kept, same in zip(stopped.parameters(), capped.parameters(), strict=True):
+        torch.testing.assert_close(kept, same)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from intermodal import progress
 from intermodal.models.fusion_training import FusionTrainConfig, train_fusion_model
 from intermodal.models.i2moe import (
     I2MoE,
@@ -227,10 +228,16 @@ def test_regression_training_fits_a_synergistic_target() -> None:
     assert error < 0.3 * targets.var()
 
 
-def test_progress_once_per_epoch_and_warmup_needs_a_warmup_loss() -> None:
+def test_progress_on_a_heartbeat_and_warmup_needs_a_warmup_loss(monkeypatch) -> None:
     messages: list[str] = []
     inputs, targets = random_inputs(), torch.randint(0, 2, (16,))
     model = I2MoE(NAMES, [6, 7, 8])
+    train_fusion_model(
+        model, inputs, targets, FusionTrainConfig(epochs=3, warmup_epochs=1), messages.append
+    )
+    assert len(messages) == 1 and "epoch 3/3" in messages[0]  # a quick fit: its last epoch
+    messages.clear()
+    monkeypatch.setattr(progress, "HEARTBEAT_SECONDS", 0.0)  # every epoch is overdue
     train_fusion_model(
         model, inputs, targets, FusionTrainConfig(epochs=3, warmup_epochs=1), messages.append
     )

@@ -150,6 +150,8 @@ def test_a_run_without_rejects_still_has_a_rejects_table(tmp_path, capsys) -> No
         ({"gpus_per_actor": 1}, "compute.gpus_per_actor = 1: this cluster has none"),
         ({"cpus_per_actor": 4}, "compute.cpus_per_actor = 4: the largest node has 2 CPUs"),
         ({"actors": 2, "cpus_per_actor": 1}, "would leave fewer than 1 for reading and writing"),
+        ({"fit": {"gpus": 1}}, "compute.fit.gpus = 1: this cluster has none; set it to 0 to fit"),
+        ({"fit": {"cpus": 3}}, "compute.fit.cpus = 3: the largest node has 2 CPUs"),
     ],
 )
 def test_resources_the_cluster_cannot_give_are_refused_at_once(

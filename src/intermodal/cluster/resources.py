@@ -37,26 +37,25 @@ def actor_pool(compute: ComputeConfig) -> tuple[int, int]:
 
 def check_compute(compute: ComputeConfig) -> None:
     """ValueError naming the ``compute.*`` setting the cluster cannot satisfy: GPUs it does not
-    have, more CPUs per actor than any node has, or actors that would hold the CPUs the read
-    and write tasks need."""
+    have, more CPUs per actor or fit part than any node has, or actors that would hold the CPUs
+    the read and write tasks need."""
     nodes = _alive_nodes()
     total_cpus = sum(resources.get("CPU", 0.0) for resources in nodes)
     total_gpus = sum(resources.get("GPU", 0.0) for resources in nodes)
     largest_cpus = max((resources.get("CPU", 0.0) for resources in nodes), default=0.0)
     largest_gpus = max((resources.get("GPU", 0.0) for resources in nodes), default=0.0)
-    if compute.gpus_per_actor > largest_gpus:
-        where = (
-            "this cluster has none" if total_gpus == 0 else f"its largest node has {largest_gpus:g}"
-        )
-        raise ValueError(
-            f"compute.gpus_per_actor = {compute.gpus_per_actor:g}: {where}; set it to 0 "
-            "to score on CPUs"
-        )
-    if compute.cpus_per_actor > largest_cpus:
-        raise ValueError(
-            f"compute.cpus_per_actor = {compute.cpus_per_actor:g}: the largest node has "
-            f"{largest_cpus:g} CPUs"
-        )
+    where = "this cluster has none" if total_gpus == 0 else f"its largest node has {largest_gpus:g}"
+    for key, gpus, work in (
+        ("gpus_per_actor", compute.gpus_per_actor, "score"),
+        ("fit.gpus", compute.fit.gpus, "fit"),
+    ):
+        if gpus > largest_gpus:
+            raise ValueError(f"compute.{key} = {gpus:g}: {where}; set it to 0 to {work} on CPUs")
+    for key, cpus in (("cpus_per_actor", compute.cpus_per_actor), ("fit.cpus", compute.fit.cpus)):
+        if cpus > largest_cpus:
+            raise ValueError(
+                f"compute.{key} = {cpus:g}: the largest node has {largest_cpus:g} CPUs"
+            )
     held = actor_pool(compute)[1] * compute.cpus_per_actor
     free = free_cpus_needed(total_cpus)
     if held > total_cpus - free:

@@ -45,12 +45,13 @@ def coupling(
     *,
     n_iters: int = 200,
     tol: float = 1e-6,
+    grad_iters: int | None = None,
 ) -> Tensor:
     """``log q̃ [C, m, n]``: the kernel projected onto rows ``p̂(y | x1_i) / m`` and columns
     ``p̂(y | x2_j) / n`` (``p_y_x* [rows, C]``), renormalised to total mass 1."""
     log_row = torch.log(p_y_x1.clamp_min(PROBABILITY_FLOOR) / len(p_y_x1)).T
     log_col = torch.log(p_y_x2.clamp_min(PROBABILITY_FLOOR) / len(p_y_x2)).T
-    log_q = sinkhorn(log_a, log_row, log_col, n_iters=n_iters, tol=tol)
+    log_q = sinkhorn(log_a, log_row, log_col, n_iters=n_iters, tol=tol, grad_iters=grad_iters)
     return log_q - torch.logsumexp(log_q.flatten(), dim=0)
 
 

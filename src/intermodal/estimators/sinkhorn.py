@@ -56,6 +56,7 @@ def sinkhorn(
     n_iters: int = 1000,
     tol: float = 1e-9,
     check_every: int = 10,
+    grad_iters: int | None = None,
 ) -> Tensor:
     """``log_q [..., m, n]``: log of ``diag(u) · A · diag(v)`` with the given (rescaled) marginals.
 
@@ -82,7 +83,13 @@ def sinkhorn(
     it needed: leading dims are batched already.
     """
     log_q, _ = sinkhorn_with_error(
-        log_a, log_row, log_col, n_iters=n_iters, tol=tol, check_every=check_every
+        log_a,
+        log_row,
+        log_col,
+        n_iters=n_iters,
+        tol=tol,
+        check_every=check_every,
+        grad_iters=grad_iters,
     )
     return log_q
 
@@ -95,6 +102,7 @@ def sinkhorn_with_error(
     n_iters: int = 1000,
     tol: float = 1e-9,
     check_every: int = 10,
+    grad_iters: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``sinkhorn`` and the final row-marginal error of each slice.
 
@@ -103,8 +111,27 @@ def sinkhorn_with_error(
     ``error.max() > tol`` means the loop ran out of ``n_iters`` first.
     """
     _validate(log_a, log_row, log_col, n_iters, tol, check_every)
+    if grad_iters is not None and torch.is_grad_enabled():
+        with torch.no_grad():
+            _, error, g = _iterate(log_a, log_row, log_col, n_iters, tol, check_every)
+        # tol 0 and one check at the end: exactly grad_iters iterations
+        log_q, _, _ = _iterate(log_a, log_row, log_col, grad_iters, 0.0, grad_iters, g.detach())
+        return log_q, error
+    log_q, error, _ = _iterate(log_a, log_row, log_col, n_iters, tol, check_every)
+    return log_q, error
+
+
+def _iterate(
+    log_a: Tensor,
+    log_row: Tensor,
+    log_col: Tensor,
+    n_iters: int,
+    tol: float,
+    check_every: int,
+    g: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     if log_a.numel() == 0:  # an empty batch: nothing to project (and no maximum to stop on)
-        return log_a.clone(), log_a.new_zeros(log_a.shape[:-2])
+        return log_a.clone(), log_a.new_zeros(log_a.shape[:-2]), log_col
     log_row, log_col = common_mass(log_row, log_col)
     # Without autograd one scratch [..., m, n] buffer serves every logsumexp in place; the
     # out-of-place form allocates three such tensors per call, and large allocations come back
@@ -116,8 +143,9 @@ def sinkhorn_with_error(
     # row_lse = logsumexp_j(log_a + g), starting from g = 0: the row update needs it, and with
     # the current f it also gives the current row sums (log Σ_j q_ij = f + row_lse), so the
     # convergence check costs no extra pass over the kernel.
-    row_lse = _logsumexp_shifted(log_a, log_a.new_zeros(()), -1, scratch)
-    f, g = log_row - row_lse, torch.zeros_like(log_col)
+    g = torch.zeros_like(log_col) if g is None else g
+    row_lse = _logsumexp_shifted(log_a, g.unsqueeze(-2), -1, scratch)
+    f = log_row - row_lse
     error = log_a.new_full(log_a.shape[:-2], math.inf)
     for done in range(1, n_iters + 1):
         f = log_row - row_lse
@@ -128,9 +156,9 @@ def sinkhorn_with_error(
             if error.max().item() <= tol:
                 break
     if scratch is None:
-        return log_a + f.unsqueeze(-1) + g.unsqueeze(-2), error
+        return log_a + f.unsqueeze(-1) + g.unsqueeze(-2), error, g
     # the scratch pages are already touched: the plan goes there instead of fresh memory
-    return torch.add(log_a, f.unsqueeze(-1), out=scratch).add_(g.unsqueeze(-2)), error
+    return torch.add(log_a, f.unsqueeze(-1), out=scratch).add_(g.unsqueeze(-2)), error, g
 
 
 def _logsumexp_shifted(log_a: Tensor, shift: Tensor, dim: int, scratch: Tensor | None) -> Tensor:

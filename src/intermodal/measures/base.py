@@ -19,6 +19,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from intermodal.models.artifacts import artifact_folder
+from intermodal.models.training import FitWorkers, InlineWorkers
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import GLOBAL_SCHEMA
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from intermodal.operators.context import BatchContext, SharedModel
 
 Progress = Callable[[str], None]
+__all__ = ["FitWorkers", "InlineWorkers"]  # the fit API measures use, from models
 # One operator call: a batch's context → the measure's own score columns, in field order.
 BatchOperator = Callable[["BatchContext"], dict[str, Any]]
 
@@ -148,8 +150,15 @@ class Measure:
         to them; a change means refitting)."""
         return self.options(job).model_dump(mode="json") if self.section else {}
 
-    def fit(self, job: JobConfig, sample: pa.Table, progress: Progress) -> None:
-        """Learn from ``sample`` (normalised rows) and save under ``folder(job)``."""
+    def fit(
+        self,
+        job: JobConfig,
+        sample: pa.Table,
+        progress: Progress,
+        workers: FitWorkers | None = None,
+    ) -> None:
+        """Learn from ``sample`` (normalised rows) and save under ``folder(job)``; independent
+        parts go through ``workers`` (default: inline, in this process)."""
 
     def describe_artifacts(self, job: JobConfig) -> dict:
         """Facts about its fitted artifacts for the run's manifest."""

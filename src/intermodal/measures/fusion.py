@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from intermodal import storage
-from intermodal.measures.base import FitSample, Measure, Progress
+from intermodal.measures.base import FitSample, FitWorkers, InlineWorkers, Measure, Progress
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.models.fusion_training import FusionTrainConfig, train_fusion_model
+from intermodal.models.training import fit_device
 from intermodal.operators.context import modality_arrays
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL
@@ -32,6 +33,26 @@ def fusion_inputs(
         name: torch.from_numpy(np.require(values, requirements=["C", "W"])).to(dtype)
         for name, values in modality_arrays(job, rows).items()
     }
+
+
+def fusion_part(
+    model: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    training: FusionTrainConfig,
+    name: str,
+    progress: Progress,
+) -> nn.Module:
+    """The fit part of a fusion model: trained on this process's device, returned on the CPU."""
+    device = fit_device()
+    trained = train_fusion_model(
+        model.to(device),
+        {m: x.to(device) for m, x in inputs.items()},
+        labels.to(device),
+        training,
+        lambda line: progress(f"[{name}]{line}"),
+    )
+    return trained.cpu()
 
 
 class FusionMeasure(Measure):
@@ -60,12 +81,18 @@ class FusionMeasure(Measure):
     def model_uri(self, job: JobConfig) -> str:
         return storage.join(self.folder(job), "model.pt")
 
-    def fit(self, job: JobConfig, sample: pa.Table, progress: Progress) -> None:
+    def fit(
+        self,
+        job: JobConfig,
+        sample: pa.Table,
+        progress: Progress,
+        workers: FitWorkers | None = None,
+    ) -> None:
+        workers = workers or InlineWorkers(progress)
         settings = self.options(job)
         progress(f"[{self.name}] training on {sample.num_rows} sampled rows")
-        labels = torch.from_numpy(np.asarray(sample.column(LABEL).to_numpy(), dtype=np.int64))
+        labels = torch.from_numpy(np.require(sample.column(LABEL).to_numpy(), np.int64, ["C", "W"]))
         torch.manual_seed(settings.seed)  # the initial weights
-        model = self.build(job)
         training = FusionTrainConfig(
             epochs=settings.epochs,
             batch_size=settings.batch_size,
@@ -74,13 +101,16 @@ class FusionMeasure(Measure):
             seed=settings.seed,
             warmup_epochs=self.warmup_epochs(job),
         )
-        train_fusion_model(
-            model,
+        handle = workers.submit(
+            fusion_part,
+            self.build(job),
             fusion_inputs(job, sample),
             labels,
             training,
-            lambda line: progress(f"[{self.name}]{line}"),
+            self.name,
+            workers.progress,
         )
+        model = workers.gather([handle])[0]
         save_state(model.state_dict(), self.model_uri(job))
 
     def load(self, job: JobConfig) -> nn.Module:

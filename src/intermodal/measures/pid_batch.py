@@ -28,7 +28,15 @@ from intermodal.charts.html import Section, paragraph
 from intermodal.charts.run import RunData, pair_terms
 from intermodal.estimators.pid_batch import block_pid
 from intermodal.estimators.stats import Keyed, Moments
-from intermodal.measures.base import BatchOperator, FitSample, Measure, Progress, global_record
+from intermodal.measures.base import (
+    BatchOperator,
+    FitSample,
+    FitWorkers,
+    InlineWorkers,
+    Measure,
+    Progress,
+    global_record,
+)
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.models.classifiers import (
     ClassifierConfig,
@@ -43,6 +51,7 @@ from intermodal.models.classifiers import (
 )
 from intermodal.models.pid_batch import EncoderTraining, LabelEncoder, blocks, train_encoders
 from intermodal.models.protocol import build_model
+from intermodal.models.training import fit_device
 from intermodal.operators.context import (
     BatchContext,
     SharedModel,
@@ -75,6 +84,9 @@ class PIDBatchConfig(Strict):
     embed_dim: int = Field(default=10, ge=1)  # encoder features per label
     sinkhorn_iters: int = Field(default=200, ge=1)
     sinkhorn_tol: float = Field(default=1e-6, gt=0)  # largest row-marginal error accepted
+    # training backpropagates through this many last iterations, started from the converged
+    # scaling (None: through every iteration, as the paper's code does; same values, slower)
+    sinkhorn_grad_iters: int | None = Field(default=1, ge=1)
     folds: int = Field(default=5, ge=2, le=50)
     fit_rows: int = Field(default=100_000, ge=16)
     seed: int = 0
@@ -87,6 +99,21 @@ class TargetModels:
 
     classifiers: dict[str, FoldedMLP]  # by key <m> or <a>__<b>
     encoders: dict[str, tuple[LabelEncoder, LabelEncoder]]  # by pair key <a>__<b>
+
+
+def encoder_part(
+    features: dict[str, np.ndarray],
+    pair: tuple[str, str],
+    held_out: tuple[np.ndarray, np.ndarray],
+    training: EncoderTraining,
+    name: str,
+    progress: Progress,
+) -> tuple[LabelEncoder, LabelEncoder]:
+    """The fit part of one pair's encoders, given its modalities' held-out ``p(y | x_m)``."""
+    a, b = pair
+    return train_encoders(
+        features[a], features[b], *held_out, training, name, progress, device=fit_device()
+    )
 
 
 def _predictions(job: JobConfig, rows: pa.Table) -> np.ndarray:
@@ -139,7 +166,14 @@ class PIDBatch(Measure):
             settings["model"] = job.model.model_dump(mode="json")
         return settings
 
-    def fit(self, job: JobConfig, sample: pa.Table, progress: Progress) -> None:
+    def fit(
+        self,
+        job: JobConfig,
+        sample: pa.Table,
+        progress: Progress,
+        workers: FitWorkers | None = None,
+    ) -> None:
+        workers = workers or InlineWorkers(progress)
         settings = self.options(job)
         progress(f"[pid_batch] fitting on {sample.num_rows} sampled rows")
         features = modality_arrays(job, sample)
@@ -152,9 +186,10 @@ class PIDBatch(Measure):
         encoder_training = EncoderTraining(
             **settings.model_dump(include={f.name for f in dataclasses.fields(EncoderTraining)})
         )
-        fitted = {}
+        shared_features = workers.share(features)
+        classifiers, encoders = {}, {}
         for target, values in targets.items():
-            classifiers = train_classifiers(
+            classifiers[target] = train_classifiers(
                 classifier_keys(job.modality_names),
                 features,
                 values,
@@ -162,25 +197,32 @@ class PIDBatch(Measure):
                 settings.folds,
                 job.num_classes,
                 training,
-                progress,
+                workers,
             )
             held_out = {
-                name: own_fold_probabilities(classifiers[name], features[name], folds)
+                name: own_fold_probabilities(classifiers[target][name], features[name], folds)
                 for name in job.modality_names
             }
-            encoders = {
-                key_name((a, b)): train_encoders(
-                    features[a],
-                    features[b],
-                    held_out[a],
-                    held_out[b],
+            # the encoder pairs of every target run side by side; gathered below
+            encoders[target] = {
+                key_name((a, b)): workers.submit(
+                    encoder_part,
+                    shared_features,
+                    (a, b),
+                    (held_out[a], held_out[b]),
                     encoder_training,
-                    name=f"{target}: encoders {a}, {b}",
-                    progress=progress,
+                    f"{target}: encoders {a}, {b}",
+                    workers.progress,
                 )
                 for a, b in modality_pairs(job.modality_names)
             }
-            fitted[target] = TargetModels(classifiers, encoders)
+        fitted = {
+            target: TargetModels(
+                classifiers[target],
+                dict(zip(pairs, workers.gather(list(pairs.values())), strict=True)),
+            )
+            for target, pairs in encoders.items()
+        }
         folder = self.folder(job)
         save_state(
             {

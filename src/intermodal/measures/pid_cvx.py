@@ -24,7 +24,15 @@ from intermodal.charts.run import RunData
 from intermodal.estimators.discretize import Codebook, CodebookConfig, fit_codebook
 from intermodal.estimators.pid_cvx import pid_from_joint
 from intermodal.estimators.stats import JointCounts, Keyed, grouped_counts
-from intermodal.measures.base import BatchOperator, FitSample, Measure, Progress, global_record
+from intermodal.measures.base import (
+    BatchOperator,
+    FitSample,
+    FitWorkers,
+    InlineWorkers,
+    Measure,
+    Progress,
+    global_record,
+)
 from intermodal.operators.context import BatchContext, SharedModel
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.tables import (
@@ -77,7 +85,14 @@ class PIDCVX(Measure):
         settings = self.options(job)
         return FitSample(settings.fit_rows, settings.seed, 1, "PID codebooks", labelled=False)
 
-    def fit(self, job: JobConfig, sample: pa.Table, progress: Progress) -> None:
+    def fit(
+        self,
+        job: JobConfig,
+        sample: pa.Table,
+        progress: Progress,
+        workers: FitWorkers | None = None,
+    ) -> None:
+        workers = workers or InlineWorkers(progress)
         settings = self.options(job)
         codebook_settings = CodebookConfig(
             n_clusters=settings.n_clusters,
@@ -85,13 +100,19 @@ class PIDCVX(Measure):
             pca_components=settings.pca_components,
             seed=settings.seed,
         )
-        for modality in job.modalities:
-            rows = modality_values(sample.column(modality.name), modality.size)
-            codebook = fit_codebook(rows, codebook_settings)
+        handles = [
+            workers.submit(
+                fit_codebook,
+                modality_values(sample.column(modality.name), modality.size),
+                codebook_settings,
+            )
+            for modality in job.modalities
+        ]
+        for modality, codebook in zip(job.modalities, workers.gather(handles), strict=True):
             storage.write_arrays(codebook.to_arrays(), self._codebook_uri(job, modality.name))
             progress(
                 f"[fit] {modality.name}: {codebook.kind} codebook, {codebook.n_codes} codes "
-                f"from {len(rows)} rows"
+                f"from {sample.num_rows} rows"
             )
 
     def _codebook_uri(self, job: JobConfig, modality: str) -> str:

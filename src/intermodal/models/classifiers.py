@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,20 +25,25 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from intermodal.models.training import report_epoch
+from intermodal.models.training import FitWorkers, adam, fit_device
+from intermodal.progress import Heartbeat
 from intermodal.schemas.config import Strict
 from intermodal.schemas.tables import modality_pairs
 
 # splitmix64 finaliser constants: a cheap, well-mixed 64-bit hash of integer ids
 _MIX_1, _MIX_2, _GOLDEN = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0x9E3779B97F4A7C15
 LOG_PROBABILITY_FLOOR = math.log(1e-12)  # clamp for log p(y | x) of a confidently wrong model
+# a held-out loss must fall by more than this (nats) to count as progress for early stopping
+MIN_IMPROVEMENT = 1e-4
 
 
 class ClassifierConfig(Strict):
     """Cross-fitted MLPs p(y | x_m) and p(y | x_a, x_b): two hidden ReLU layers, Adam."""
 
     hidden: int = Field(default=64, ge=1)
-    epochs: int = Field(default=30, ge=1)
+    epochs: int = Field(default=30, ge=1)  # at most; see patience
+    # stop once no fold model's held-out loss improved for this many epochs
+    patience: int = Field(default=5, ge=1)
     batch_size: int = Field(default=256, ge=1)
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
@@ -89,6 +95,7 @@ def fold_of(ids: pa.Array | pa.ChunkedArray, folds: int, seed: int) -> np.ndarra
 class ClassifierTraining:
     hidden: int = 64
     epochs: int = 30
+    patience: int = 5
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -158,7 +165,7 @@ def own_fold_probabilities(model: FoldedMLP, features: np.ndarray, folds: np.nda
     with torch.no_grad():
         log_proba = model.own_fold_log_proba(
             torch.from_numpy(np.require(features, np.float32, ["C", "W"])),
-            torch.from_numpy(np.asarray(folds, dtype=np.int64)),
+            torch.from_numpy(np.require(folds, np.int64, ["C", "W"])),
         )
     return log_proba.double().exp().numpy()
 
@@ -179,7 +186,7 @@ def _held_out_loss(
 ) -> torch.Tensor:
     """Mean cross-entropy of fold model ``k`` on the selected rows (inf when there are none)."""
     if not rows.any():
-        return torch.tensor(math.inf)
+        return torch.tensor(math.inf, device=x.device)
     return nn.functional.cross_entropy(model.fold_forward(x[rows], k), y[rows])
 
 
@@ -192,31 +199,35 @@ def train_folded(
     config: ClassifierTraining,
     name: str = "classifier",
     progress: Callable[[str], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> FoldedMLP:
     """Train the ``n_folds`` models on ``features [n, d]`` and ``labels [n]``: model ``k`` on the
     rows of neither fold ``k`` nor fold ``k + 1``. After every epoch model ``k`` is scored on
-    fold ``k + 1`` and keeps the weights of its lowest cross-entropy there (early stopping), so
-    an over-fitting MLP does not report confident noise — on uninformative features it stays
-    near the prior. Reports the out-of-fold accuracy through ``progress``."""
-    x = torch.from_numpy(np.require(features, np.float32, ["C", "W"]))
-    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    fold = torch.from_numpy(np.asarray(folds, dtype=np.int64))
-    model = FoldedMLP(x.shape[1], config.hidden, num_classes, n_folds, config.seed)
+    fold ``k + 1`` and keeps the weights of its lowest cross-entropy there, so an over-fitting
+    MLP does not report confident noise — on uninformative features it stays near the prior.
+    Training stops once no model's held-out loss improved by ``MIN_IMPROVEMENT`` for
+    ``config.patience`` epochs. Reports the out-of-fold accuracy through ``progress``. Trains on
+    ``device``; the model comes back on the CPU."""
+    x = torch.from_numpy(np.require(features, np.float32, ["C", "W"])).to(device)
+    y = torch.from_numpy(np.require(labels, np.int64, ["C", "W"])).to(device)
+    fold = torch.from_numpy(np.require(folds, np.int64, ["C", "W"])).to(device)
+    model = FoldedMLP(x.shape[1], config.hidden, num_classes, n_folds, config.seed).to(device)
     std = x.std(dim=0, unbiased=False)
     model.mean.copy_(x.mean(dim=0))
     model.scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
     generator = torch.Generator().manual_seed(config.seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # model k trains on every fold but k (scored later) and k + 1 (its early-stopping rows), so
     # neither its weights nor its choice of epoch ever depend on the labels of fold k
-    stopping_fold = (torch.arange(n_folds) + 1) % n_folds
-    model_index = torch.arange(n_folds)[:, None]
-    best_loss = torch.full((n_folds,), math.inf)
+    stopping_fold = (torch.arange(n_folds, device=device) + 1) % n_folds
+    model_index = torch.arange(n_folds, device=device)[:, None]
+    best_loss = torch.full((n_folds,), math.inf, device=device)
     best = [parameter.detach().clone() for parameter in model.parameters()]
+    heartbeat, start, stale = Heartbeat(), time.perf_counter(), 0
     for epoch in range(1, config.epochs + 1):
         model.train()
-        total = 0.0
-        for batch in torch.randperm(len(x), generator=generator).split(config.batch_size):
+        order = torch.randperm(len(x), generator=generator).to(device)
+        for batch in order.split(config.batch_size):
             row_fold = fold[batch][None, :]
             trained_on = ((row_fold != model_index) & (row_fold != stopping_fold[:, None])).float()
             logits = model(x[batch])
@@ -227,30 +238,36 @@ def train_folded(
             optimiser.zero_grad()
             per_model.sum().backward()
             optimiser.step()
-            total += float(per_model.detach().mean()) * len(batch)
         model.eval()
         with torch.no_grad():
             stopping_loss = torch.stack(
                 [_held_out_loss(model, k, x, y, fold == stopping_fold[k]) for k in range(n_folds)]
             )
             improved = stopping_loss < best_loss
+            stale = 0 if (stopping_loss < best_loss - MIN_IMPROVEMENT).any() else stale + 1
             best_loss = torch.where(improved, stopping_loss, best_loss)
             for kept, parameter in zip(best, model.parameters(), strict=True):
                 kept[improved] = parameter.detach()[improved]
-        if progress is not None and report_epoch(epoch, config.epochs):
-            with torch.no_grad():
-                held_out = model.own_fold_log_proba(x, fold).argmax(dim=-1)
-            accuracy = float((held_out == y).float().mean())
+        if stale >= config.patience:
+            break
+        if progress is not None and heartbeat.due():
             progress(
-                f"[classifier] {name}: epoch {epoch}/{config.epochs}  loss {total / len(x):.4f}"
-                f"  stopping loss {float(stopping_loss.mean()):.4f}"
-                f"  out-of-fold accuracy {accuracy:.3f}"
+                f"[classifier] {name}: epoch {epoch}/{config.epochs}"
+                f"  stopping loss {float(best_loss.mean()):.4f}"
             )
     with torch.no_grad():
         for kept, parameter in zip(best, model.parameters(), strict=True):
             parameter.copy_(kept)
-    model.eval()
-    return model
+    if progress is not None:
+        with torch.no_grad():
+            held_out = model.own_fold_log_proba(x, fold).argmax(dim=-1)
+        stopped = f"stopped after {epoch}" if epoch < config.epochs else f"{epoch}"
+        progress(
+            f"[classifier] {name}: {stopped} epochs in {time.perf_counter() - start:.1f} s,"
+            f"  stopping loss {float(best_loss.mean()):.4f}"
+            f"  out-of-fold accuracy {float((held_out == y).float().mean()):.3f}"
+        )
+    return model.cpu()
 
 
 def train_classifiers(
@@ -261,19 +278,36 @@ def train_classifiers(
     n_folds: int,
     num_classes: int,
     training: ClassifierTraining,
-    progress: Callable[[str], None],
+    workers: FitWorkers,
 ) -> dict[str, FoldedMLP]:
-    """One cross-fitted ``FoldedMLP`` per key (its modalities' features side by side)."""
-    return {
-        key_name(key): train_folded(
-            joined(features, key),
-            labels,
-            folds,
-            n_folds,
-            num_classes,
-            training,
-            name=f"p(y | {', '.join(key)})",
-            progress=progress,
-        )
+    """One cross-fitted ``FoldedMLP`` per key (its modalities' features side by side), each a
+    part of its own on ``workers``."""
+    data = workers.share((dict(features), labels, folds))
+    handles = [
+        workers.submit(train_key, data, key, n_folds, num_classes, training, workers.progress)
         for key in keys
-    }
+    ]
+    return dict(zip(map(key_name, keys), workers.gather(handles), strict=True))
+
+
+def train_key(
+    data: tuple[Mapping[str, np.ndarray], np.ndarray, np.ndarray],
+    key: tuple[str, ...],
+    n_folds: int,
+    num_classes: int,
+    training: ClassifierTraining,
+    progress: Callable[[str], None],
+) -> FoldedMLP:
+    """The fit part of one classifier: ``data`` is ``(features, labels, folds)``."""
+    features, labels, folds = data
+    return train_folded(
+        joined(features, key),
+        labels,
+        folds,
+        n_folds,
+        num_classes,
+        training,
+        name=f"p(y | {', '.join(key)})",
+        progress=progress,
+        device=fit_device(),
+    )

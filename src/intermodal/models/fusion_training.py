@@ -2,11 +2,12 @@
 
 Each model states its own objective through ``training_loss(inputs, targets)``: I2MoE's task
 loss + λ_int · mean interaction loss, InTense's task loss + Λ · block L^q regulariser. The loop
-is plain minibatch Adam, seeded, with one progress message per epoch.
+is plain minibatch Adam, seeded, reporting every ``progress.HEARTBEAT_SECONDS`` and at the end.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -15,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from intermodal.models.training import print_progress
+from intermodal.models.training import adam
+from intermodal.progress import Heartbeat, print_progress
 
 Model = TypeVar("Model", bound=nn.Module)
 Task = Literal["classification", "regression"]
@@ -66,8 +68,9 @@ def train_fusion_model(
         raise TypeError(f"{type(model).__name__} has no warmup_loss for warmup_epochs")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = len(targets)
+    heartbeat, start = Heartbeat(), time.perf_counter()
     model.train()
     for epoch in range(1, config.epochs + 1):
         warmup = epoch <= config.warmup_epochs
@@ -82,7 +85,11 @@ def train_fusion_model(
             optimiser.step()
             total += loss.item() * len(rows)
             seen += len(rows)
-        phase = " (warm-up)" if warmup else ""
-        progress(f"  epoch {epoch}/{config.epochs}{phase}  loss {total / max(seen, 1):.4f}")
+        if heartbeat.due() or epoch == config.epochs:
+            phase = " (warm-up)" if warmup else ""
+            progress(
+                f" epoch {epoch}/{config.epochs}{phase}  loss {total / max(seen, 1):.4f}"
+                f" ({time.perf_counter() - start:.1f} s)"
+            )
     model.eval()
     return model

@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim import Adam
+
+from intermodal.progress import Progress, print_progress
+
+
+class FitWorkers(Protocol):
+    """Where the parts of a fit run. A fit submits its independent parts (one model per
+    modality, pair or target) and gathers their results, so they run side by side where there
+    is room; ``share`` hands a large value to every part once. Parts are top-level functions of
+    picklable arguments; they return models on the CPU. ``progress`` reports from a part."""
+
+    progress: Progress
+
+    def share(self, value: Any) -> Any: ...
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+
+    def gather(self, handles: list[Any]) -> list[Any]: ...
+
+
+class InlineWorkers:
+    """Parts run one after another in this process, as they are submitted (no Ray)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def share(self, value: Any) -> Any:
+        return value
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+    def gather(self, handles: list[Any]) -> list[Any]:
+        return list(handles)
+
+
+def fit_device() -> torch.device:
+    """The device a fit part trains on: the GPU this process sees, else the CPU (Ray shows a
+    task only the GPUs it was given)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass(frozen=True)
@@ -40,8 +80,10 @@ def report_epoch(epoch: int, epochs: int, reports: int = 3) -> bool:
     return epoch == epochs or epoch % max(1, epochs // reports) == 0
 
 
-def print_progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def adam(parameters: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.0) -> Adam:
+    """Adam with the fused kernel: one update for every parameter instead of a Python loop
+    over them, which is most of an optimiser step for the small models trained here."""
+    return Adam(parameters, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def train_classifier(

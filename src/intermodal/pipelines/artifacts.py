@@ -1,14 +1,26 @@
-"""Fitting a measure's artifacts, and the marker that says what they were fitted on."""
+"""Fitting measures' artifacts as Ray work, and the marker that says what they were fitted on.
+
+Each measure's fit is a Ray task that reads its sample on a worker and submits the fit's
+independent parts (a model per modality, pair or target) as further tasks with
+``compute.fit``'s resources, so fits of several measures and their parts share the cluster;
+the driver submits and waits."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pyarrow as pa
+import ray
+import torch
+from ray.util.queue import Queue
 
 from intermodal import __version__, storage
 from intermodal.measures import Measure
+from intermodal.measures.base import FitSample
 from intermodal.pipelines.inputs import Shard, fingerprint, labelled_sample, sample_table
-from intermodal.pipelines.run import Progress
-from intermodal.schemas.config import JobConfig
+from intermodal.pipelines.run import Progress, ship_measures
+from intermodal.schemas.config import FitResources, JobConfig
 
 
 class FitMarker:
@@ -41,26 +53,118 @@ def fitted(job: JobConfig, measure: Measure, shards: list[Shard]) -> bool:
     return measure.fit_sample(job) is None or FitMarker(job, shards, measure).matches()
 
 
-def fit_measure(
+RELAY_SECONDS = 0.5  # how often the driver passes on the fits' progress lines
+
+
+class RelayedProgress:
+    """A progress callback for Ray tasks: lines go to a queue the driver empties into its own
+    callback, so they read as the driver's (no worker prefix) and reach any callback."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+
+    def __call__(self, message: str) -> None:
+        self.queue.put_nowait(message)
+
+
+class RayFitWorkers:
+    """Fit parts as Ray tasks with ``compute.fit``'s CPUs and GPUs, each with as many torch
+    threads as CPUs it holds (small models lose more to idle threads than they gain)."""
+
+    def __init__(self, resources: FitResources, progress: Progress) -> None:
+        self.resources = resources
+        self.progress = progress
+
+    def share(self, value: Any) -> Any:
+        return ray.put(value)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        task = fit_part.options(num_cpus=self.resources.cpus, num_gpus=self.resources.gpus)
+        return task.remote(_threads(self.resources), fn, *args)
+
+    def gather(self, handles: list[Any]) -> list[Any]:
+        return ray.get(list(handles))
+
+
+def _threads(resources: FitResources) -> int:
+    return max(1, int(resources.cpus))
+
+
+@ray.remote
+def fit_part(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
+    torch.set_num_threads(threads)
+    return fn(*args)
+
+
+@ray.remote
+def fit(
     job: JobConfig,
     measure: Measure,
+    plan: FitSample,
     shards: list[Shard],
     duplicates: pa.Array,
-    progress: Progress = print,
-) -> bool:
-    """Fit and save ``measure``'s artifacts on the sample it asks for; False when it fits
-    nothing."""
-    plan = measure.fit_sample(job)
-    if plan is None:
-        return False
-    marker = FitMarker(job, shards, measure)
-    marker.clear()
+    progress: Progress,
+) -> None:
+    """A measure's fit: read its sample on this worker, fit (parts as further tasks), save.
+    It waits on its parts in ``ray.get``, where Ray lends its CPU to them."""
+    torch.set_num_threads(_threads(job.compute.fit))
     if plan.labelled:
         sample = labelled_sample(
             job, shards, plan.rows, plan.seed, duplicates, plan.minimum, plan.purpose
         )
     else:
         sample = sample_table(job, shards, plan.rows, plan.seed, duplicates)
-    measure.fit(job, sample, progress)
-    marker.write()
-    return True
+    measure.fit(job, sample, progress, RayFitWorkers(job.compute.fit, progress))
+
+
+def fit_measures(
+    job: JobConfig,
+    measures: list[Measure],
+    shards: list[Shard],
+    duplicates: pa.Array,
+    progress: Progress = print,
+) -> list[str]:
+    """Fit and save the artifacts of ``measures``, side by side as Ray tasks; returns the names
+    of those that fit anything. The driver only submits and waits."""
+    plans = {m.name: m.fit_sample(job) for m in measures}
+    learning = [m for m in measures if plans[m.name] is not None]
+    if not learning:
+        return []
+    ship_measures(learning)
+    markers = {m.name: FitMarker(job, shards, m) for m in learning}
+    for marker in markers.values():
+        marker.clear()
+    resources = job.compute.fit
+    progress(
+        f"[fit] {', '.join(m.title for m in learning)} on Ray, {resources.cpus:g} CPU and "
+        f"{resources.gpus:g} GPU per part"
+    )
+    lines = Queue(actor_options={"num_cpus": 0})
+    relayed = RelayedProgress(lines)
+    tasks = {
+        m.name: fit.options(num_cpus=resources.cpus, name=f"fit {m.name}").remote(
+            job, m, plans[m.name], shards, duplicates, relayed
+        )
+        for m in learning
+    }
+    try:
+        pending = list(tasks.values())
+        while pending:
+            _, pending = ray.wait(pending, timeout=RELAY_SECONDS)
+            _relay(lines, progress)
+        for name, task in tasks.items():
+            try:
+                ray.get(task)
+            except ray.exceptions.RayTaskError as error:
+                # the measure's own error (a too-small sample, a bad setting), not Ray's wrapper
+                raise error.cause from None
+            markers[name].write()
+    finally:
+        _relay(lines, progress)
+        lines.shutdown()
+    return list(tasks)
+
+
+def _relay(lines: Queue, progress: Progress) -> None:
+    while not lines.empty():
+        progress(lines.get_nowait())

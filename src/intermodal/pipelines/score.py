@@ -15,7 +15,7 @@ from intermodal import __version__, storage
 from intermodal.cluster import ensure_ray
 from intermodal.cluster.resources import actor_pool, check_compute
 from intermodal.measures import Measure, coalition_settings, job_measures
-from intermodal.pipelines.artifacts import fit_measure, fitted
+from intermodal.pipelines.artifacts import fit_measures, fitted
 from intermodal.pipelines.inputs import (
     NoValidRows,
     Shard,
@@ -103,13 +103,13 @@ def _prepare(
     """Background rows and the fitted artifacts the measures need: ``(background,
     refitted)``, refitted when any artifact was fitted now rather than reused."""
     background = background_inputs(config, shards, duplicates) if needs_background(config) else None
-    refitted = False
+    stale = []
     for measure in job_measures(config):
-        if fitted(config, measure, shards):
-            if measure.fit_sample(config) is not None:
-                progress(f"[score] {measure.title} fitted on this input and settings: reused")
-        else:
-            refitted = fit_measure(config, measure, shards, duplicates, progress) or refitted
+        if not fitted(config, measure, shards):
+            stale.append(measure)
+        elif measure.fit_sample(config) is not None:
+            progress(f"[score] {measure.title} fitted on this input and settings: reused")
+    refitted = bool(fit_measures(config, stale, shards, duplicates, progress))
     return background, refitted
 
 

@@ -95,6 +95,13 @@ class ActorRange(Strict):
         return self
 
 
+class FitResources(Strict):
+    """What each part of a fit (one model of a measure) asks of the cluster."""
+
+    cpus: float = Field(default=1, ge=1)  # also its torch threads (whole CPUs)
+    gpus: float = Field(default=0, ge=0)
+
+
 class ComputeConfig(Strict):
     batch_size: int = Field(default=1024, ge=1)
     # a fixed pool size, {min, max} for an elastic pool, or auto: from 1 up to as many actors
@@ -104,6 +111,7 @@ class ComputeConfig(Strict):
     gpus_per_actor: float = Field(default=0, ge=0)
     # torch threads per actor; default: the actor's CPUs (Ray pins OMP_NUM_THREADS to them)
     torch_threads: int | None = Field(default=None, ge=1)
+    fit: FitResources = FitResources()
 
     @field_validator("actors", mode="before")
     @classmethod

@@ -1,0 +1,85 @@
+"""Fits run as Ray work: each measure's fit a task and its parts (one model per modality, pair
+or target) tasks of ``compute.fit``'s resources. The artifacts equal those of the same fit in
+one process, part after part, and the parts' progress reaches the driver's callback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from intermodal.measures import job_measures
+from intermodal.models.artifacts import load_state
+from intermodal.pipelines.fit import run_fit
+from intermodal.pipelines.inputs import duplicate_ids, inspect_shards, labelled_sample
+from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.synthetic.hdxor import write_table_shards
+from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
+
+ROWS, DIMS = 600, 4
+STATE_FILES = {
+    "lsmi": ["entropy.pt", "classifiers.pt"],
+    "pid_batch": ["classifiers.pt", "encoders.pt"],
+}
+
+
+def _job(data: str, out: str) -> JobConfig:
+    small = {"epochs": 3, "hidden": 8}
+    return parse_config(
+        {
+            "dataset": "fit_on_ray",
+            "input": data,
+            "output": out,
+            "num_classes": 2,
+            "modalities": [{"name": m, "shape": [DIMS]} for m in ("x1", "x2")],
+            "measures": ["lsmi", "pid_batch"],
+            "lsmi": {"fit_rows": ROWS, "folds": 3, "classifier": small, "entropy": {"epochs": 2}},
+            "pid_batch": {"fit_rows": ROWS, "folds": 3, "epochs": 2, "classifier": small},
+        }
+    )
+
+
+def _fit_in_process(job: JobConfig) -> None:
+    """Every measure's fit in this process, on the sample the Ray task draws."""
+    shards = inspect_shards(job)
+    duplicates = duplicate_ids(job, shards)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the Ray parts (compute.fit.cpus = 1)
+    try:
+        for measure in job_measures(job):
+            plan = measure.fit_sample(job)
+            assert plan is not None
+            sample = labelled_sample(
+                job, shards, plan.rows, plan.seed, duplicates, plan.minimum, plan.purpose
+            )
+            measure.fit(job, sample, progress=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_fits_on_ray_equal_fits_in_one_process(tmp_path) -> None:
+    table = generate_circuit(CircuitSpec(op="xor", n_samples=ROWS, dims=DIMS, seed=0))
+    data = str(tmp_path / "data")
+    write_table_shards(table.select(["sample_id", "label", "x1", "x2"]), data, 2)
+    on_ray, in_process = _job(data, str(tmp_path / "ray")), _job(data, str(tmp_path / "local"))
+    lines: list[str] = []
+    run_fit(on_ray, progress=lines.append)
+    _fit_in_process(in_process)
+
+    # the parts' lines came back through the driver's callback
+    assert sum("out-of-fold accuracy" in line for line in lines) == 3 + 3  # lsmi, pid_batch
+    assert any(line.startswith("[knife]") for line in lines)
+    assert any("encoders x1, x2" in line for line in lines)
+    for measure, files in STATE_FILES.items():
+        for name in files:
+            ray_state = load_state(f"{tmp_path}/ray/artifacts/{measure}/{name}")
+            local_state = load_state(f"{tmp_path}/local/artifacts/{measure}/{name}")
+            assert ray_state.keys() == local_state.keys()
+            for key, value in ray_state.items():
+                for tensor_name, tensor in value.items():
+                    torch.testing.assert_close(
+                        tensor, local_state[key][tensor_name], atol=1e-5, rtol=1e-5
+                    )
+    prior = np.load(f"{tmp_path}/ray/artifacts/lsmi/prior.npz")
+    assert np.isfinite(prior["log_prior"]).all()
