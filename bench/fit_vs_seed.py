@@ -212,7 +212,8 @@ def compare(task: Task, args: argparse.Namespace) -> list[dict]:
                 "seed/this": seed_seconds / seconds,
                 "busy/quiet": seconds / quiet if loaded else None,
                 **{t: last[t] for t in TERMS},
-                f"max error ({task.units})": max(abs(last[t] - task.truth[t]) for t in TERMS),
+                "max error": max(abs(last[t] - task.truth[t]) for t in TERMS),
+                "units": task.units,
             }
         )
     return rows

@@ -12,6 +12,7 @@ def show(title: str, table: pl.DataFrame, notes: Sequence[str], float_precision:
         tbl_hide_dataframe_shape=True,
         tbl_hide_column_data_types=True,
         tbl_cols=20,
+        tbl_rows=200,
         tbl_width_chars=200,
         float_precision=float_precision,
         thousands_separator=True,

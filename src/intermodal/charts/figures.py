@@ -1,5 +1,7 @@
-"""Figures for the report: matplotlib on the Agg backend, each returned as an ``<img>`` with
-the PNG embedded as base64, so the page needs no other file and no network."""
+"""Figures for the report: matplotlib figures rendered to PNG (no display, no pyplot), each
+returned as an ``<img>`` with the PNG embedded as base64, so the page needs no other file and
+no network. matplotlib is imported when the first figure is drawn: measures import these
+helpers, and every Ray worker that loads a measure would otherwise pay the 0.4 s import."""
 
 from __future__ import annotations
 
@@ -7,14 +9,12 @@ import base64
 import html
 import io
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display: figures are only ever rendered to PNG bytes
-
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 WIDTH = 7.5  # inches; at DPI this fills the page's 900-pixel column
 DPI = 110
@@ -23,11 +23,19 @@ INTERACTION_COLOUR = "#8172B3"
 HISTOGRAM_BINS = 50
 
 
+def subplots(*grid: int, **options: Any) -> tuple[Figure, Any]:
+    """A new figure and its axes (``Figure.subplots``; ``figsize``/``layout`` go to the
+    figure)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=options.pop("figsize"), layout=options.pop("layout", None))
+    return figure, figure.subplots(*grid, **options)
+
+
 def embed(figure: Figure, alt: str) -> str:
-    """The figure as an ``<img>`` with an embedded PNG; closes it."""
+    """The figure as an ``<img>`` with an embedded PNG."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(figure)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
@@ -42,7 +50,7 @@ def stacked_bars(
     """Horizontal bars, one per category, stacked from the segments in order: positive values
     grow right from 0 and negative ones left, so a negative term is visible, not hidden
     under the others."""
-    figure, axes = plt.subplots(figsize=(WIDTH, 0.9 + 0.42 * len(categories)))
+    figure, axes = subplots(figsize=(WIDTH, 0.9 + 0.42 * len(categories)))
     y = np.arange(len(categories))
     right, left = np.zeros(len(categories)), np.zeros(len(categories))
     for name, values in segments.items():
@@ -65,7 +73,7 @@ def stacked_bars(
 def heatmap(matrix: np.ndarray, names: Sequence[str], title: str) -> str:
     """A symmetric matrix with its values written in the cells, centred on 0."""
     size = min(WIDTH, 2.5 + 0.8 * len(names))
-    figure, axes = plt.subplots(figsize=(size, size * 0.85))
+    figure, axes = subplots(figsize=(size, size * 0.85))
     limit = float(np.abs(matrix).max()) or 1.0
     image = axes.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit)
     axes.set_xticks(range(len(names)), list(names), rotation=45, ha="right")
@@ -90,7 +98,7 @@ def _bins(values: np.ndarray) -> int:
 def histograms(columns: Mapping[str, np.ndarray], title: str, per_row: int = 3) -> str:
     """One small histogram per column (nulls and NaN left out), in a grid."""
     rows = -(-len(columns) // per_row)
-    figure, grid = plt.subplots(
+    figure, grid = subplots(
         rows, per_row, figsize=(WIDTH, 2.1 * rows + 0.4), squeeze=False, layout="constrained"
     )
     for axes, (name, values) in zip(grid.flat, columns.items(), strict=False):
@@ -108,7 +116,7 @@ def waterfall(base: float, contributions: Mapping[str, float], title: str, xlabe
     """From ``base`` through each contribution to their sum, as in shap's waterfall plot:
     red bars push the output up, blue ones down."""
     names = list(contributions)
-    figure, axes = plt.subplots(figsize=(WIDTH, 1.2 + 0.45 * (len(names) + 2)))
+    figure, axes = subplots(figsize=(WIDTH, 1.2 + 0.45 * (len(names) + 2)))
     position = base
     labels = [f"v(∅) = {base:.3f}"]
     axes.barh(0, base, color="#999999", height=0.6)
@@ -137,7 +145,7 @@ def grouped_bars(
     colours: Mapping[str, str] | None = None,
 ) -> str:
     """Vertical bars side by side per category, one per series ``name → (values, stderr)``."""
-    figure, axes = plt.subplots(figsize=(WIDTH, 3.4))
+    figure, axes = subplots(figsize=(WIDTH, 3.4))
     x = np.arange(len(categories))
     width = 0.8 / max(len(series), 1)
     for i, (name, (values, errors)) in enumerate(series.items()):
@@ -165,7 +173,7 @@ def box_plots(panels: Mapping[str, Mapping[str, np.ndarray]], title: str, ylabel
     """One panel per ``name → {box label → values}``, side by side with a shared y axis: the
     distribution of each box's values (NaN left out), whiskers at 1.5 IQR, no outlier marks
     (millions of rows would print as a solid bar)."""
-    figure, grid = plt.subplots(
+    figure, grid = subplots(
         1, len(panels), figsize=(WIDTH, 3.4), sharey=True, squeeze=False, layout="constrained"
     )
     for axes, (name, boxes) in zip(grid.flat, panels.items(), strict=True):

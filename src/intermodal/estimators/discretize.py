@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import MiniBatchKMeans
 
 MAX_ROWS = 100_000
 MAX_BINS = 100
@@ -201,6 +200,8 @@ def principal_components(rows: np.ndarray, n_components: int) -> np.ndarray:
 def best_of_restarts(rows: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
     """Centres ``[k, d']`` of the ``N_RESTARTS`` seeded MiniBatchKMeans runs on ``rows [m, d']``
     with the lowest inertia over all of ``rows``."""
+    from sklearn.cluster import MiniBatchKMeans  # 1.2 s to import: only k-means pays it
+
     # sklearn's own n_init only picks the best k-means++ start on a small subsample and then
     # runs once; whole runs recover separated clusters that a single run can merge and split.
     runs = [

@@ -20,11 +20,14 @@ variables instead of one per cell, a certified duality gap); when that gap is no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
+
+if TYPE_CHECKING:
+    import cvxpy as cp
 
 from intermodal.estimators.information import (
     conditional_entropy,
@@ -67,6 +70,8 @@ def _incidence(cell_groups: np.ndarray, n_groups: int) -> sp.csr_matrix:
 
 def _problem(p: np.ndarray) -> tuple[cp.Problem, cp.Variable, np.ndarray]:
     """The convex program over the cells of ``Δ_p``'s support and that support ``[k1, k2, ky]``."""
+    import cvxpy as cp  # 0.8 s to import: only a joint the dual cannot certify pays it
+
     k1, k2, ky = p.shape
     p1, p2 = p.sum(axis=1), p.sum(axis=0)
     support = (p1[:, None, :] > 0) & (p2[None, :, :] > 0)
@@ -90,6 +95,8 @@ def _problem(p: np.ndarray) -> tuple[cp.Problem, cp.Variable, np.ndarray]:
 
 def _solver_attempts() -> list[tuple[str, dict]]:
     """Solvers in the order tried, with their options: the dual first, then the cvxpy program."""
+    import cvxpy as cp
+
     attempts = [
         (DUAL_SOLVER, {"max_iter": 200}),
         (cp.CLARABEL, {}),
@@ -114,6 +121,8 @@ def _dual_maximiser(p: np.ndarray, options: dict) -> tuple[np.ndarray, str]:
 
 def _maximiser(p: np.ndarray) -> tuple[np.ndarray, str, str]:
     """``q* [k1, k2, ky]`` (clamped to ≥ 0), the solver that found it and its status."""
+    import cvxpy as cp
+
     tried = []
     program = None
     for solver, options in _solver_attempts():
