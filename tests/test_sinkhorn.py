@@ -10,7 +10,12 @@ import ot
 import pytest
 import torch
 
-from intermodal.estimators.sinkhorn import common_mass, sinkhorn, sinkhorn_with_error
+from intermodal.estimators.sinkhorn import (
+    SCALING_RANGE,
+    common_mass,
+    sinkhorn,
+    sinkhorn_with_error,
+)
 
 DOUBLE = torch.float64
 
@@ -77,6 +82,23 @@ def test_graph_and_no_graph_paths_agree():
     assert not plain.requires_grad
     torch.testing.assert_close(tracked.detach(), plain, rtol=0, atol=1e-12)
     torch.testing.assert_close(tracked_error, plain_error, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("scale", [1.0, 15.0, 300.0])
+def test_scalings_and_logs_agree_from_narrow_to_wide_kernels(scale: float):
+    """Without autograd a float64 kernel spanning at most SCALING_RANGE nats iterates on
+    exp-domain scalings (scale 1 and 15 here); a wider one (scale 300: about 2000 nats) stays
+    in the log domain. Both give the log-domain iterates (wide kernels converge slowly: the
+    column marginals, updated last, are met anyway)."""
+    log_a, log_row, log_col = random_problem((2, 30, 20), seed=13, scale=scale)
+    span = float((log_a.flatten(-2).amax(-1) - log_a.flatten(-2).amin(-1)).max())
+    assert (span <= SCALING_RANGE) == (scale < 100)
+    plain, error = sinkhorn_with_error(log_a, log_row, log_col, n_iters=300, tol=1e-12)
+    leaf = log_a.clone().requires_grad_()
+    tracked, tracked_error = sinkhorn_with_error(leaf, log_row, log_col, n_iters=300, tol=1e-12)
+    torch.testing.assert_close(tracked.detach(), plain, rtol=0, atol=1e-9)
+    torch.testing.assert_close(tracked_error, error, rtol=1e-6, atol=1e-15)
+    torch.testing.assert_close(plain.exp().sum(-2), log_col.exp(), rtol=0, atol=1e-12)
 
 
 def test_empty_batch():

@@ -26,6 +26,9 @@ from torch import Tensor
 __all__ = ["common_mass", "sinkhorn", "sinkhorn_with_error"]
 
 LOG_2 = math.log(2.0)
+# Without autograd, float64 kernels whose entries span at most this many nats iterate on
+# exp-domain scalings (matrix-vector products); wider ones, float32 and autograd stay in logs
+SCALING_RANGE = 200.0
 
 
 def common_mass(log_row: Tensor, log_col: Tensor) -> tuple[Tensor, Tensor]:
@@ -143,6 +146,8 @@ def _iterate(
     # row_lse = logsumexp_j(log_a + g), starting from g = 0: the row update needs it, and with
     # the current f it also gives the current row sums (log Σ_j q_ij = f + row_lse), so the
     # convergence check costs no extra pass over the kernel.
+    if scratch is not None and g is None and _scalable(log_a):
+        return _scaled_iterations(log_a, log_row, log_col, n_iters, tol, check_every, scratch)
     g = torch.zeros_like(log_col) if g is None else g
     row_lse = _logsumexp_shifted(log_a, g.unsqueeze(-2), -1, scratch)
     f = log_row - row_lse
@@ -158,6 +163,45 @@ def _iterate(
     if scratch is None:
         return log_a + f.unsqueeze(-1) + g.unsqueeze(-2), error, g
     # the scratch pages are already touched: the plan goes there instead of fresh memory
+    return torch.add(log_a, f.unsqueeze(-1), out=scratch).add_(g.unsqueeze(-2)), error, g
+
+
+def _scalable(log_a: Tensor) -> bool:
+    """Whether every slice's entries span at most ``SCALING_RANGE`` nats (float64; a kernel
+    with structural zeros spans infinitely many and stays in the log domain)."""
+    if log_a.dtype != torch.float64:
+        return False
+    low, high = log_a.flatten(-2).aminmax(dim=-1)
+    return bool(((high - low) <= SCALING_RANGE).all())
+
+
+def _scaled_iterations(
+    log_a: Tensor,
+    log_row: Tensor,
+    log_col: Tensor,
+    n_iters: int,
+    tol: float,
+    check_every: int,
+    scratch: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The same iterations as scalings ``u = exp(f + shift)``, ``v = exp(g)`` of the kernel
+    ``K = exp(log_a − shift)`` (``shift`` the slice's largest entry): two matrix-vector
+    products per iteration instead of two logsumexp passes over ``[..., m, n]``. The entries
+    of K lie in ``[exp(−SCALING_RANGE), 1]`` (or are structural zeros), so neither K nor the
+    scalings leave float64's range; the plan comes back in the log domain."""
+    shift = log_a.amax(dim=(-2, -1), keepdim=True)  # [..., 1, 1]
+    kernel = torch.sub(log_a, shift, out=scratch).exp_()
+    row, col = log_row.exp(), log_col.exp()
+    u, v = torch.ones_like(row), torch.ones_like(col)
+    error = log_a.new_full(log_a.shape[:-2], math.inf)
+    for done in range(1, n_iters + 1):
+        u = row / (kernel @ v.unsqueeze(-1)).squeeze(-1)
+        v = col / (u.unsqueeze(-2) @ kernel).squeeze(-2)  # uᵀK: faster than Kᵀu
+        if done % check_every == 0 or done == n_iters:
+            error = (u * (kernel @ v.unsqueeze(-1)).squeeze(-1) - row).abs().amax(dim=-1)
+            if error.max().item() <= tol:
+                break
+    f, g = u.log() - shift[..., 0], v.log()
     return torch.add(log_a, f.unsqueeze(-1), out=scratch).add_(g.unsqueeze(-2)), error, g
 
 

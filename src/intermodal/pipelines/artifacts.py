@@ -79,7 +79,11 @@ class RayFitWorkers:
         return ray.put(value)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        task = fit_part.options(num_cpus=self.resources.cpus, num_gpus=self.resources.gpus)
+        # spread over the nodes: parts are independent, and packing them onto the node of the
+        # fit task (Ray's default until that node is half busy) leaves the others idle
+        task = fit_part.options(
+            num_cpus=self.resources.cpus, num_gpus=self.resources.gpus, scheduling_strategy="SPREAD"
+        )
         return task.remote(_threads(self.resources), fn, *args)
 
     def gather(self, handles: list[Any]) -> list[Any]:
