@@ -3,6 +3,7 @@ that name the key or file; a run that scores nothing exits non-zero."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from jobs import xor_function_job  # tests/jobs.py
 from intermodal.cli import main
 from intermodal.cluster.resources import actor_pool, check_compute
 from intermodal.models.fcnn import build_fcnn
+from intermodal.pipelines import score
 from intermodal.schemas.config import ComputeConfig
 from intermodal.schemas.tables import REJECT_SCHEMA
 
@@ -181,3 +183,20 @@ def test_an_elastic_pool_scores_every_row(tmp_path, capsys) -> None:
     code, _ = _run(tmp_path, job, capsys)
     assert code == 0
     assert pl.read_parquet(tmp_path / "run" / "scores").height == ROWS
+
+
+def test_without_a_terminal_scoring_logs_a_line_of_rows_scored(tmp_path, monkeypatch) -> None:
+    """In a job's log Ray Data's progress blocks are silenced; `score` says instead, every
+    LOG_SECONDS, how many rows the finished score files hold."""
+    monkeypatch.setattr(score, "LOG_SECONDS", 0.05)
+    monkeypatch.setattr(score.sys.stdout, "isatty", lambda: False)
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    (scores / "shard-0-aaaa-300.parquet").write_bytes(b"")
+    lines: list[str] = []
+    with score.ScoringHeartbeat(str(scores), 1000, lines.append):
+        (scores / "shard-1-bbbb-200.parquet").write_bytes(b"")
+        (scores / "shard-2-cccc-999.parquet.partial-0123").write_bytes(b"")  # being written
+        time.sleep(0.4)
+    assert lines and lines[-1].startswith("[score] 500 of 1,000 rows scored (50%), ")
+    assert lines[-1].endswith(" rows/s")

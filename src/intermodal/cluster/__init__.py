@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import ray
+
+ANNOUNCING_LOGGERS = ("ray.data._internal.execution.streaming_executor", "ray.data.dataset")
 
 
 class RayStartError(RuntimeError):
@@ -26,9 +29,15 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.ERROR
     )
-    # without a terminal Ray Data logs a 10-line progress block every 10 s: every 60 s is
-    # enough for a job's log, and our own progress lines say what is going on
-    os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "60")
+    # Ray Data announces every dataset's start, plan, finish and sink (a path to its logs, the
+    # plan's operators): five INFO lines per stage that our one progress line per stage
+    # repeats. Its progress (bars in a terminal, log blocks without) is another logger.
+    for announcer in ANNOUNCING_LOGGERS:
+        logging.getLogger(announcer).setLevel(logging.WARNING)
+    if not sys.stdout.isatty():
+        # without a terminal its progress is a 12-line block per dataset at its start (all
+        # zeros) and every 10 s after; `score` logs a line of rows scored instead
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.WARNING)
     try:
         if address:
             ray.init(logging_level=logging.WARNING)

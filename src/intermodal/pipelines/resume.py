@@ -37,6 +37,14 @@ def score_file_name(shard_index: int, first_id: object, n_rows: int) -> str:
     return f"{shard_file_prefix(shard_index)}{digest}-{n_rows}.parquet"
 
 
+def scored_rows(scores_uri: str) -> int:
+    """Rows in the finished score files under ``scores_uri``, from their names (no reads)."""
+    fs, path = storage.filesystem(scores_uri)
+    if not fs.exists(path):
+        return 0
+    return sum(int(uri.rsplit("-", 1)[1].split(".")[0]) for uri in storage.list_parquet(scores_uri))
+
+
 def write_atomically(table: pa.Table, uri: str) -> None:
     """Write ``table`` to ``uri`` through a temporary name, so readers see all of it or none."""
     fs, path = storage.filesystem(uri)

@@ -4,6 +4,8 @@ by shard."""
 from __future__ import annotations
 
 import platform
+import sys
+import threading
 import time
 from importlib.metadata import version
 
@@ -28,7 +30,7 @@ from intermodal.pipelines.inputs import (
     shard_file_prefix,
 )
 from intermodal.pipelines.preflight import PREFLIGHT_ROWS, check_model
-from intermodal.pipelines.resume import ScoreSink, resume_key, shard_progress
+from intermodal.pipelines.resume import ScoreSink, resume_key, scored_rows, shard_progress
 from intermodal.pipelines.run import Progress, RunPaths, ship_measures
 from intermodal.pipelines.score_stage import ScoreOperator, scores_schema
 from intermodal.schemas.config import JobConfig
@@ -40,6 +42,38 @@ from intermodal.schemas.tables import REJECT_SCHEMA
 # 2,753 MiB for PID BATCH between 100k and 1M rows). Small blocks go to the writer as they
 # fill, so actor memory is flat in N; the writer makes a file per block.
 SCORE_BLOCK_BYTES = 8 << 20
+LOG_SECONDS = 60.0  # without a terminal: the scoring heartbeat's interval
+
+
+class ScoringHeartbeat:
+    """Without a terminal (a job's log), one line every ``LOG_SECONDS`` with the rows scored so
+    far and the rate, in place of Ray Data's progress blocks (which it silences); a terminal
+    keeps Ray Data's bars."""
+
+    def __init__(self, scores_uri: str, total_rows: int, progress: Progress) -> None:
+        self.scores_uri, self.total_rows, self.progress = scores_uri, total_rows, progress
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> ScoringHeartbeat:
+        if not sys.stdout.isatty():
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def _beat(self) -> None:
+        start, before = time.monotonic(), scored_rows(self.scores_uri)
+        while not self.stop.wait(LOG_SECONDS):
+            done = scored_rows(self.scores_uri)
+            rate = (done - before) / (time.monotonic() - start)
+            self.progress(
+                f"[score] {done:,} of {self.total_rows:,} rows scored "
+                f"({done / max(self.total_rows, 1):.0%}), {rate:,.0f} rows/s"
+            )
 
 
 def needs_background(config: JobConfig) -> bool:
@@ -199,10 +233,12 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
             override_num_blocks=len(pending),
         )
         rows.context.target_max_block_size = SCORE_BLOCK_BYTES  # this run's datasets only
-        if any_valid:
-            _score_stage(rows, config, measures, background).write_datasink(ScoreSink(paths.scores))
-        else:
-            rows.materialize()  # runs the read stage, which writes rejects/
+        with ScoringHeartbeat(paths.scores, total_rows, progress):
+            if any_valid:
+                scores = _score_stage(rows, config, measures, background)
+                scores.write_datasink(ScoreSink(paths.scores))
+            else:
+                rows.materialize()  # runs the read stage, which writes rejects/
 
     n_scored, n_rejected = _count_rows(paths.scores), _count_rows(paths.rejects)
     _write_empty_tables(config, measures, shards, paths, n_scored, n_rejected)
