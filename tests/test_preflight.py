@@ -76,6 +76,24 @@ def test_a_model_module_that_does_not_import(tmp_path, capsys) -> None:
     _fails_early(tmp_path, job, capsys, "model.factory", "no_such_package", "PYTHONPATH")
 
 
+@pytest.mark.usefixtures("ray_session")
+def test_a_model_module_importable_only_from_the_current_directory(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """It imports on the driver (a relative PYTHONPATH entry) but not on the workers, which
+    run elsewhere: one worker is asked before any work, instead of every actor failing."""
+    modules = tmp_path / "models"
+    modules.mkdir()
+    (modules / "cwd_only_model.py").write_text(
+        "from intermodal.synthetic.hdxor import xor_function_model as build\n"
+    )
+    monkeypatch.chdir(modules)
+    monkeypatch.syspath_prepend(".")
+    job = xor_function_job(_write_input(tmp_path / "data"), tmp_path / "run")
+    job["model"]["factory"] = "cwd_only_model:build"
+    _fails_early(tmp_path, job, capsys, "imports here but not on Ray's workers", "PYTHONPATH")
+
+
 def test_missing_weights(tmp_path, capsys) -> None:
     job = _fcnn_job(tmp_path, weights=str(tmp_path / "missing.pt"))
     _fails_early(tmp_path, job, capsys, "model.weights", "missing.pt", "no such file")

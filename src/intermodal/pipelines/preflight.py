@@ -7,7 +7,10 @@ and run on a few real rows of the input; its output must have ``num_classes`` va
 
 from __future__ import annotations
 
+import importlib
+
 import pyarrow as pa
+import ray
 import torch
 
 from intermodal.models.protocol import build_model, first_line
@@ -39,4 +42,31 @@ def check_model(job: JobConfig, rows: pa.Table) -> None:
             f"num_classes is {job.num_classes}, but model '{settings.factory}' outputs shape "
             f"{tuple(logits.shape)} for {rows.num_rows} rows; it must output "
             f"[rows, num_classes] logits"
+        )
+
+
+@ray.remote(num_cpus=0)
+def _import_error(module_name: str) -> str | None:
+    """On a Ray worker: why ``module_name`` does not import there, or None."""
+    try:
+        importlib.import_module(module_name)
+    except Exception as error:  # anything the module's import raises counts
+        return f"{type(error).__name__}: {first_line(error)}"
+    return None
+
+
+def check_model_on_workers(job: JobConfig) -> None:
+    """ValueError when the model's module, which imports here, does not import on Ray's workers
+    (e.g. it is found through the current directory or a relative PYTHONPATH, and the workers
+    run elsewhere): one worker tries, instead of every actor failing later."""
+    if job.model is None:
+        return
+    module_name = job.model.factory.partition(":")[0]
+    reason = ray.get(_import_error.remote(module_name))
+    if reason is not None:
+        raise ValueError(
+            f"model.factory '{job.model.factory}': '{module_name}' imports here but not on "
+            f"Ray's workers ({reason}); make it importable from any directory: install it "
+            "(pip install -e; on every node of a cluster) or put its directory on PYTHONPATH "
+            "as an absolute path (docs/usage.md, step 2)"
         )

@@ -29,7 +29,7 @@ from intermodal.pipelines.inputs import (
     sample_table,
     shard_file_prefix,
 )
-from intermodal.pipelines.preflight import PREFLIGHT_ROWS, check_model
+from intermodal.pipelines.preflight import PREFLIGHT_ROWS, check_model, check_model_on_workers
 from intermodal.pipelines.resume import ScoreSink, resume_key, scored_rows, shard_progress
 from intermodal.pipelines.run import Progress, RunPaths, ship_measures
 from intermodal.pipelines.score_stage import ScoreOperator, scores_schema
@@ -202,6 +202,7 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
             check_model(config, sample_table(config, shards, PREFLIGHT_ROWS, 0, duplicates))
         ensure_ray()
         check_compute(config.compute)  # a setting the cluster cannot satisfy: refuse, not wait
+        check_model_on_workers(config)
         background, refitted = _prepare(config, shards, duplicates, progress)
         any_valid = True
     except NoValidRows:
