@@ -13,8 +13,10 @@ from intermodal.models.classifiers import (
     fold_of,
     log_proba_of_labels,
     own_fold_probabilities,
+    train_classifiers,
     train_folded,
 )
+from intermodal.models.training import InlineWorkers
 
 FAST = ClassifierTraining(hidden=16, epochs=8, batch_size=128, lr=1e-2)
 
@@ -136,3 +138,51 @@ def test_training_stops_once_the_held_out_loss_stalls() -> None:
     capped = train_folded(x, y, folds, 5, 2, ClassifierTraining(epochs=epochs, patience=40))
     for kept, same in zip(stopped.parameters(), capped.parameters(), strict=True):
         torch.testing.assert_close(kept, same)
+
+
+class KeyRecordingWorkers(InlineWorkers):
+    """Runs parts inline and records the content keys they were submitted under."""
+
+    def __init__(self) -> None:
+        super().__init__(progress=lambda _: None)
+        self.keys: list[str] = []
+
+    def submit_once(self, key, fn, *args):
+        self.keys.append(key)
+        return fn(*args)
+
+
+def test_classifier_parts_are_keyed_by_everything_they_depend_on() -> None:
+    """Two measures share a classifier only when its rows, labels, folds and settings agree."""
+    rng = np.random.default_rng(5)
+    features = {"a": rng.normal(size=(60, 3)), "b": rng.normal(size=(60, 2))}
+    labels = rng.integers(0, 2, 60)
+    folds = fold_of(pa.array(np.arange(60)), 3, seed=0)
+    config = ClassifierTraining(epochs=1, hidden=4)
+
+    def keys(**changes) -> list[str]:
+        arguments = {"features": features, "labels": labels, "folds": folds, "training": config}
+        arguments.update(changes)
+        workers = KeyRecordingWorkers()
+        train_classifiers(
+            [("a",), ("b",), ("a", "b")],
+            arguments["features"],
+            arguments["labels"],
+            arguments["folds"],
+            3,
+            2,
+            arguments["training"],
+            workers,
+        )
+        return workers.keys
+
+    same = keys()
+    assert len(set(same)) == 3 and keys() == same
+    changed_b = keys(features={**features, "b": features["b"] + 1e-9})
+    assert changed_b[0] == same[0] and changed_b[1] != same[1] and changed_b[2] != same[2]
+    for change in (
+        {"labels": 1 - labels},
+        {"folds": (folds + 1) % 3},
+        {"training": ClassifierTraining(epochs=2, hidden=4)},
+    ):
+        assert not set(keys(**change)) & set(same)

@@ -281,13 +281,35 @@ def train_classifiers(
     workers: FitWorkers,
 ) -> dict[str, FoldedMLP]:
     """One cross-fitted ``FoldedMLP`` per key (its modalities' features side by side), each a
-    part of its own on ``workers``."""
+    part of its own on ``workers``, keyed by everything it depends on: another measure's fit
+    that needs the same classifier (same rows, labels, folds and settings) shares it."""
     data = workers.share((dict(features), labels, folds))
+    inputs = {name: content_digest(values) for name, values in features.items()}
+    setting = content_digest(labels, folds) + repr((n_folds, num_classes, training))
     handles = [
-        workers.submit(train_key, data, key, n_folds, num_classes, training, workers.progress)
+        workers.submit_once(
+            f"classifier {key_name(key)} {[inputs[name] for name in key]} {setting}",
+            train_key,
+            data,
+            key,
+            n_folds,
+            num_classes,
+            training,
+            workers.progress,
+        )
         for key in keys
     ]
     return dict(zip(map(key_name, keys), workers.gather(handles), strict=True))
+
+
+def content_digest(*arrays: np.ndarray) -> str:
+    """A digest of the arrays' dtypes, shapes and values."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.view(np.uint8).data)
+    return digest.hexdigest()
 
 
 def train_key(

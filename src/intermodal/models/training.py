@@ -27,6 +27,11 @@ class FitWorkers(Protocol):
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
 
+    def submit_once(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``submit``, or the part already submitted under ``key`` (a digest of everything
+        the part depends on) by this or another measure's fit in the same round."""
+        ...
+
     def gather(self, handles: list[Any]) -> list[Any]: ...
 
 
@@ -40,6 +45,9 @@ class InlineWorkers:
         return value
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+    def submit_once(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
 
     def gather(self, handles: list[Any]) -> list[Any]:

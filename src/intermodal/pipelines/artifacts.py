@@ -7,12 +7,13 @@ the driver submits and waits."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
 import ray
 import torch
+from ray.actor import ActorHandle
 from ray.util.queue import Queue
 
 from intermodal import __version__, storage
@@ -69,25 +70,60 @@ class RelayedProgress:
 
 class RayFitWorkers:
     """Fit parts as Ray tasks with ``compute.fit``'s CPUs and GPUs, each with as many torch
-    threads as CPUs it holds (small models lose more to idle threads than they gain)."""
+    threads as CPUs it holds (small models lose more to idle threads than they gain). Parts
+    submitted with a key go through the fit round's ``PartMemo``, so measures whose fits
+    need the same part (LSMI's and PID BATCH's classifiers on the same sample and settings)
+    share one run of it."""
 
-    def __init__(self, resources: FitResources, progress: Progress) -> None:
+    def __init__(self, resources: FitResources, progress: Progress, memo: ActorHandle) -> None:
         self.resources = resources
         self.progress = progress
+        self.memo = memo
 
     def share(self, value: Any) -> Any:
         return ray.put(value)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        # spread over the nodes: parts are independent, and packing them onto the node of the
-        # fit task (Ray's default until that node is half busy) leaves the others idle
-        task = fit_part.options(
-            num_cpus=self.resources.cpus, num_gpus=self.resources.gpus, scheduling_strategy="SPREAD"
-        )
-        return task.remote(_threads(self.resources), fn, *args)
+        return _submit_part(self.resources, fn, args)
+
+    def submit_once(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
+        # the arguments travel in a list: Ray would fetch top-level object refs into the memo
+        (part,) = ray.get(self.memo.submit.remote(key, self.resources, fn, [*args]))
+        return part
 
     def gather(self, handles: list[Any]) -> list[Any]:
         return ray.get(list(handles))
+
+
+def _submit_part(resources: FitResources, fn: Callable[..., Any], args: Sequence[Any]) -> Any:
+    # spread over the nodes: parts are independent, and packing them onto the node of the
+    # fit task (Ray's default until that node is half busy) leaves the others idle
+    task = fit_part.options(
+        num_cpus=resources.cpus, num_gpus=resources.gpus, scheduling_strategy="SPREAD"
+    )
+    return task.remote(_threads(resources), fn, *args)
+
+
+@ray.remote(num_cpus=0)
+class PartMemo:
+    """The parts of one fit round by content key: the first request submits, later ones get
+    the same running (or finished) part. It owns the parts, so it lives until the round ends."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, ray.ObjectRef] = {}
+        self.requests = 0
+
+    def submit(
+        self, key: str, resources: FitResources, fn: Callable[..., Any], args: list[Any]
+    ) -> list[ray.ObjectRef]:
+        self.requests += 1
+        if key not in self.parts:
+            self.parts[key] = _submit_part(resources, fn, args)
+        return [self.parts[key]]
+
+    def counts(self) -> tuple[int, int]:
+        """(requests, parts run)."""
+        return self.requests, len(self.parts)
 
 
 def _threads(resources: FitResources) -> int:
@@ -108,6 +144,7 @@ def fit(
     shards: list[Shard],
     duplicates: pa.Array,
     progress: Progress,
+    memo: ActorHandle,
 ) -> None:
     """A measure's fit: read its sample on this worker, fit (parts as further tasks), save.
     It waits on its parts in ``ray.get``, where Ray lends its CPU to them."""
@@ -118,7 +155,7 @@ def fit(
         )
     else:
         sample = sample_table(job, shards, plan.rows, plan.seed, duplicates)
-    measure.fit(job, sample, progress, RayFitWorkers(job.compute.fit, progress))
+    measure.fit(job, sample, progress, RayFitWorkers(job.compute.fit, progress, memo))
 
 
 def fit_measures(
@@ -144,10 +181,10 @@ def fit_measures(
         f"{resources.gpus:g} GPU per part"
     )
     lines = Queue(actor_options={"num_cpus": 0})
-    relayed = RelayedProgress(lines)
+    relayed, memo = RelayedProgress(lines), PartMemo.remote()
     tasks = {
         m.name: fit.options(num_cpus=resources.cpus, name=f"fit {m.name}").remote(
-            job, m, plans[m.name], shards, duplicates, relayed
+            job, m, plans[m.name], shards, duplicates, relayed, memo
         )
         for m in learning
     }
@@ -163,9 +200,13 @@ def fit_measures(
                 # the measure's own error (a too-small sample, a bad setting), not Ray's wrapper
                 raise error.cause from None
             markers[name].write()
+        requests, parts = ray.get(memo.counts.remote())
+        if parts < requests:
+            progress(f"[fit] {requests - parts} of {requests} shared parts were reused, not refit")
     finally:
         _relay(lines, progress)
         lines.shutdown()
+        ray.kill(memo)
     return list(tasks)
 
 
