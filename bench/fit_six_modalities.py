@@ -43,6 +43,7 @@ from tables import show  # bench/tables.py
 from intermodal import storage
 from intermodal.cluster import ensure_ray
 from intermodal.measures import job_measures
+from intermodal.measures.base import InlineWorkers
 from intermodal.pipelines.fit import run_fit
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.synthetic.hdxor import write_table_shards
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = six_job(data, storage.join(root, "inline"), args.rows)
         start = time.perf_counter()
         for measure in job_measures(config):
-            measure.fit(config, table, progress=log)
+            measure.fit(config, table, log, InlineWorkers(log))
         rows.append({"fit": "in-process, 1 thread", "seconds": time.perf_counter() - start})
     show(
         f"Fit of lsmi + pid_batch, 6 modalities (widths {list(WIDTHS.values())}), {CLASSES} "

@@ -44,11 +44,12 @@ import polars as pl
 import pyarrow as pa
 import torch
 from seeds import TERMS, run_lsmi_seed, run_pid_batch_seed  # bench/seeds.py
-from tables import show  # bench/tables.py
+from tables import print_finished, show  # bench/tables.py
 
 from intermodal import storage
 from intermodal.cluster import ensure_ray
 from intermodal.measures import MEASURES
+from intermodal.measures.base import InlineWorkers, global_table
 from intermodal.measures.pid_cvx import pid_term
 from intermodal.pipelines.aggregate import file_state
 from intermodal.pipelines.experiments import overall_terms, run_job
@@ -82,6 +83,10 @@ class Task:
             modality_values(part.column("x2"), DIMS),
             part.column("label").to_numpy(),
         )
+
+
+def quiet(_: str) -> None:
+    """Progress of the timed fits: not printed (printing is not what is timed)."""
 
 
 def log(line: str) -> None:
@@ -144,15 +149,13 @@ def run_in_process(task: Task, root: str) -> dict[str, float]:
     config = job(task, root, storage.join(root, "in_process"))
     measure = MEASURES[task.measure]
     start = time.perf_counter()
-    measure.fit(config, task.table, progress=lambda _: None)
+    measure.fit(config, task.table, quiet, InlineWorkers(quiet))
     scores = ScoreOperator(config, [measure])(task.table)
     seconds = time.perf_counter() - start
     uri = storage.join(root, "in_process", "scores.parquet")
     storage.write_table(scores, uri)
     state = file_state(uri, config, [measure])
     summaries, own = state[measure.name]
-    from intermodal.measures.base import global_table
-
     table = global_table(measure.finalize(config, own, summaries))
     return {"seconds": seconds, **our_terms(task, table)}
 
@@ -234,7 +237,8 @@ def warm_up() -> None:
             "lsmi": {"fit_rows": 200, "classifier": {"epochs": 1}, "entropy": {"epochs": 1}},
         }
     )
-    MEASURES["lsmi"].fit(config, table.select(["sample_id", "label", "x1", "x2"]), lambda _: None)
+    rows = table.select(["sample_id", "label", "x1", "x2"])
+    MEASURES["lsmi"].fit(config, rows, quiet, InlineWorkers(quiet))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -275,10 +279,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ],
         float_precision=3,
     )
-    print(
-        f"\nbench finished in {time.perf_counter() - started:.0f} s; 1-min load average "
-        f"{load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end ({os.cpu_count()} CPUs)"
-    )
+    print_finished(started, load_before)
 
 
 if __name__ == "__main__":

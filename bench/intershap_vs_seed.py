@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from tables import show  # bench/tables.py, beside this script
+from tables import print_finished, show  # bench/tables.py, beside this script
 
 from intermodal import intershap
 from intermodal.estimators.intershap import explained_values, intershap_table
@@ -300,10 +300,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             NOTES.format(draws=args.seed_draws, batch=SEED_BATCH, pool=POOL).split("\n"),
             float_precision=3,
         )
-    print(
-        f"\nbench finished in {time.perf_counter() - started:.0f} s; 1-min load average "
-        f"{load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end ({os.cpu_count()} CPUs)"
-    )
+    print_finished(started, load_before)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,10 @@ from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
 ROWS, DIMS, PARTS = 2400, 4, 6
 
 
+def quiet(_: str) -> None:
+    """Progress not shown."""
+
+
 def node_of_this_process(_: int) -> str:
     """A fit part that takes a while, as real ones do: the node it ran on."""
     time.sleep(0.5)
@@ -48,10 +52,7 @@ class Placement(Measure):
     def fit_sample(self, job: JobConfig) -> FitSample:
         return FitSample(10, 0, 1, "placement", labelled=False)
 
-    def fit(
-        self, job: JobConfig, sample: pa.Table, progress: Any, workers: FitWorkers | None = None
-    ) -> None:
-        workers = workers or InlineWorkers(progress)
+    def fit(self, job: JobConfig, sample: pa.Table, progress: Any, workers: FitWorkers) -> None:
         nodes = workers.gather([workers.submit(node_of_this_process, i) for i in range(PARTS)])
         storage.write_json({"nodes": nodes}, storage.join(self.folder(job), "nodes.json"))
 
@@ -81,7 +82,7 @@ def job(data: str, out: str, measures: list[str]) -> JobConfig:
 def single_process(config: JobConfig, table: pa.Table) -> pa.Table:
     """The same LSMI fit and scores in this process, without Ray."""
     lsmi = MEASURES["lsmi"]
-    lsmi.fit(config, table, progress=lambda _: None)
+    lsmi.fit(config, table, quiet, InlineWorkers(quiet))
     return ScoreOperator(config, [lsmi])(table)
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from intermodal.measures import job_measures
+from intermodal.measures.base import InlineWorkers
 from intermodal.models.artifacts import load_state
 from intermodal.pipelines.fit import run_fit
 from intermodal.pipelines.inputs import duplicate_ids, inspect_shards, labelled_sample
@@ -22,6 +23,10 @@ STATE_FILES = {
     "lsmi": ["entropy.pt", "classifiers.pt"],
     "pid_batch": ["classifiers.pt", "encoders.pt"],
 }
+
+
+def quiet(_: str) -> None:
+    """Progress not shown."""
 
 
 def _job(data: str, out: str) -> JobConfig:
@@ -53,7 +58,7 @@ def _fit_in_process(job: JobConfig) -> None:
             sample = labelled_sample(
                 job, shards, plan.rows, plan.seed, duplicates, plan.minimum, plan.purpose
             )
-            measure.fit(job, sample, progress=lambda _: None)
+            measure.fit(job, sample, quiet, InlineWorkers(quiet))
     finally:
         torch.set_num_threads(threads)
 

@@ -151,14 +151,10 @@ class Measure:
         return self.options(job).model_dump(mode="json") if self.section else {}
 
     def fit(
-        self,
-        job: JobConfig,
-        sample: pa.Table,
-        progress: Progress,
-        workers: FitWorkers | None = None,
+        self, job: JobConfig, sample: pa.Table, progress: Progress, workers: FitWorkers
     ) -> None:
         """Learn from ``sample`` (normalised rows) and save under ``folder(job)``; independent
-        parts go through ``workers`` (default: inline, in this process)."""
+        parts go through ``workers`` (``InlineWorkers`` runs them in this process)."""
 
     def describe_artifacts(self, job: JobConfig) -> dict:
         """Facts about its fitted artifacts for the run's manifest."""

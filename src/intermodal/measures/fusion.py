@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from intermodal import storage
-from intermodal.measures.base import FitSample, FitWorkers, InlineWorkers, Measure, Progress
+from intermodal.measures.base import FitSample, FitWorkers, Measure, Progress
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.models.fusion_training import FusionTrainConfig, train_fusion_model
 from intermodal.models.training import fit_device
@@ -82,13 +82,8 @@ class FusionMeasure(Measure):
         return storage.join(self.folder(job), "model.pt")
 
     def fit(
-        self,
-        job: JobConfig,
-        sample: pa.Table,
-        progress: Progress,
-        workers: FitWorkers | None = None,
+        self, job: JobConfig, sample: pa.Table, progress: Progress, workers: FitWorkers
     ) -> None:
-        workers = workers or InlineWorkers(progress)
         settings = self.options(job)
         progress(f"[{self.name}] training on {sample.num_rows} sampled rows")
         labels = torch.from_numpy(np.require(sample.column(LABEL).to_numpy(), np.int64, ["C", "W"]))

@@ -32,7 +32,6 @@ from intermodal.measures.base import (
     CategoryRule,
     FitSample,
     FitWorkers,
-    InlineWorkers,
     Measure,
     Needs,
     Progress,
@@ -250,13 +249,8 @@ class LSMI(Measure):
         return settings
 
     def fit(
-        self,
-        job: JobConfig,
-        sample: pa.Table,
-        progress: Progress,
-        workers: FitWorkers | None = None,
+        self, job: JobConfig, sample: pa.Table, progress: Progress, workers: FitWorkers
     ) -> None:
-        workers = workers or InlineWorkers(progress)
         settings = self.options(job)
         progress(f"[lsmi] fitting on {sample.num_rows} sampled rows, {settings.folds} folds")
         features = lsmi_features(job, modality_arrays(job, sample), self._feature_model(job))

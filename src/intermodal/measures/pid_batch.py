@@ -32,7 +32,6 @@ from intermodal.measures.base import (
     BatchOperator,
     FitSample,
     FitWorkers,
-    InlineWorkers,
     Measure,
     Progress,
     global_record,
@@ -167,13 +166,8 @@ class PIDBatch(Measure):
         return settings
 
     def fit(
-        self,
-        job: JobConfig,
-        sample: pa.Table,
-        progress: Progress,
-        workers: FitWorkers | None = None,
+        self, job: JobConfig, sample: pa.Table, progress: Progress, workers: FitWorkers
     ) -> None:
-        workers = workers or InlineWorkers(progress)
         settings = self.options(job)
         progress(f"[pid_batch] fitting on {sample.num_rows} sampled rows")
         features = modality_arrays(job, sample)

@@ -28,7 +28,6 @@ from intermodal.measures.base import (
     BatchOperator,
     FitSample,
     FitWorkers,
-    InlineWorkers,
     Measure,
     Progress,
     global_record,
@@ -86,13 +85,8 @@ class PIDCVX(Measure):
         return FitSample(settings.fit_rows, settings.seed, 1, "PID codebooks", labelled=False)
 
     def fit(
-        self,
-        job: JobConfig,
-        sample: pa.Table,
-        progress: Progress,
-        workers: FitWorkers | None = None,
+        self, job: JobConfig, sample: pa.Table, progress: Progress, workers: FitWorkers
     ) -> None:
-        workers = workers or InlineWorkers(progress)
         settings = self.options(job)
         codebook_settings = CodebookConfig(
             n_clusters=settings.n_clusters,
