@@ -7,7 +7,7 @@ the driver submits and waits."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -19,6 +19,7 @@ from ray.util.queue import Queue
 from intermodal import __version__, storage
 from intermodal.measures import Measure
 from intermodal.measures.base import FitSample
+from intermodal.pipelines.fit_parts import PartMemo, submit_part, threads_of
 from intermodal.pipelines.inputs import Shard, fingerprint, labelled_sample, sample_table
 from intermodal.pipelines.run import Progress, ship_measures
 from intermodal.schemas.config import FitResources, JobConfig
@@ -75,7 +76,9 @@ class RayFitWorkers:
     need the same part (LSMI's and PID BATCH's classifiers on the same sample and settings)
     share one run of it."""
 
-    def __init__(self, resources: FitResources, progress: Progress, memo: ActorHandle) -> None:
+    def __init__(
+        self, resources: FitResources, progress: Progress, memo: ActorHandle | None
+    ) -> None:
         self.resources = resources
         self.progress = progress
         self.memo = memo
@@ -84,56 +87,17 @@ class RayFitWorkers:
         return ray.put(value)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return _submit_part(self.resources, fn, args)
+        return submit_part(self.resources, fn, args)
 
     def submit_once(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.memo is None:  # the round's only fit: nothing to share with
+            return self.submit(fn, *args)
         # the arguments travel in a list: Ray would fetch top-level object refs into the memo
         (part,) = ray.get(self.memo.submit.remote(key, self.resources, fn, [*args]))
         return part
 
     def gather(self, handles: list[Any]) -> list[Any]:
         return ray.get(list(handles))
-
-
-def _submit_part(resources: FitResources, fn: Callable[..., Any], args: Sequence[Any]) -> Any:
-    # spread over the nodes: parts are independent, and packing them onto the node of the
-    # fit task (Ray's default until that node is half busy) leaves the others idle
-    task = fit_part.options(
-        num_cpus=resources.cpus, num_gpus=resources.gpus, scheduling_strategy="SPREAD"
-    )
-    return task.remote(_threads(resources), fn, *args)
-
-
-@ray.remote(num_cpus=0)
-class PartMemo:
-    """The parts of one fit round by content key: the first request submits, later ones get
-    the same running (or finished) part. It owns the parts, so it lives until the round ends."""
-
-    def __init__(self) -> None:
-        self.parts: dict[str, ray.ObjectRef] = {}
-        self.requests = 0
-
-    def submit(
-        self, key: str, resources: FitResources, fn: Callable[..., Any], args: list[Any]
-    ) -> list[ray.ObjectRef]:
-        self.requests += 1
-        if key not in self.parts:
-            self.parts[key] = _submit_part(resources, fn, args)
-        return [self.parts[key]]
-
-    def counts(self) -> tuple[int, int]:
-        """(requests, parts run)."""
-        return self.requests, len(self.parts)
-
-
-def _threads(resources: FitResources) -> int:
-    return max(1, int(resources.cpus))
-
-
-@ray.remote
-def fit_part(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
-    torch.set_num_threads(threads)
-    return fn(*args)
 
 
 @ray.remote
@@ -144,11 +108,11 @@ def fit(
     shards: list[Shard],
     duplicates: pa.Array,
     progress: Progress,
-    memo: ActorHandle,
+    memo: ActorHandle | None,
 ) -> None:
     """A measure's fit: read its sample on this worker, fit (parts as further tasks), save.
     It waits on its parts in ``ray.get``, where Ray lends its CPU to them."""
-    torch.set_num_threads(_threads(job.compute.fit))
+    torch.set_num_threads(threads_of(job.compute.fit))
     if plan.labelled:
         sample = labelled_sample(
             job, shards, plan.rows, plan.seed, duplicates, plan.minimum, plan.purpose
@@ -181,7 +145,9 @@ def fit_measures(
         f"{resources.gpus:g} GPU per part"
     )
     lines = Queue(actor_options={"num_cpus": 0})
-    relayed, memo = RelayedProgress(lines), PartMemo.remote()
+    # only fits of two or more measures can share parts (an actor costs a process to start)
+    memo = PartMemo.remote() if len(learning) > 1 else None
+    relayed = RelayedProgress(lines)
     tasks = {
         m.name: fit.options(num_cpus=resources.cpus, name=f"fit {m.name}").remote(
             job, m, plans[m.name], shards, duplicates, relayed, memo
@@ -200,13 +166,14 @@ def fit_measures(
                 # the measure's own error (a too-small sample, a bad setting), not Ray's wrapper
                 raise error.cause from None
             markers[name].write()
-        requests, parts = ray.get(memo.counts.remote())
+        requests, parts = (0, 0) if memo is None else ray.get(memo.counts.remote())
         if parts < requests:
             progress(f"[fit] {requests - parts} of {requests} shared parts were reused, not refit")
     finally:
         _relay(lines, progress)
         lines.shutdown()
-        ray.kill(memo)
+        if memo is not None:
+            ray.kill(memo)
     return list(tasks)
 
 
