@@ -8,6 +8,10 @@ and run on a few real rows of the input; its output must have ``num_classes`` va
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import ray
@@ -55,13 +59,30 @@ def _import_error(module_name: str) -> str | None:
     return None
 
 
+def _found_through_a_relative_path(module_name: str) -> bool:
+    """Whether the module's top-level package comes from a relative ``sys.path`` entry (the
+    current directory, ``PYTHONPATH=.``), which a process elsewhere resolves differently."""
+    spec = importlib.util.find_spec(module_name.split(".")[0])
+    origin = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
+    if not origin:
+        return False
+    return any(
+        not os.path.isabs(entry) and Path(origin).is_relative_to(Path(entry).resolve())
+        for entry in sys.path
+    )
+
+
 def check_model_on_workers(job: JobConfig) -> None:
     """ValueError when the model's module, which imports here, does not import on Ray's workers
     (e.g. it is found through the current directory or a relative PYTHONPATH, and the workers
-    run elsewhere): one worker tries, instead of every actor failing later."""
+    run elsewhere): one worker tries, instead of every actor failing later. Embedded local
+    Ray's workers share this environment, so there the worker is asked only when the module
+    comes from a relative path; on a cluster (``RAY_ADDRESS``) always."""
     if job.model is None:
         return
     module_name = job.model.factory.partition(":")[0]
+    if not (os.environ.get("RAY_ADDRESS") or _found_through_a_relative_path(module_name)):
+        return
     reason = ray.get(_import_error.remote(module_name))
     if reason is not None:
         raise ValueError(
