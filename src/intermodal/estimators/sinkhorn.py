@@ -146,8 +146,11 @@ def _iterate(
     # row_lse = logsumexp_j(log_a + g), starting from g = 0: the row update needs it, and with
     # the current f it also gives the current row sums (log Σ_j q_ij = f + row_lse), so the
     # convergence check costs no extra pass over the kernel.
-    if scratch is not None and g is None and _scalable(log_a):
-        return _scaled_iterations(log_a, log_row, log_col, n_iters, tol, check_every, scratch)
+    shift = _scaling_shift(log_a) if scratch is not None and g is None else None
+    if shift is not None:
+        return _scaled_iterations(
+            log_a, log_row, log_col, n_iters, tol, check_every, scratch, shift
+        )
     g = torch.zeros_like(log_col) if g is None else g
     row_lse = _logsumexp_shifted(log_a, g.unsqueeze(-2), -1, scratch)
     f = log_row - row_lse
@@ -166,13 +169,16 @@ def _iterate(
     return torch.add(log_a, f.unsqueeze(-1), out=scratch).add_(g.unsqueeze(-2)), error, g
 
 
-def _scalable(log_a: Tensor) -> bool:
-    """Whether every slice's entries span at most ``SCALING_RANGE`` nats (float64; a kernel
-    with structural zeros spans infinitely many and stays in the log domain)."""
+def _scaling_shift(log_a: Tensor) -> Tensor | None:
+    """Each slice's largest entry ``[..., 1, 1]`` when every slice spans at most
+    ``SCALING_RANGE`` nats (float64), else None (a kernel with structural zeros spans
+    infinitely many and stays in the log domain)."""
     if log_a.dtype != torch.float64:
-        return False
+        return None
     low, high = log_a.flatten(-2).aminmax(dim=-1)
-    return bool(((high - low) <= SCALING_RANGE).all())
+    if not bool(((high - low) <= SCALING_RANGE).all()):
+        return None
+    return high[..., None, None]
 
 
 def _scaled_iterations(
@@ -183,13 +189,13 @@ def _scaled_iterations(
     tol: float,
     check_every: int,
     scratch: Tensor,
+    shift: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The same iterations as scalings ``u = exp(f + shift)``, ``v = exp(g)`` of the kernel
     ``K = exp(log_a − shift)`` (``shift`` the slice's largest entry): two matrix-vector
     products per iteration instead of two logsumexp passes over ``[..., m, n]``. The entries
-    of K lie in ``[exp(−SCALING_RANGE), 1]`` (or are structural zeros), so neither K nor the
-    scalings leave float64's range; the plan comes back in the log domain."""
-    shift = log_a.amax(dim=(-2, -1), keepdim=True)  # [..., 1, 1]
+    of K lie in ``[exp(−SCALING_RANGE), 1]``, so neither K nor the scalings leave float64's
+    range; the plan comes back in the log domain."""
     kernel = torch.sub(log_a, shift, out=scratch).exp_()
     row, col = log_row.exp(), log_col.exp()
     u, v = torch.ones_like(row), torch.ones_like(col)
