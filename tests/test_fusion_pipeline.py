@@ -11,11 +11,13 @@ import polars as pl
 import pyarrow as pa
 import pytest
 import torch
+from devices import assert_operators_keep_to_the_device  # tests/devices.py
 
 from intermodal.models.i2moe import I2MoE
 from intermodal.models.intense import InTense
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.fit import run_fit
+from intermodal.pipelines.inputs import duplicate_ids, inspect_shards, sample_table
 from intermodal.pipelines.score import run_score
 from intermodal.report import write_report
 from intermodal.schemas.config import JobConfig, parse_config
@@ -113,6 +115,13 @@ def test_weights_and_contributions_match_the_saved_models_recomputed(scored_run)
     contributions = scores.select(f"intense_c_{t}" for t in terms).to_numpy()
     total = contributions.sum(axis=1) + scores["intense_bias"].to_numpy()
     np.testing.assert_allclose(total, logits[np.arange(ROWS), predicted], rtol=0, atol=1e-9)
+
+
+def test_the_fusion_operators_keep_to_the_actors_device(scored_run) -> None:
+    config, _, _ = scored_run
+    shards = inspect_shards(config)
+    batch = sample_table(config, shards, 100, 0, duplicate_ids(config, shards))
+    assert_operators_keep_to_the_device(config, batch)
 
 
 def test_artifacts_are_reused_and_refitted_when_a_setting_changes(scored_run) -> None:

@@ -30,5 +30,10 @@ class RunPaths:
         return storage.join(self.root, ARTIFACTS)
 
     @property
+    def background(self) -> str:
+        """The background rows the score actors read (``{modality: [K, size]}``)."""
+        return storage.join(self.root, ARTIFACTS, "background.npz")
+
+    @property
     def manifest(self) -> str:
         return storage.join(self.root, "manifest.json")

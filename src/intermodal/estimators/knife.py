@@ -165,6 +165,11 @@ class EntropyModel:
             return self.components.shape[1]
         return self.knife.dim
 
+    def to(self, device: torch.device) -> EntropyModel:
+        """This model with its KNIFE on ``device`` (where ``entropy`` computes)."""
+        self.knife.to(device)
+        return self
+
     def transform(self, rows: np.ndarray) -> np.ndarray:
         """Rows ``[n, d]`` in the space the KNIFE models, ``[n, d']`` float64."""
         return _projected(rows, self.mean, self.scale, self.components)
@@ -178,12 +183,13 @@ class EntropyModel:
         rows = _checked(rows, self.dim)
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-        dtype = self.knife.logits.dtype
+        dtype, device = self.knife.logits.dtype, self.knife.logits.device
         out = np.empty(len(rows), dtype=np.float64)
         with torch.no_grad():
             for start in range(0, len(rows), chunk_rows):
-                z = torch.from_numpy(self.transform(rows[start : start + chunk_rows])).to(dtype)
-                out[start : start + len(z)] = self.knife(z).double().numpy()
+                z = torch.from_numpy(self.transform(rows[start : start + chunk_rows]))
+                h = self.knife(z.to(device, dtype))
+                out[start : start + len(z)] = h.double().cpu().numpy()
         return out
 
     def to_state(self) -> tuple[dict[str, np.ndarray], dict[str, Tensor]]:

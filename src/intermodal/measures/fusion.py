@@ -15,7 +15,7 @@ from intermodal import storage
 from intermodal.measures.base import FitSample, FitWorkers, Measure, Progress
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.models.fusion_training import FusionTrainConfig, train_fusion_model
-from intermodal.models.training import fit_device
+from intermodal.models.training import CPU, fit_device
 from intermodal.operators.context import modality_arrays
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL
@@ -25,12 +25,13 @@ MINIMUM_FIT_ROWS = 2
 
 
 def fusion_inputs(
-    job: JobConfig, rows: pa.Table, dtype: torch.dtype = torch.float32
+    job: JobConfig, rows: pa.Table, dtype: torch.dtype = torch.float32, device: torch.device = CPU
 ) -> dict[str, torch.Tensor]:
-    """``{modality: [n, size]}`` tensors of normalised rows, as the fusion models take them."""
+    """``{modality: [n, size]}`` tensors of normalised rows on ``device``, as the fusion models
+    take them."""
     # Arrow buffers are read-only and torch wants writable memory: copy only when needed
     return {
-        name: torch.from_numpy(np.require(values, requirements=["C", "W"])).to(dtype)
+        name: torch.from_numpy(np.require(values, requirements=["C", "W"])).to(device, dtype)
         for name, values in modality_arrays(job, rows).items()
     }
 
@@ -108,8 +109,8 @@ class FusionMeasure(Measure):
         model = workers.gather([handle])[0]
         save_state(model.state_dict(), self.model_uri(job))
 
-    def load(self, job: JobConfig) -> nn.Module:
-        """The saved model, in eval mode."""
+    def load(self, job: JobConfig, device: torch.device = CPU) -> nn.Module:
+        """The saved model, in eval mode, on ``device``."""
         model = self.build(job)
         model.load_state_dict(load_state(self.model_uri(job)))
-        return model.eval()
+        return model.eval().to(device)

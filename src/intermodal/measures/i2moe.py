@@ -118,17 +118,18 @@ class I2MoE(FusionMeasure):
         ]
 
     def operator(self, job: JobConfig, shared: SharedModel) -> BatchOperator:
-        model = self.load(job).double()
+        model = self.load(job, shared.device).double()
 
         @torch.no_grad()
         def score(context: BatchContext) -> dict[str, Any]:
-            result = model.interpret(fusion_inputs(job, context.batch, torch.float64))
-            weights = result["weights"].numpy()
+            inputs = fusion_inputs(job, context.batch, torch.float64, shared.device)
+            result = model.interpret(inputs)
+            weights = result["weights"].cpu().numpy()
             columns: dict[str, Any] = {
                 i2moe_weight_column(expert): weights[:, index]
                 for index, expert in enumerate(model.expert_names)
             }
-            columns[I2MOE_PRED] = result["logits"].argmax(dim=-1).numpy()
+            columns[I2MOE_PRED] = result["logits"].argmax(dim=-1).cpu().numpy()
             return columns
 
         return score

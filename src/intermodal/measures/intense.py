@@ -108,20 +108,21 @@ class InTense(FusionMeasure):
         ]
 
     def operator(self, job: JobConfig, shared: SharedModel) -> BatchOperator:
-        model = self.load(job).double()
+        model = self.load(job, shared.device).double()
 
         @torch.no_grad()
         def score(context: BatchContext) -> dict[str, Any]:
-            result = model.interpret(fusion_inputs(job, context.batch, torch.float64))
+            inputs = fusion_inputs(job, context.batch, torch.float64, shared.device)
+            result = model.interpret(inputs)
             predicted = result["logits"].argmax(dim=-1)
-            rows = torch.arange(len(predicted))
-            contributions = result["contributions"][rows, :, predicted].numpy()  # [B, blocks]
+            rows = torch.arange(len(predicted), device=predicted.device)
+            contributions = result["contributions"][rows, :, predicted].cpu().numpy()  # [B, blocks]
             columns: dict[str, Any] = {
                 intense_contribution_column(term): contributions[:, index]
                 for index, term in enumerate(model.term_names)
             }
-            columns[INTENSE_BIAS] = model.bias[predicted].numpy()
-            columns[INTENSE_PRED] = predicted.numpy()
+            columns[INTENSE_BIAS] = model.bias[predicted].cpu().numpy()
+            columns[INTENSE_PRED] = predicted.cpu().numpy()
             return columns
 
         return score

@@ -51,7 +51,7 @@ from intermodal.models.classifiers import (
     train_classifiers,
 )
 from intermodal.models.protocol import MultimodalModel, build_model
-from intermodal.models.training import fit_device
+from intermodal.models.training import CPU, fit_device
 from intermodal.operators.context import BatchContext, SharedModel, modality_arrays
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.tables import (
@@ -105,10 +105,13 @@ class LSMIArtifacts:
 
 
 def lsmi_features(
-    job: JobConfig, values: dict[str, np.ndarray], model: MultimodalModel | None
+    job: JobConfig,
+    values: dict[str, np.ndarray],
+    model: MultimodalModel | None,
+    device: torch.device = CPU,
 ) -> dict[str, np.ndarray]:
-    """``{modality: [n, f] float32}``: the modality values, or with a ``model`` its
-    ``encode(name, x)`` flattened, in chunks of ``ENCODE_CHUNK_ROWS`` rows."""
+    """``{modality: [n, f] float32}``: the modality values, or with a ``model`` (on ``device``)
+    its ``encode(name, x)`` flattened, in chunks of ``ENCODE_CHUNK_ROWS`` rows."""
     if model is None:
         return values
     features = {}
@@ -117,9 +120,12 @@ def lsmi_features(
     with torch.no_grad():
         for m in job.modalities:
             chunks = [
-                model.encode(m.name, torch.from_numpy(np.array(chunk)).view(-1, *m.shape))
+                model.encode(
+                    m.name, torch.from_numpy(np.array(chunk)).to(device).view(-1, *m.shape)
+                )
                 .reshape(len(chunk), -1)
                 .float()
+                .cpu()
                 .numpy()
                 for chunk in np.array_split(values[m.name], n_chunks)
             ]
@@ -297,8 +303,9 @@ class LSMI(Measure):
             storage.join(folder, "prior.npz"),
         )
 
-    def load(self, job: JobConfig) -> LSMIArtifacts:
-        """The saved artifacts (classifier input sizes from the entropy models' sizes)."""
+    def load(self, job: JobConfig, device: torch.device = CPU) -> LSMIArtifacts:
+        """The saved artifacts, their models on ``device`` (classifier input sizes from the
+        entropy models' sizes)."""
         folder = self.folder(job)
         prior = storage.read_arrays(storage.join(folder, "prior.npz"))
         folds = int(prior["folds"])
@@ -307,7 +314,7 @@ class LSMI(Measure):
             name: EntropyModel.from_state(
                 storage.read_arrays(storage.join(folder, f"entropy-{name}.npz")),
                 entropy_states[name],
-            )
+            ).to(device)
             for name in job.modality_names
         }
         states = load_state(storage.join(folder, "classifiers.pt"))
@@ -322,13 +329,13 @@ class LSMI(Measure):
                 folds,
             )
             model.load_state_dict(states[key_name(key)])
-            classifiers[key_name(key)] = model.eval()
+            classifiers[key_name(key)] = model.eval().to(device)
         return LSMIArtifacts(entropy, classifiers, prior["log_prior"], folds, int(prior["seed"]))
 
     # --- scoring -----------------------------------------------------------------------------
 
     def operator(self, job: JobConfig, shared: SharedModel) -> BatchOperator:
-        artifacts = self.load(job)
+        artifacts = self.load(job, shared.device)
         settings = self.options(job)
         encoder = shared.require_model() if settings.features == "encoder" else None
         keys = classifier_keys(job.modality_names)
@@ -359,7 +366,7 @@ class LSMI(Measure):
             }
 
         def score(context: BatchContext) -> dict[str, Any]:
-            features = lsmi_features(job, context.values, encoder)
+            features = lsmi_features(job, context.values, encoder, shared.device)
             entropy = {
                 name: model.entropy(features[name]) for name, model in artifacts.entropy.items()
             }

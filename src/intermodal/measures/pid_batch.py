@@ -50,7 +50,7 @@ from intermodal.models.classifiers import (
 )
 from intermodal.models.pid_batch import EncoderTraining, LabelEncoder, blocks, train_encoders
 from intermodal.models.protocol import build_model
-from intermodal.models.training import fit_device
+from intermodal.models.training import CPU, fit_device
 from intermodal.operators.context import (
     BatchContext,
     SharedModel,
@@ -120,10 +120,10 @@ def _predictions(job: JobConfig, rows: pa.Table) -> np.ndarray:
     assert job.model is not None
     settings = job.model
     model = build_model(settings.factory, settings.kwargs, settings.weights, job.modality_names)
-    size, cpu = job.compute.batch_size, torch.device("cpu")
+    size = job.compute.batch_size
     parts = [
         predicted_classes(
-            model, as_tensors(job, modality_arrays(job, rows.slice(start, size)), cpu)
+            model, as_tensors(job, modality_arrays(job, rows.slice(start, size)), CPU)
         )
         for start in range(0, rows.num_rows, size)
     ]
@@ -236,8 +236,8 @@ class PIDBatch(Measure):
             f"{folder}/encoders.pt",
         )
 
-    def load(self, job: JobConfig) -> dict[str, TargetModels]:
-        """The fitted models per target (``label``, and ``pred`` with a model)."""
+    def load(self, job: JobConfig, device: torch.device = CPU) -> dict[str, TargetModels]:
+        """The fitted models per target (``label``, and ``pred`` with a model), on ``device``."""
         settings = self.options(job)
         folder = self.folder(job)
         sizes = {m.name: m.size for m in job.modalities}
@@ -254,7 +254,7 @@ class PIDBatch(Measure):
                     settings.folds,
                 )
                 model.load_state_dict(classifier_states[f"{target}/{key_name(key)}"])
-                classifiers[key_name(key)] = model.eval()
+                classifiers[key_name(key)] = model.eval().to(device)
             encoders = {}
             for pair in modality_pairs(job.modality_names):
                 pair_encoders = []
@@ -263,7 +263,7 @@ class PIDBatch(Measure):
                         sizes[name], job.num_classes, settings.hidden, settings.embed_dim
                     )
                     encoder.load_state_dict(encoder_states[f"{target}/{key_name(pair)}/{side + 1}"])
-                    pair_encoders.append(encoder.eval())
+                    pair_encoders.append(encoder.eval().to(device))
                 encoders[key_name(pair)] = (pair_encoders[0], pair_encoders[1])
             targets[target] = TargetModels(classifiers, encoders)
         return targets
@@ -272,7 +272,7 @@ class PIDBatch(Measure):
 
     def operator(self, job: JobConfig, shared: SharedModel) -> BatchOperator:
         settings = self.options(job)
-        fitted = self.load(job)
+        fitted = self.load(job, shared.device)
         keys = classifier_keys(job.modality_names)
 
         @torch.no_grad()
@@ -293,14 +293,17 @@ class PIDBatch(Measure):
                         own_fold_probabilities(
                             models.classifiers[key_name(key)], joined(features, key), folds
                         )
-                    )
+                    ).to(shared.device)
                     for key in keys
                 }
                 for a, b in modality_pairs(job.modality_names):
                     encoder_a, encoder_b = models.encoders[key_name((a, b))]
                     terms = {term: np.empty(n_rows) for term in PID_TERMS}
                     for block in slices:
-                        x_a, x_b = (torch.from_numpy(np.array(features[m][block])) for m in (a, b))
+                        x_a, x_b = (
+                            torch.from_numpy(np.array(features[m][block])).to(shared.device)
+                            for m in (a, b)
+                        )
                         values = block_pid(
                             encoder_a(x_a).double(),
                             encoder_b(x_b).double(),

@@ -161,13 +161,15 @@ class FoldedMLP(nn.Module):
 
 
 def own_fold_probabilities(model: FoldedMLP, features: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """``p(· | x)`` ``[n, classes]`` float64, each row by its own fold model."""
+    """``p(· | x)`` ``[n, classes]`` float64, each row by its own fold model, computed on the
+    model's device."""
+    device = model.mean.device
     with torch.no_grad():
         log_proba = model.own_fold_log_proba(
-            torch.from_numpy(np.require(features, np.float32, ["C", "W"])),
-            torch.from_numpy(np.require(folds, np.int64, ["C", "W"])),
+            torch.from_numpy(np.require(features, np.float32, ["C", "W"])).to(device),
+            torch.from_numpy(np.require(folds, np.int64, ["C", "W"])).to(device),
         )
-    return log_proba.double().exp().numpy()
+    return log_proba.double().exp().cpu().numpy()
 
 
 def log_proba_of_labels(

@@ -54,10 +54,13 @@ class InlineWorkers:
         return list(handles)
 
 
+CPU = torch.device("cpu")
+
+
 def fit_device() -> torch.device:
     """The device a fit part trains on: the GPU this process sees, else the CPU (Ray shows a
     task only the GPUs it was given)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda") if torch.cuda.is_available() else CPU
 
 
 @dataclass(frozen=True)

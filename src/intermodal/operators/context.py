@@ -52,11 +52,17 @@ def as_tensors(
 
 class SharedModel:
     """The configured model of one actor (None without one) and, when ``background`` rows are
-    given, its coalition values over them."""
+    given, its coalition values over them; ``device`` is where every measure of the actor
+    computes (its GPU when ``compute.gpus_per_actor`` gives it one, unless given)."""
 
-    def __init__(self, job: JobConfig, background: Mapping[str, np.ndarray] | None) -> None:
+    def __init__(
+        self,
+        job: JobConfig,
+        background: Mapping[str, np.ndarray] | None,
+        device: torch.device | None = None,
+    ) -> None:
         self.job = job
-        self.device = select_device(job.compute.gpus_per_actor)
+        self.device = device or select_device(job.compute.gpus_per_actor)
         self.model: MultimodalModel | None = None
         self.coalition_values: CoalitionValues | None = None
         if job.model is not None:

@@ -112,12 +112,12 @@ def package_versions() -> dict[str, str]:
 
 
 def _score_stage(
-    rows: ray.data.Dataset,
-    config: JobConfig,
-    measures: list[Measure],
-    background: dict[str, np.ndarray] | None,
+    rows: ray.data.Dataset, config: JobConfig, measures: list[Measure], background: str | None
 ) -> ray.data.Dataset:
-    """Validated rows → score rows on one actor pool (``pipelines.score_stage``)."""
+    """Validated rows → score rows on one actor pool (``pipelines.score_stage``); the actors
+    read the ``background`` rows from the run directory, not from the object store, so an
+    actor restarted after its node was lost rebuilds from the constructor's small arguments
+    (ray#53727)."""
     compute = config.compute
     smallest, largest = actor_pool(compute)
     return rows.map_batches(
@@ -236,7 +236,11 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
         rows.context.target_max_block_size = SCORE_BLOCK_BYTES  # this run's datasets only
         with ScoringHeartbeat(paths.scores, total_rows, progress):
             if any_valid:
-                scores = _score_stage(rows, config, measures, background)
+                background_uri = None
+                if background is not None:
+                    storage.write_arrays(background, paths.background)
+                    background_uri = paths.background
+                scores = _score_stage(rows, config, measures, background_uri)
                 scores.write_datasink(ScoreSink(paths.scores))
             else:
                 rows.materialize()  # runs the read stage, which writes rejects/

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 
+from intermodal import storage
 from intermodal.measures import Measure, job_measures
 from intermodal.operators.context import BatchContext, SharedModel
 from intermodal.operators.device import keep_freed_memory, use_actor_threads
@@ -46,15 +48,21 @@ class ScoreOperator:
         self,
         job: JobConfig,
         measures: list[Measure] | None = None,
-        background: Mapping[str, np.ndarray] | None = None,
+        background: Mapping[str, np.ndarray] | str | None = None,
+        device: torch.device | None = None,
     ) -> None:
-        """``measures``: the job's measures (``job_measures``) unless given."""
+        """``measures``: the job's measures (``job_measures``) unless given; ``background``:
+        the rows standing in for masked modalities, or the URI of the ``.npz`` that holds them
+        (the pipeline's way: an actor restarted on any node reads them again); ``device``: the
+        actor's GPU or CPU (``SharedModel``) unless given."""
         # every measure allocates and frees the same batch temporaries: keep them for reuse
         keep_freed_memory()
         use_actor_threads(job.compute)
         self.job = job
         self.measures = job_measures(job) if measures is None else measures
-        self.shared = SharedModel(job, background)
+        if isinstance(background, str):
+            background = storage.read_arrays(background)
+        self.shared = SharedModel(job, background, device)
         self.operators = [measure.operator(job, self.shared) for measure in self.measures]
         self.schema: pa.Schema | None = None  # from the first batch's id and group types
 
