@@ -1,7 +1,8 @@
-"""A job on a multi-node local Ray cluster (``ray.cluster_utils.Cluster``), run by
+"""Jobs on a multi-node local Ray cluster (``ray.cluster_utils.Cluster``), run by
 ``tests/test_cluster.py`` in a process of its own (a cluster cannot share a process with the
 test session's embedded Ray). Prints one JSON line: where the fit parts and the score actors
-ran, and how the cluster's scores compare with a single-process fit and score of the same job.
+ran, how the cluster's scores compare with a single-process fit and score of the same job, and
+what a run that lost a worker node part-way wrote.
 
     python tests/cluster_job.py WORK_DIR
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,6 @@ from ray.cluster_utils import Cluster
 from intermodal import storage
 from intermodal.measures import MEASURES, register
 from intermodal.measures.base import BatchOperator, FitSample, FitWorkers, InlineWorkers, Measure
-from intermodal.pipelines.fit import run_fit
 from intermodal.pipelines.score import run_score
 from intermodal.pipelines.score_stage import ScoreOperator
 from intermodal.schemas.config import JobConfig, parse_config
@@ -31,6 +32,7 @@ from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
 
 ROWS, DIMS, PARTS = 2400, 4, 6
+BATCH_SECONDS = 0.2  # a score batch takes a while, so every actor gets some and a kill lands
 
 
 def quiet(_: str) -> None:
@@ -61,10 +63,15 @@ class Placement(Measure):
 
     def operator(self, job: JobConfig, shared: Any) -> BatchOperator:
         node = ray.get_runtime_context().get_node_id()
-        return lambda context: {"placement_node": pa.array([node] * context.batch.num_rows)}
+
+        def score(context: Any) -> dict[str, Any]:
+            time.sleep(BATCH_SECONDS)
+            return {"placement_node": pa.array([node] * context.batch.num_rows)}
+
+        return score
 
 
-def job(data: str, out: str, measures: list[str]) -> JobConfig:
+def job(data: str, out: str, measures: list[str], actors: int = 3) -> JobConfig:
     return parse_config(
         {
             "dataset": "cluster",
@@ -74,7 +81,7 @@ def job(data: str, out: str, measures: list[str]) -> JobConfig:
             "modalities": [{"name": m, "shape": [DIMS]} for m in ("x1", "x2")],
             "measures": measures,
             "lsmi": {"fit_rows": ROWS, "folds": 3, "classifier": {"epochs": 4}},
-            "compute": {"actors": 3, "batch_size": 200},
+            "compute": {"actors": actors, "batch_size": 100},
         }
     )
 
@@ -86,22 +93,62 @@ def single_process(config: JobConfig, table: pa.Table) -> pa.Table:
     return ScoreOperator(config, [lsmi])(table)
 
 
+def score_losing_a_node(cluster: Cluster, config: JobConfig) -> dict[str, Any]:
+    """Score ``config`` and kill a worker node (its raylet and every worker on it, without
+    warning) once the first score file is written; what ``scores/`` and ``rejects/`` hold."""
+    node = cluster.list_all_nodes()[1]  # a worker node: the head holds the driver's objects
+    outcome: dict[str, Any] = {}
+
+    def score() -> None:
+        try:
+            run_score(config, progress=lambda _: None)
+        except Exception as error:  # the JSON line reports it
+            outcome["error"] = repr(error)
+
+    scoring = threading.Thread(target=score)
+    scoring.start()
+    scores = Path(config.output) / "scores"
+    while scoring.is_alive() and not any(scores.glob("*.parquet")):
+        time.sleep(0.05)
+    killed_while_scoring = scoring.is_alive()
+    cluster.remove_node(node, allow_graceful=False)
+    scoring.join(timeout=300)
+    ids = [  # rejects/ keeps ids as text, whatever their type
+        storage.read_table(str(Path(config.output) / folder), columns=["sample_id"])
+        .column("sample_id")
+        .cast(pa.string())
+        .to_numpy(zero_copy_only=False)
+        for folder in ("scores", "rejects")
+    ]
+    all_ids = np.concatenate(ids)
+    return {
+        "killed_while_scoring": killed_while_scoring,
+        "finished_after_the_kill": not scoring.is_alive(),
+        "error_after_the_kill": outcome.get("error"),
+        "rows_after_the_kill": len(all_ids),
+        "distinct_ids_after_the_kill": len(np.unique(all_ids)),
+    }
+
+
 def main(work: Path) -> None:
     register(Placement())
     table = generate_circuit(CircuitSpec(op="xor", n_samples=ROWS, dims=DIMS, seed=0))
     table = table.select(["sample_id", "label", "x1", "x2"])
     data = str(work / "data")
     write_table_shards(table, data, 8)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    # a lost node is noticed in about 1.5 s (Ray's default: 15 s of missed health checks)
+    health = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": health}
+    )
     for _ in range(2):
         cluster.add_node(num_cpus=2)
     ray.init(address=cluster.address, logging_level="ERROR")
     ray.data.DataContext.get_current().enable_progress_bars = False
-    # the placement fit alone: its parts have the cluster to themselves
-    run_fit(job(data, str(work / "fit"), ["placement"]), progress=lambda _: None)
-    fit_nodes = storage.read_json(str(work / "fit" / "artifacts" / "placement" / "nodes.json"))
     run_score(job(data, str(work / "cluster"), ["lsmi", "placement"]), progress=lambda _: None)
+    fit_nodes = storage.read_json(str(work / "cluster" / "artifacts" / "placement" / "nodes.json"))
     scores = storage.read_table(str(work / "cluster" / "scores")).sort_by("sample_id")
+    lost_node = score_losing_a_node(cluster, job(data, str(work / "killed"), ["placement"], 2))
     ray.shutdown()
     cluster.shutdown()
 
@@ -123,6 +170,7 @@ def main(work: Path) -> None:
                 ),
                 "lsmi_columns": len(columns),
                 "largest_difference": difference,
+                **lost_node,
             }
         )
     )

@@ -1,6 +1,7 @@
-"""A job on a 3-node local Ray cluster (``tests/cluster_job.py``, in a process of its own):
-fit parts and score actors land on more than one node, and the scores equal a single-process
-fit and score of the same job."""
+"""Jobs on a 3-node local Ray cluster (``tests/cluster_job.py``, in a process of its own): fit
+parts and score actors land on more than one node, the scores equal a single-process fit and
+score of the same job, and a run that loses a worker node part-way still ends with every input
+row exactly once in scores/ ∪ rejects/."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ SCRIPT = Path(__file__).with_name("cluster_job.py")
 
 
 @pytest.mark.slow
-def test_fits_and_scoring_spread_over_nodes_and_equal_one_process(tmp_path) -> None:
+def test_a_cluster_run_spreads_equals_one_process_and_survives_a_lost_node(tmp_path) -> None:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path)],
         capture_output=True,
@@ -30,3 +31,6 @@ def test_fits_and_scoring_spread_over_nodes_and_equal_one_process(tmp_path) -> N
     assert result["rows"] == 2400 and result["ids"]
     assert result["lsmi_columns"] > 0
     assert result["largest_difference"] < 1e-4
+    assert result["killed_while_scoring"] and result["finished_after_the_kill"]
+    assert result["error_after_the_kill"] is None
+    assert result["rows_after_the_kill"] == result["distinct_ids_after_the_kill"] == 2400
