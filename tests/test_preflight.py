@@ -3,6 +3,10 @@ that name the key or file; a run that scores nothing exits non-zero."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -180,6 +184,30 @@ def test_resources_the_cluster_cannot_give_are_refused_at_once(
     """These used to wait forever (GPUs on a CPU machine) or hang (actors holding every CPU)."""
     job = xor_function_job(_write_input(tmp_path / "data"), tmp_path / "run", compute=compute)
     _fails_early(tmp_path, job, capsys, needle)
+
+
+def test_a_cluster_address_where_nothing_answers(tmp_path) -> None:
+    """``ray.init`` retries such an address for minutes; the check says so in one line."""
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        yaml.safe_dump(xor_function_job(_write_input(tmp_path / "data"), tmp_path / "run"))
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "intermodal.cli", "score", str(path)],
+        env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0 and time.monotonic() - started < 60
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert 1 <= len(errors) <= 10, errors
+    assert f"nothing answers at RAY_ADDRESS=127.0.0.1:{port}" in done.stderr
 
 
 @pytest.mark.usefixtures("ray_session")

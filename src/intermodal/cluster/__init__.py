@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 
 import ray
@@ -15,8 +16,29 @@ import ray
 ANNOUNCING_LOGGERS = ("ray.data._internal.execution.streaming_executor", "ray.data.dataset")
 
 
+CONNECT_SECONDS = 5.0  # how long the address check waits for the cluster's port to answer
+
+
 class RayStartError(RuntimeError):
     """Ray could not be started or reached; the message says what to try."""
+
+
+def check_reachable(address: str) -> None:
+    """RayStartError at once when nothing answers at a ``host:port`` (or ``ray://host:port``)
+    address: ``ray.init`` would retry such an address for minutes. ``auto``, ``local`` and
+    other forms are left to Ray."""
+    host_port = address.removeprefix("ray://")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as error:
+        raise RayStartError(
+            f"nothing answers at RAY_ADDRESS={address} ({error.strerror or error}); is the "
+            "cluster up, and is this its head's GCS address (`ray status` on the head prints "
+            "it) or its Ray Client address (ray://host:10001)?"
+        ) from None
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -38,6 +60,8 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         # without a terminal its progress is a 12-line block per dataset at its start (all
         # zeros) and every 10 s after; `score` logs a line of rows scored instead
         logging.getLogger("ray.data._internal.progress").setLevel(logging.WARNING)
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(logging_level=logging.WARNING)
