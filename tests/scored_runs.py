@@ -1,14 +1,18 @@
-"""One small run with every measure (InterSHAP, PID CVX, LSMI, PID BATCH), built once per test
-session and shared by the report, partition and export tests (scoring it takes seconds)."""
+"""Runs built once per test session and shared: one small run with every measure (InterSHAP,
+PID CVX, LSMI, PID BATCH) for the report, partition, export and device tests, and one
+``intermodal demo`` for the CLI and the rendered report (each takes tens of seconds)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from intermodal.cli import main
 from intermodal.pipelines.experiments import run_job
 from intermodal.schemas.config import parse_config
 from intermodal.synthetic.hdxor import write_table_shards
@@ -85,3 +89,16 @@ def all_measures_run(tmp_path_factory: pytest.TempPathFactory) -> str:
     )
     run_job(config, progress=lambda _: None)
     return str(run)
+
+
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, int]:
+    """``intermodal demo`` on 2,000 samples: its output folder, what it printed and its exit
+    code (run on the first call of the session, reused after)."""
+    out = Path(tmp_path_factory.getbasetemp()) / "demo"
+    printed = out / "printed.txt"
+    if not printed.exists():
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            code = main(["demo", "--out", str(out), "--samples", "2000"])
+        printed.write_text(f"{code}\n{stdout.getvalue()}")
+    code, text = printed.read_text().split("\n", 1)
+    return out, text, int(code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from scored_runs import demo_run  # tests/scored_runs.py
 
 from intermodal.cli import main
 
@@ -95,14 +96,15 @@ def test_validate_lsmi_reproduces_table_1_through_the_pipeline(tmp_path, capsys)
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_session")
-def test_demo_scores_the_xor_function_and_a_trained_fcnn(tmp_path, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--samples", "3000"]) == 0
-    out = capsys.readouterr().out
+def test_demo_scores_the_xor_function_and_a_trained_fcnn(tmp_path_factory) -> None:
+    out, printed, code = demo_run(tmp_path_factory)
+    assert code == 0
     for run in ("xor_synergy", "xor_uniqueness", "fcnn_synergy", "fcnn_uniqueness"):
-        assert (tmp_path / run / "global" / "intershap.parquet").exists()
-        assert (tmp_path / run / "manifest.json").exists()
-        assert run in out
-    assert "intershap_global_%" in out and "pid_labels" in out
+        assert (out / run / "global" / "intershap.parquet").exists()
+        assert (out / run / "manifest.json").exists()
+        assert run in printed
+    assert "intershap_global_%" in printed and "pid_labels" in printed
+    assert f"report of every run: {out / 'report' / 'index.html'}" in printed
 
 
 @pytest.mark.slow
