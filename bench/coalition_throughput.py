@@ -7,6 +7,9 @@ Part 1, per input size N (M = 3 modalities, background masking with K rows):
   return; Ray itself is started before the first run and its start-up is reported apart.
 * limit: ``CoalitionValues`` (the code the operator runs for the 2**M masked batches) over the
   same rows as in-memory tensors, same model, K, batch size and torch threads.
+* I/O floor: the same ``run_score`` with a measure that does almost nothing (one sum per row,
+  no model) in place of InterSHAP: Ray Data's read, validate, actor hand-off and write alone,
+  the most any measure's pipeline could reach on this machine;
 * two in-process stages of the pipeline, timed in the driver after Ray is shut down, to show
   where the pipeline loses time: read + validate (``read_shard`` per shard) and the
   whole operator (``ScoreOperator`` with InterSHAP on Arrow batches: the limit plus Arrow → tensor
@@ -45,6 +48,8 @@ from shards import row_ids, write_shards  # bench/shards.py
 from tables import show  # bench/tables.py, beside this script
 
 from intermodal.cluster import ensure_ray, shutdown_ray
+from intermodal.measures import register
+from intermodal.measures.base import BatchOperator, Measure
 from intermodal.models.fcnn import Fusion, build_fcnn
 from intermodal.operators.coalitions import CoalitionValues, naive_coalition_values
 from intermodal.pipelines.inputs import Shard, duplicate_ids, inspect_shards, read_shard
@@ -82,6 +87,26 @@ class Stages:
     read_validate: float
     operator: float
     limit: float
+
+
+class IOFloor(Measure):
+    """A measure that does almost nothing: the pipeline around it is the I/O floor."""
+
+    name = "io_floor"
+
+    def fields(self, job: JobConfig) -> list[pa.Field]:
+        return [pa.field("io_floor_sum", pa.float64())]
+
+    def operator(self, job: JobConfig, shared: Any) -> BatchOperator:
+        first = job.modalities[0]
+        return lambda context: {"io_floor_sum": context.values[first.name].sum(axis=1)}
+
+
+def floor_config(config: JobConfig) -> JobConfig:
+    """``config`` with the I/O floor's measure in place of the model and its measures."""
+    data = config.model_dump(mode="json")
+    data.update(measures=[IOFloor.name], model=None, output=f"{config.output}-floor")
+    return parse_config(data, source="bench")
 
 
 def peak_rss_mib() -> float:
@@ -213,13 +238,18 @@ def pipeline_table(
     started = time.perf_counter()
     ensure_ray()
     log(f"[bench] Ray started in {time.perf_counter() - started:.1f} s (not in pipeline times)")
-    pipeline, rss = {}, {}
+    register(IOFloor())
+    pipeline, floor, rss = {}, {}, {}
     for n, config in configs.items():
         started = time.perf_counter()
         run_score(config, progress=log)
         pipeline[n] = time.perf_counter() - started
         rss[n] = peak_rss_mib()
         log(f"[bench] pipeline {n} rows: {pipeline[n]:.1f} s")
+        started = time.perf_counter()
+        run_score(floor_config(config), progress=log)
+        floor[n] = time.perf_counter() - started
+        log(f"[bench] I/O floor {n} rows: {floor[n]:.1f} s")
     shutdown_ray()  # idle Ray processes must not share the cores with the in-process stages
 
     rows = []
@@ -233,6 +263,8 @@ def pipeline_table(
                 "pipeline/s": n / pipeline[n],
                 "limit/s": n / stages.limit,
                 "pipe/limit": stages.limit / pipeline[n],
+                "floor/s": n / floor[n],
+                "pipe/floor": floor[n] / pipeline[n],
                 "operator/s": n / stages.operator,
                 "read+valid/s": n / stages.read_validate,
                 "driver RSS MiB": rss[n],
@@ -383,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "duplicate-id scan, background draw, Parquet write)",
                 "limit: CoalitionValues.__call__ per batch on in-memory tensors, after an "
                 "untimed warm-up batch; pipe/limit = throughput ratio",
+                "floor: the same run_score with a one-sum-per-row measure, no model; "
+                "pipe/floor = throughput ratio",
                 "operator/s: ScoreOperator.__call__ (InterSHAP) on Arrow batches in-process; "
                 "read+valid/s: read_shard per shard in-process (one thread of Python)",
                 "driver RSS: running peak of this process after each run_score (Ray workers "
