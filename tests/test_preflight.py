@@ -3,6 +3,7 @@ that name the key or file; a run that scores nothing exits non-zero."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -186,19 +187,31 @@ def test_resources_the_cluster_cannot_give_are_refused_at_once(
     _fails_early(tmp_path, job, capsys, needle)
 
 
-def test_a_cluster_address_where_nothing_answers(tmp_path) -> None:
-    """``ray.init`` retries such an address for minutes; the check says so in one line."""
-    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+def _closed_port() -> int:
+    """A port that was free a moment ago: nothing listens there."""
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("failure", ["nothing answers at the address", "local Ray cannot start"])
+def test_a_ray_that_cannot_start_or_be_reached_is_one_line(tmp_path, failure: str) -> None:
+    """``ray.init`` retried a dead address for minutes and printed 20-line tracebacks."""
     path = tmp_path / "job.yaml"
     path.write_text(
         yaml.safe_dump(xor_function_job(_write_input(tmp_path / "data"), tmp_path / "run"))
     )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if failure == "nothing answers at the address":
+        env["RAY_ADDRESS"] = address = f"127.0.0.1:{_closed_port()}"
+        needle = f"nothing answers at RAY_ADDRESS={address}"
+    else:
+        env["RAY_TMPDIR"] = "/dev/null/ray"  # Ray cannot make its session folder there
+        needle = "could not start Ray ([Errno 20] Not a directory"
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "intermodal.cli", "score", str(path)],
-        env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"},
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -207,7 +220,7 @@ def test_a_cluster_address_where_nothing_answers(tmp_path) -> None:
     assert done.returncode != 0 and time.monotonic() - started < 60
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert 1 <= len(errors) <= 10, errors
-    assert f"nothing answers at RAY_ADDRESS=127.0.0.1:{port}" in done.stderr
+    assert needle in done.stderr, done.stderr
 
 
 @pytest.mark.usefixtures("ray_session")
@@ -229,6 +242,19 @@ def test_an_elastic_pool_scores_every_row(tmp_path, capsys) -> None:
     code, _ = _run(tmp_path, job, capsys)
     assert code == 0
     assert pl.read_parquet(tmp_path / "run" / "scores").height == ROWS
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_ray_datas_no_available_cpus_warning_is_dropped(caplog) -> None:
+    """Printed when a stage starts while the last one gives its CPUs back: it never hangs."""
+    logger = logging.getLogger("ray.data.dataset")
+    with caplog.at_level(logging.WARNING, logger="ray.data.dataset"):
+        logger.warning(
+            "Warning: The Ray cluster currently does not have any available CPUs. The Dataset "
+            "job will hang unless more CPUs are freed up."
+        )
+        logger.warning("any other warning")
+    assert [record.getMessage() for record in caplog.records] == ["any other warning"]
 
 
 def test_without_a_terminal_scoring_logs_a_line_of_rows_scored(tmp_path, monkeypatch) -> None:
