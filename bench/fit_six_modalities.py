@@ -15,10 +15,12 @@ m5     128   b XOR (y mod 2) (synergy with m4)
 ====== ===== =====================================================
 
 15 pairs: LSMI fits 6 KNIFEs and 21 cross-fitted classifiers, PID BATCH 21 classifiers and 15
-encoder pairs. Timed side by side in one run, default settings, Ray started beforehand:
+encoder pairs. Timed side by side in one run, default settings, Ray started beforehand,
+``--repeats`` rounds interleaved:
 
-* ``intermodal fit`` as shipped (``run_fit``: each measure's fit a Ray task, its parts Ray
-  tasks of one CPU, side by side on this machine's cores);
+* ``intermodal fit`` as shipped (each measure's fit a Ray task, its parts Ray tasks of one CPU,
+  side by side on this machine's cores; the classifiers both measures need fitted once);
+* the same without sharing the classifiers (``fit_measures(share_parts=False)``: 42 trained);
 * the same fits in this process, their parts one after another, one torch thread (``--inline``).
 
     python bench/fit_six_modalities.py             # 2,000 rows
@@ -44,7 +46,8 @@ from intermodal import storage
 from intermodal.cluster import ensure_ray
 from intermodal.measures import job_measures
 from intermodal.measures.base import InlineWorkers
-from intermodal.pipelines.fit import run_fit
+from intermodal.pipelines.artifacts import fit_measures
+from intermodal.pipelines.inputs import duplicate_ids, inspect_shards
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.synthetic.hdxor import write_table_shards
 
@@ -100,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--inline", action="store_true", help="also fit in this process")
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix="six_")
     table = six_modalities(args.rows)
@@ -109,16 +113,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     load_before = os.getloadavg()[0]
     rows = []
     config = six_job(data, storage.join(root, "ray"), args.rows)
-    start = time.perf_counter()
-    run_fit(config, progress=log)
-    rows.append({"fit": "intermodal fit (Ray tasks)", "seconds": time.perf_counter() - start})
+    shards = inspect_shards(config)
+    duplicates = duplicate_ids(config, shards)
+    for round_ in range(args.repeats):
+        for shared, name in ((True, "shared classifiers"), (False, "each its own")):
+            start = time.perf_counter()
+            fit_measures(config, job_measures(config), shards, duplicates, log, shared)
+            seconds = time.perf_counter() - start
+            rows.append({"fit": f"Ray tasks, {name}", "round": round_ + 1, "seconds": seconds})
     if args.inline:
         torch.set_num_threads(1)
         config = six_job(data, storage.join(root, "inline"), args.rows)
         start = time.perf_counter()
         for measure in job_measures(config):
             measure.fit(config, table, log, InlineWorkers(log))
-        rows.append({"fit": "in-process, 1 thread", "seconds": time.perf_counter() - start})
+        seconds = time.perf_counter() - start
+        rows.append({"fit": "in-process, 1 thread", "round": 1, "seconds": seconds})
     show(
         f"Fit of lsmi + pid_batch, 6 modalities (widths {list(WIDTHS.values())}), {CLASSES} "
         f"classes, {args.rows} rows",

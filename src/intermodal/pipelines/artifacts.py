@@ -128,9 +128,11 @@ def fit_measures(
     shards: list[Shard],
     duplicates: pa.Array,
     progress: Progress = print,
+    share_parts: bool = True,
 ) -> list[str]:
     """Fit and save the artifacts of ``measures``, side by side as Ray tasks; returns the names
-    of those that fit anything. The driver only submits and waits."""
+    of those that fit anything. The driver only submits and waits. Parts that several
+    measures need are fitted once unless ``share_parts`` is off (benches compare the two)."""
     plans = {m.name: m.fit_sample(job) for m in measures}
     learning = [m for m in measures if plans[m.name] is not None]
     if not learning:
@@ -146,7 +148,7 @@ def fit_measures(
     )
     lines = Queue(actor_options={"num_cpus": 0})
     # only fits of two or more measures can share parts (an actor costs a process to start)
-    memo = PartMemo.remote() if len(learning) > 1 else None
+    memo = PartMemo.remote() if share_parts and len(learning) > 1 else None
     relayed = RelayedProgress(lines)
     tasks = {
         m.name: fit.options(num_cpus=resources.cpus, name=f"fit {m.name}").remote(
