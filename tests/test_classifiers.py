@@ -8,11 +8,16 @@ import pytest
 import torch
 
 from intermodal.models.classifiers import (
+    CLASSIFIER_INDEX,
+    Classifiers,
     ClassifierTraining,
     FoldedMLP,
     fold_of,
+    load_classifier_states,
     log_proba_of_labels,
     own_fold_probabilities,
+    prune_classifier_store,
+    save_classifiers,
     train_classifiers,
     train_folded,
 )
@@ -186,3 +191,25 @@ def test_classifier_parts_are_keyed_by_everything_they_depend_on() -> None:
         {"training": ClassifierTraining(epochs=2, hidden=4)},
     ):
         assert not set(keys(**change)) & set(same)
+
+
+def test_the_store_keeps_each_classifier_once_and_drops_what_no_index_names(tmp_path) -> None:
+    run = str(tmp_path)
+    model = FoldedMLP(3, 4, 2, 2)
+    shared = Classifiers({"a": model}, {"a": "d1"})
+    save_classifiers(shared, run, f"{run}/artifacts/lsmi/{CLASSIFIER_INDEX}")
+    both = Classifiers(
+        {"label/a": model, "label/a__b": model}, {"label/a": "d1", "label/a__b": "d2"}
+    )
+    save_classifiers(both, run, f"{run}/artifacts/pid_batch/{CLASSIFIER_INDEX}")
+    store = tmp_path / "artifacts" / "classifiers"
+    assert sorted(p.name for p in store.iterdir()) == ["d1.pt", "d2.pt"]
+    loaded = load_classifier_states(run, f"{run}/artifacts/pid_batch/{CLASSIFIER_INDEX}")
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded["label/a__b"][name], tensor)
+    (store / "d0.pt").write_bytes((store / "d1.pt").read_bytes())  # left by an earlier fit
+    prune_classifier_store(run)
+    assert sorted(p.name for p in store.iterdir()) == ["d1.pt", "d2.pt"]
+    save_classifiers(Classifiers({}, {}), run, f"{run}/artifacts/pid_batch/{CLASSIFIER_INDEX}")
+    prune_classifier_store(run)
+    assert sorted(p.name for p in store.iterdir()) == ["d1.pt"]

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from intermodal import storage
 from intermodal.measures import job_measures
 from intermodal.measures.base import InlineWorkers
 from intermodal.models.artifacts import load_state
+from intermodal.models.classifiers import CLASSIFIER_INDEX, load_classifier_states
 from intermodal.pipelines.fit import run_fit
 from intermodal.pipelines.inputs import duplicate_ids, inspect_shards, labelled_sample
 from intermodal.schemas.config import JobConfig, parse_config
@@ -19,10 +21,7 @@ from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
 
 ROWS, DIMS = 600, 4
-STATE_FILES = {
-    "lsmi": ["entropy.pt", "classifiers.pt"],
-    "pid_batch": ["classifiers.pt", "encoders.pt"],
-}
+STATE_FILES = {"lsmi": ["entropy.pt"], "pid_batch": ["encoders.pt"]}
 
 
 def quiet(_: str) -> None:
@@ -63,12 +62,23 @@ def _fit_in_process(job: JobConfig) -> None:
         torch.set_num_threads(threads)
 
 
+def _index(root, run: str, measure: str) -> dict[str, str]:
+    return storage.read_json(f"{root}/{run}/artifacts/{measure}/{CLASSIFIER_INDEX}")
+
+
+def _classifiers(root, run: str, measure: str) -> dict[str, dict]:
+    return load_classifier_states(
+        f"{root}/{run}", f"{root}/{run}/artifacts/{measure}/{CLASSIFIER_INDEX}"
+    )
+
+
 @pytest.mark.usefixtures("ray_session")
 def test_fits_on_ray_equal_fits_in_one_process(tmp_path) -> None:
     table = generate_circuit(CircuitSpec(op="xor", n_samples=ROWS, dims=DIMS, seed=0))
     data = str(tmp_path / "data")
     write_table_shards(table.select(["sample_id", "label", "x1", "x2"]), data, 2)
-    on_ray, in_process = _job(data, str(tmp_path / "ray")), _job(data, str(tmp_path / "local"))
+    runs = ("ray", "local")
+    on_ray, in_process = (_job(data, str(tmp_path / run)) for run in runs)
     lines: list[str] = []
     run_fit(on_ray, progress=lines.append)
     _fit_in_process(in_process)
@@ -80,14 +90,22 @@ def test_fits_on_ray_equal_fits_in_one_process(tmp_path) -> None:
     assert any(line.startswith("[knife]") for line in lines)
     assert any("encoders x1, x2" in line for line in lines)
     for measure, files in STATE_FILES.items():
-        for name in files:
-            ray_state = load_state(f"{tmp_path}/ray/artifacts/{measure}/{name}")
-            local_state = load_state(f"{tmp_path}/local/artifacts/{measure}/{name}")
+        for ray_state, local_state in [
+            *(
+                (load_state(f"{tmp_path}/{run}/artifacts/{measure}/{name}") for run in runs)
+                for name in files
+            ),
+            (_classifiers(tmp_path, run, measure) for run in runs),
+        ]:
             assert ray_state.keys() == local_state.keys()
             for key, value in ray_state.items():
                 for tensor_name, tensor in value.items():
                     torch.testing.assert_close(
                         tensor, local_state[key][tensor_name], atol=1e-5, rtol=1e-5
                     )
+    # one artifact per shared classifier: both measures' indexes name the same three files
+    lsmi, pid_batch = (_index(tmp_path, "ray", m) for m in ("lsmi", "pid_batch"))
+    assert lsmi == {name.removeprefix("label/"): d for name, d in pid_batch.items()}
+    assert len(list((tmp_path / "ray" / "artifacts" / "classifiers").iterdir())) == 3
     prior = np.load(f"{tmp_path}/ray/artifacts/lsmi/prior.npz")
     assert np.isfinite(prior["log_prior"]).all()

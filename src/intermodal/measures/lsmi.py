@@ -4,9 +4,10 @@ cross-fitted classifiers (or of the model's masked coalitions, ``classifiers: mo
 dataset, the mean terms, the pair's adjustment constant and the adjusted means.
 
 Artifacts (``artifacts/lsmi/``): ``entropy-<m>.npz`` (preprocessing arrays) and ``entropy.pt``
-(KNIFE state dicts by modality), ``classifiers.pt`` (``FoldedMLP`` state dicts by key: ``<m>``
-or ``<a>__<b>``), ``prior.npz`` (``log p(y)``). Everything loads with weights only
-(``models.artifacts.load_state``) or ``np.load(allow_pickle=False)``.
+(KNIFE state dicts by modality), ``classifiers.json`` (the digest of the ``FoldedMLP`` of each
+key ``<m>`` or ``<a>__<b>``, stored once per run in ``artifacts/classifiers/<digest>.pt``, where
+PID BATCH finds the ones it shares), ``prior.npz`` (``log p(y)``). Everything loads with weights
+only (``models.artifacts.load_state``) or ``np.load(allow_pickle=False)``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from intermodal.measures.base import (
 )
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.models.classifiers import (
+    CLASSIFIER_INDEX,
     LOG_PROBABILITY_FLOOR,
     ClassifierConfig,
     ClassifierTraining,
@@ -47,7 +49,9 @@ from intermodal.models.classifiers import (
     fold_of,
     joined,
     key_name,
+    load_classifier_states,
     log_proba_of_labels,
+    save_classifiers,
     train_classifiers,
 )
 from intermodal.models.protocol import MultimodalModel, build_model
@@ -283,7 +287,12 @@ class LSMI(Measure):
         )
         entropy = dict(zip(entropy, workers.gather(list(entropy.values())), strict=True))
         prior = log_prior(labels, job.num_classes)
-        self._save(job, LSMIArtifacts(entropy, classifiers, prior, settings.folds, settings.seed))
+        save_classifiers(classifiers, job.output, self._classifier_index(job))
+        artifacts = LSMIArtifacts(entropy, classifiers.models, prior, settings.folds, settings.seed)
+        self._save(job, artifacts)
+
+    def _classifier_index(self, job: JobConfig) -> str:
+        return storage.join(self.folder(job), CLASSIFIER_INDEX)
 
     def _save(self, job: JobConfig, artifacts: LSMIArtifacts) -> None:
         folder = self.folder(job)
@@ -292,8 +301,6 @@ class LSMI(Measure):
             arrays, states[name] = model.to_state()
             storage.write_arrays(arrays, storage.join(folder, f"entropy-{name}.npz"))
         save_state(states, storage.join(folder, "entropy.pt"))
-        classifiers = {name: model.state_dict() for name, model in artifacts.classifiers.items()}
-        save_state(classifiers, storage.join(folder, "classifiers.pt"))
         storage.write_arrays(
             {
                 "log_prior": artifacts.log_prior,
@@ -317,7 +324,7 @@ class LSMI(Measure):
             ).to(device)
             for name in job.modality_names
         }
-        states = load_state(storage.join(folder, "classifiers.pt"))
+        states = load_classifier_states(job.output, self._classifier_index(job))
         settings = self.options(job)
         classifiers = {}
         crossfit = settings.classifiers == "crossfit"

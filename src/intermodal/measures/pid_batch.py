@@ -5,9 +5,11 @@ outputs. Scoring runs the batched log-domain Sinkhorn projection per block of
 ``block_size`` rows and writes the block's estimate (bits) on each of its rows with the
 block's id; the dataset value is the mean over blocks with its standard error across blocks.
 
-Artifacts (``artifacts/pid_batch/``): ``classifiers.pt`` (``FoldedMLP`` state dicts by
-``<target>/<m>`` and ``<target>/<a>__<b>``), ``encoders.pt`` (``LabelEncoder`` state dicts by
-``<target>/<a>__<b>/1`` and ``/2``); loaded with ``weights_only=True``.
+Artifacts (``artifacts/pid_batch/``): ``classifiers.json`` (the digest of the ``FoldedMLP`` of
+``<target>/<m>`` and ``<target>/<a>__<b>``, stored once per run in
+``artifacts/classifiers/<digest>.pt``, shared with LSMI where they agree), ``encoders.pt``
+(``LabelEncoder`` state dicts by ``<target>/<a>__<b>/1`` and ``/2``); loaded with
+``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -38,14 +40,18 @@ from intermodal.measures.base import (
 )
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.models.classifiers import (
+    CLASSIFIER_INDEX,
     ClassifierConfig,
+    Classifiers,
     ClassifierTraining,
     FoldedMLP,
     classifier_keys,
     fold_of,
     joined,
     key_name,
+    load_classifier_states,
     own_fold_probabilities,
+    save_classifiers,
     train_classifiers,
 )
 from intermodal.models.pid_batch import EncoderTraining, LabelEncoder, blocks, train_encoders
@@ -182,8 +188,9 @@ class PIDBatch(Measure):
         )
         shared_features = workers.share(features)
         classifiers, encoders = {}, {}
+        trained = Classifiers({}, {})
         for target, values in targets.items():
-            classifiers[target] = train_classifiers(
+            target_classifiers = train_classifiers(
                 classifier_keys(job.modality_names),
                 features,
                 values,
@@ -193,6 +200,8 @@ class PIDBatch(Measure):
                 training,
                 workers,
             )
+            trained = trained.merged(target_classifiers.prefixed(f"{target}/"))
+            classifiers[target] = target_classifiers.models
             held_out = {
                 name: own_fold_probabilities(classifiers[target][name], features[name], folds)
                 for name in job.modality_names
@@ -218,14 +227,7 @@ class PIDBatch(Measure):
             for target, pairs in encoders.items()
         }
         folder = self.folder(job)
-        save_state(
-            {
-                f"{target}/{key}": model.state_dict()
-                for target, models in fitted.items()
-                for key, model in models.classifiers.items()
-            },
-            f"{folder}/classifiers.pt",
-        )
+        save_classifiers(trained, job.output, f"{folder}/{CLASSIFIER_INDEX}")
         save_state(
             {
                 f"{target}/{pair}/{side + 1}": encoder.state_dict()
@@ -241,7 +243,7 @@ class PIDBatch(Measure):
         settings = self.options(job)
         folder = self.folder(job)
         sizes = {m.name: m.size for m in job.modalities}
-        classifier_states = load_state(f"{folder}/classifiers.pt")
+        classifier_states = load_classifier_states(job.output, f"{folder}/{CLASSIFIER_INDEX}")
         encoder_states = load_state(f"{folder}/encoders.pt")
         targets = {}
         for target in job.targets:

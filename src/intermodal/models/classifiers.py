@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from intermodal import storage
+from intermodal.models.artifacts import artifact_folder, load_state, save_state
 from intermodal.models.training import FitWorkers, adam, fit_device
 from intermodal.progress import Heartbeat
 from intermodal.schemas.config import Strict
@@ -35,6 +38,8 @@ _MIX_1, _MIX_2, _GOLDEN = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0x9E3779B97F4A
 LOG_PROBABILITY_FLOOR = math.log(1e-12)  # clamp for log p(y | x) of a confidently wrong model
 # a held-out loss must fall by more than this (nats) to count as progress for early stopping
 MIN_IMPROVEMENT = 1e-4
+CLASSIFIER_STORE = "classifiers"  # artifacts/classifiers/: shared by the measures that train them
+CLASSIFIER_INDEX = "classifiers.json"  # in a measure's folder: its classifiers' names → digests
 
 
 class ClassifierConfig(Strict):
@@ -281,16 +286,20 @@ def train_classifiers(
     num_classes: int,
     training: ClassifierTraining,
     workers: FitWorkers,
-) -> dict[str, FoldedMLP]:
+) -> Classifiers:
     """One cross-fitted ``FoldedMLP`` per key (its modalities' features side by side), each a
     part of its own on ``workers``, keyed by everything it depends on: another measure's fit
     that needs the same classifier (same rows, labels, folds and settings) shares it."""
     data = workers.share((dict(features), labels, folds))
     inputs = {name: content_digest(values) for name, values in features.items()}
     setting = content_digest(labels, folds) + repr((n_folds, num_classes, training))
+    parts = {
+        key_name(key): f"classifier {key_name(key)} {[inputs[name] for name in key]} {setting}"
+        for key in keys
+    }
     handles = [
         workers.submit_once(
-            f"classifier {key_name(key)} {[inputs[name] for name in key]} {setting}",
+            parts[key_name(key)],
             train_key,
             data,
             key,
@@ -301,7 +310,72 @@ def train_classifiers(
         )
         for key in keys
     ]
-    return dict(zip(map(key_name, keys), workers.gather(handles), strict=True))
+    models = dict(zip(parts, workers.gather(handles), strict=True))
+    digests = {
+        name: hashlib.blake2b(part.encode(), digest_size=16).hexdigest()
+        for name, part in parts.items()
+    }
+    return Classifiers(models, digests)
+
+
+@dataclass(frozen=True)
+class Classifiers:
+    """Cross-fitted classifiers by name (``<m>``, ``<a>__<b>``, or prefixed by a measure) and,
+    for each, a digest of everything it was trained from: one digest, one model."""
+
+    models: dict[str, FoldedMLP]
+    digests: dict[str, str]
+
+    def prefixed(self, prefix: str) -> Classifiers:
+        return Classifiers(
+            {prefix + name: model for name, model in self.models.items()},
+            {prefix + name: digest for name, digest in self.digests.items()},
+        )
+
+    def merged(self, other: Classifiers) -> Classifiers:
+        return Classifiers({**self.models, **other.models}, {**self.digests, **other.digests})
+
+
+def classifier_store(run_dir: str) -> str:
+    """``artifacts/classifiers/``: every trained classifier once, as ``<digest>.pt``; a
+    measure's ``classifiers.json`` names the ones it uses."""
+    return artifact_folder(run_dir, CLASSIFIER_STORE)
+
+
+def save_classifiers(classifiers: Classifiers, run_dir: str, index_uri: str) -> None:
+    """Each model into the run's store, unless a fit of another measure put the same one
+    there, then the index of names → digests at ``index_uri``."""
+    store = classifier_store(run_dir)
+    for name, model in classifiers.models.items():
+        uri = storage.join(store, f"{classifiers.digests[name]}.pt")
+        fs, path = storage.filesystem(uri)
+        if not fs.exists(path):
+            save_state(model.state_dict(), uri)
+    storage.write_json(classifiers.digests, index_uri)
+
+
+def load_classifier_states(run_dir: str, index_uri: str) -> dict[str, dict]:
+    """``{name: state_dict}`` of the classifiers an index names."""
+    store = classifier_store(run_dir)
+    digests = storage.read_json(index_uri)
+    return {name: load_state(storage.join(store, f"{d}.pt")) for name, d in digests.items()}
+
+
+def prune_classifier_store(run_dir: str) -> None:
+    """Remove the stored classifiers no measure's index names any more (after a refit with
+    other settings). Only between fits: a fit running now may not have written its index."""
+    store = classifier_store(run_dir)
+    fs, store_path = storage.filesystem(store)
+    if not fs.exists(store_path):
+        return
+    artifacts = store_path.rsplit("/", 1)[0]
+    used: set[str] = set()
+    for index in fs.glob(f"{artifacts}/*/{CLASSIFIER_INDEX}"):
+        with fs.open(index, "r") as handle:
+            used.update(json.load(handle).values())
+    for path in fs.ls(store_path, detail=False):
+        if path.rsplit("/", 1)[1].removesuffix(".pt") not in used:
+            fs.rm(path)
 
 
 def content_digest(*arrays: np.ndarray) -> str:

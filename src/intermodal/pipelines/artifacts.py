@@ -19,6 +19,7 @@ from ray.util.queue import Queue
 from intermodal import __version__, storage
 from intermodal.measures import Measure
 from intermodal.measures.base import FitSample
+from intermodal.models.classifiers import prune_classifier_store
 from intermodal.pipelines.fit_parts import PartMemo, submit_part, threads_of
 from intermodal.pipelines.inputs import Shard, fingerprint, labelled_sample, sample_table
 from intermodal.pipelines.run import Progress, ship_measures
@@ -168,6 +169,8 @@ def fit_measures(
                 # the measure's own error (a too-small sample, a bad setting), not Ray's wrapper
                 raise error.cause from None
             markers[name].write()
+        # a refit with other settings leaves classifiers no measure uses; no fit runs now
+        prune_classifier_store(job.output)
         requests, parts = (0, 0) if memo is None else ray.get(memo.counts.remote())
         if parts < requests:
             progress(f"[fit] {requests - parts} of {requests} shared parts were reused, not refit")
