@@ -41,7 +41,7 @@ from intermodal.measures import MEASURES
 from intermodal.measures.base import InlineWorkers
 from intermodal.models.fcnn import build_fcnn
 from intermodal.pipelines.inputs import duplicate_ids, inspect_shards, sample_table
-from intermodal.pipelines.score import background_inputs
+from intermodal.pipelines.score import background_inputs, needs_background
 from intermodal.pipelines.score_stage import ScoreOperator
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.synthetic.hdxor import write_table_shards
@@ -177,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             fit_cpu = fit_in_child(on_cpu, gpu_visible=False)
         shards = inspect_shards(fitted)
         duplicates = duplicate_ids(fitted, shards)
-        background = background_inputs(fitted, shards, duplicates) if name == "intershap" else None
+        background = (
+            background_inputs(fitted, shards, duplicates) if needs_background(fitted) else None
+        )
         scored = sample_table(fitted, shards, SCORED_BATCHES * 4096, 1, duplicates)
         batches = [scored.slice(start, 4096) for start in range(0, scored.num_rows, 4096)]
         rate_device, out_device = score_rate(fitted, background, batches, device)

@@ -18,11 +18,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
 import torch
 from torch import Tensor, nn
 from torch.fx.experimental import _config as fx_config
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
+
+from intermodal.measures import job_measures
+from intermodal.pipelines.score_stage import ScoreOperator
+from intermodal.schemas.config import JobConfig
 
 STAND_IN = torch.device("meta")
 # what the device does: these on a CPU tensor mean the work stayed off the device
@@ -127,14 +132,11 @@ def _name(func: Any) -> str:
 
 
 def assert_operators_keep_to_the_device(
-    job: Any, batch: Any, background: Any = None, numpy_only: tuple[str, ...] = ()
+    job: JobConfig, batch: pa.Table, background: str | None = None, numpy_only: tuple[str, ...] = ()
 ) -> None:
     """Each measure of ``job`` scores ``batch`` with its device set to the stand-in: no stray
     op, some work on the device (unless the measure is in ``numpy_only`` and the job has no
     model), and the same columns and rows as on the CPU."""
-    from intermodal.measures import job_measures
-    from intermodal.pipelines.score_stage import ScoreOperator
-
     for measure in job_measures(job):
         on_cpu = ScoreOperator(job, [measure], background)(batch)
         with OnStandInDevice() as mode:

@@ -14,8 +14,6 @@ import sys
 import ray
 
 ANNOUNCING_LOGGERS = ("ray.data._internal.execution.streaming_executor", "ray.data.dataset")
-
-
 IDLE_WORKERS_BEYOND_CPUS = 2  # embedded local Ray keeps this many more workers warm
 CONNECT_SECONDS = 5.0  # how long the address check waits for the cluster's port to answer
 

@@ -51,6 +51,7 @@ from intermodal.models.classifiers import (
     key_name,
     load_classifier_states,
     own_fold_probabilities,
+    own_fold_probability_tensor,
     save_classifiers,
     train_classifiers,
 )
@@ -291,11 +292,9 @@ class PIDBatch(Measure):
             columns: dict[str, Any] = {BATCH_BLOCK: block_ids}
             for target, models in fitted.items():
                 probabilities = {
-                    key_name(key): torch.from_numpy(
-                        own_fold_probabilities(
-                            models.classifiers[key_name(key)], joined(features, key), folds
-                        )
-                    ).to(shared.device)
+                    key_name(key): own_fold_probability_tensor(
+                        models.classifiers[key_name(key)], joined(features, key), folds
+                    )
                     for key in keys
                 }
                 for a, b in modality_pairs(job.modality_names):

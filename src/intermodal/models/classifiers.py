@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -166,15 +165,22 @@ class FoldedMLP(nn.Module):
 
 
 def own_fold_probabilities(model: FoldedMLP, features: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """``p(· | x)`` ``[n, classes]`` float64, each row by its own fold model, computed on the
-    model's device."""
+    """``p(· | x)`` ``[n, classes]`` float64, each row by its own fold model."""
+    return own_fold_probability_tensor(model, features, folds).cpu().numpy()
+
+
+def own_fold_probability_tensor(
+    model: FoldedMLP, features: np.ndarray, folds: np.ndarray
+) -> torch.Tensor:
+    """``own_fold_probabilities`` as a float64 tensor on the model's device, for callers that
+    compute on with it there."""
     device = model.mean.device
     with torch.no_grad():
         log_proba = model.own_fold_log_proba(
             torch.from_numpy(np.require(features, np.float32, ["C", "W"])).to(device),
             torch.from_numpy(np.require(folds, np.int64, ["C", "W"])).to(device),
         )
-    return log_proba.double().exp().cpu().numpy()
+    return log_proba.double().exp()
 
 
 def log_proba_of_labels(
@@ -371,8 +377,7 @@ def prune_classifier_store(run_dir: str) -> None:
     artifacts = store_path.rsplit("/", 1)[0]
     used: set[str] = set()
     for index in fs.glob(f"{artifacts}/*/{CLASSIFIER_INDEX}"):
-        with fs.open(index, "r") as handle:
-            used.update(json.load(handle).values())
+        used.update(storage.read_json(fs.unstrip_protocol(index)).values())
     for path in fs.ls(store_path, detail=False):
         if path.rsplit("/", 1)[1].removesuffix(".pt") not in used:
             fs.rm(path)
