@@ -52,13 +52,13 @@ from intermodal.measures import MEASURES
 from intermodal.measures.base import InlineWorkers, global_table
 from intermodal.measures.pid_cvx import pid_term
 from intermodal.pipelines.aggregate import file_state
-from intermodal.pipelines.experiments import overall_terms, run_job
 from intermodal.pipelines.score_stage import ScoreOperator
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CIRCUIT_TRUTH, CircuitSpec, generate_circuit
 from intermodal.synthetic.pid_data import BitwiseSpec, generate_bitwise
+from intermodal.validation.experiments import overall_terms, run_job
 
 DIMS, NOISE = 16, 0.1
 PID_TRUTH = {"xor": {"R": 0.0, "U1": 0.0, "U2": 0.0, "S": 1.0}}  # bits, 003 Table 1

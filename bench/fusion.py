@@ -34,9 +34,9 @@ from measure import measured_step, run_child  # bench/measure.py
 from shards import repeating, write_shards  # bench/shards.py
 from tables import show  # bench/tables.py, beside this script
 
-from intermodal.pipelines.experiments import overall_terms
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.synthetic.hdxor import HDXORSpec, generate
+from intermodal.validation.experiments import overall_terms
 
 DESCRIPTION = "I2MoE and InTense: fit and scoring time, memory and interpretations against N."
 SHARD_ROWS = 65_536

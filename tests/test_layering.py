@@ -34,9 +34,18 @@ ALLOWED = {
         "schemas",
         "synthetic",
     },
+    "validation": {
+        "estimators",
+        "measures",
+        "models",
+        "pipelines",
+        "report",
+        "schemas",
+        "synthetic",
+    },
     "export": {"cluster", "estimators", "measures", "schemas"},
     "explain": {"estimators", "models", "operators", "schemas"},
-    "cli": {"pipelines", "cluster", "export", "report", "schemas"},
+    "cli": {"pipelines", "cluster", "export", "report", "schemas", "validation"},
 }
 # third-party packages a package must not import: the math runs without a cluster
 FORBIDDEN = {
@@ -94,6 +103,12 @@ def test_each_package_imports_only_what_design_allows() -> None:
 def test_every_package_has_a_row() -> None:
     packages = {p.stem for p in SOURCE.iterdir() if p.suffix == ".py" or any(p.glob("*.py"))}
     assert packages - {"__init__"} - UTILITIES == set(ALLOWED)
+
+
+def test_only_the_command_line_imports_validation() -> None:
+    """The ground-truth suites sit on top: no job graph or measure depends on them."""
+    importers = sorted(package for package, allowed in ALLOWED.items() if "validation" in allowed)
+    assert importers == ["cli"]
 
 
 def test_the_math_runs_without_ray() -> None:

@@ -11,9 +11,9 @@ import polars as pl
 import pyarrow as pa
 
 from intermodal.cluster import RayStartError
-from intermodal.pipelines.suites import SUITES
 from intermodal.schemas.config import ConfigError
 from intermodal.schemas.validation import InputSchemaError
+from intermodal.validation.suites import SUITES
 
 
 def _print_table(title: str, table: pl.DataFrame) -> None:
@@ -29,7 +29,7 @@ def _print_table(title: str, table: pl.DataFrame) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from intermodal.pipelines.demo import demo_report, run_demo
+    from intermodal.validation.demo import demo_report, run_demo
 
     started = time.perf_counter()
     table = run_demo(args.out, n_samples=args.samples)

@@ -8,7 +8,11 @@ import polars as pl
 
 from intermodal import storage
 from intermodal.models.training import TrainConfig
-from intermodal.pipelines.experiments import (
+from intermodal.pipelines.run import Progress, RunPaths
+from intermodal.report import write_combined_report
+from intermodal.schemas.tables import TARGET_SUFFIXES
+from intermodal.synthetic.hdxor import HDXORSpec
+from intermodal.validation.experiments import (
     fcnn_job,
     headline,
     pid_headline,
@@ -17,10 +21,6 @@ from intermodal.pipelines.experiments import (
     train_fcnn,
     xor_function_job,
 )
-from intermodal.pipelines.run import Progress, RunPaths
-from intermodal.report import write_combined_report
-from intermodal.schemas.tables import TARGET_SUFFIXES
-from intermodal.synthetic.hdxor import HDXORSpec
 
 DEMO_SETTINGS = ("synergy", "uniqueness")
 DEMO_MEASURES = ("intershap", "pid_cvx")

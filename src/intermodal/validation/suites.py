@@ -25,14 +25,14 @@ class Suite:
         return run(out, experiments=experiments, n_samples=n_samples, **self.options)
 
 
-_PID = "intermodal.pipelines.validate_pid:run_pid_suite"
-_FUSION = "intermodal.pipelines.validate_fusion"
+_PID = "intermodal.validation.pid:run_pid_suite"
+_FUSION = "intermodal.validation.fusion"
 # intense and i2moe: the sizes the model tests' must-shows train on, seconds on a CPU
 SUITES = {
-    "intershap": Suite("intermodal.pipelines.validate:run_intershap_suite", 20_000, "%"),
+    "intershap": Suite("intermodal.validation.intershap:run_intershap_suite", 20_000, "%"),
     "pid": Suite(_PID, 100_000, "bits"),
     "pid_batch": Suite(_PID, 20_000, "bits", {"estimator": "pid_batch"}),
-    "lsmi": Suite("intermodal.pipelines.validate_lsmi:run_lsmi_suite", 20_000, "nats"),
+    "lsmi": Suite("intermodal.validation.lsmi:run_lsmi_suite", 20_000, "nats"),
     "intense": Suite(f"{_FUSION}:run_intense_suite", 6000, "relevance; checks 1/0"),
     "i2moe": Suite(f"{_FUSION}:run_i2moe_suite", 3000, "mean expert weight; checks 1/0"),
 }

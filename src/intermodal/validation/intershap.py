@@ -17,7 +17,9 @@ from intermodal import storage
 from intermodal.estimators.intershap import global_terms, local_intershap
 from intermodal.estimators.shapley import interaction_matrix
 from intermodal.models.training import TrainConfig
-from intermodal.pipelines.experiments import (
+from intermodal.pipelines.run import Progress, RunPaths
+from intermodal.synthetic.hdxor import HDXORSpec, xor_function_model
+from intermodal.validation.experiments import (
     fcnn_job,
     headline,
     run_job,
@@ -25,8 +27,7 @@ from intermodal.pipelines.experiments import (
     train_fcnn,
     xor_function_job,
 )
-from intermodal.pipelines.run import Progress, RunPaths
-from intermodal.synthetic.hdxor import HDXORSpec, xor_function_model
+from intermodal.validation.rows import chosen_experiments, validation_row, write_validation
 
 # paper 000 Table 2 (M = 2), in %: (global, local)
 PAPER_TABLE_2 = {
@@ -41,16 +42,6 @@ XOR_EXPERIMENTS = [f"xor_m{m}_{s}" for m in (2, 3, 4) for s in ("synergy", "uniq
 FCNN_EXPERIMENTS = [f"fcnn_m2_{s}" for s in ("uniqueness", "synergy", "redundancy", "random")]
 # the paper's FCNN training (App. A): Adam 1e-4, weight decay 1e-4, batch 400, 200 epochs
 PAPER_TRAINING = TrainConfig(epochs=200, batch_size=400, lr=1e-4, weight_decay=1e-4)
-
-
-def write_validation(out: str, rows: list[dict]) -> pl.DataFrame:
-    """``out/validation.parquet`` of a suite's rows (``suite, experiment, term, estimate, truth,
-    abs_error``; truth and error may be null); returns the table."""
-    table = pl.DataFrame(rows, schema_overrides={"truth": pl.Float64, "abs_error": pl.Float64})
-    fs, path = storage.filesystem(out)
-    fs.makedirs(path, exist_ok=True)
-    storage.write_table(table.to_arrow(), storage.join(out, "validation.parquet"))
-    return table
 
 
 def bit_distribution(setting: str, n_modalities: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,10 +101,7 @@ def run_intershap_suite(
     progress: Progress = print,
 ) -> pl.DataFrame:
     """Run the experiments (default: all ten) and write ``out/validation.parquet``."""
-    experiments = experiments or [*XOR_EXPERIMENTS, *FCNN_EXPERIMENTS]
-    unknown = set(experiments) - set(XOR_EXPERIMENTS) - set(FCNN_EXPERIMENTS)
-    if unknown:
-        raise ValueError(f"unknown experiments {sorted(unknown)}")
+    experiments = chosen_experiments(experiments, [*XOR_EXPERIMENTS, *FCNN_EXPERIMENTS])
     rows = []
     for experiment in experiments:
         kind, m, setting = experiment.split("_")
@@ -129,16 +117,8 @@ def run_intershap_suite(
             job = fcnn_job(split, run_uri, weights, "early", fcnn_background)
         estimate = headline(run_job(job, progress))
         truth = dict(zip(("global", "local_mean"), _truth(experiment), strict=True))
-        for term in ("global", "local_mean"):
-            value = 100 * estimate[term]
-            rows.append(
-                {
-                    "suite": "intershap",
-                    "experiment": experiment,
-                    "term": term,
-                    "estimate": value,
-                    "truth": truth[term],
-                    "abs_error": abs(value - truth[term]),
-                }
-            )
+        rows += [
+            validation_row("intershap", experiment, term, 100 * estimate[term], truth[term])
+            for term in ("global", "local_mean")
+        ]
     return write_validation(out, rows)

@@ -13,18 +13,18 @@ from __future__ import annotations
 import polars as pl
 
 from intermodal import storage
-from intermodal.pipelines.experiments import overall_terms, run_job
 from intermodal.pipelines.run import Progress
-from intermodal.pipelines.validate import write_validation
 from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.tables import PID_TERMS
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CIRCUIT_TRUTH, CircuitSpec, generate_circuit
+from intermodal.validation.experiments import overall_terms, run_job
+from intermodal.validation.rows import chosen_experiments, validation_row, write_validation
 
 EXPERIMENTS = ["xor", "or", "xor_not"]
 CIRCUIT_DIMS = 8
 CIRCUIT_NOISE = 0.1
 N_SHARDS = 4
-TERMS = ("R", "U1", "U2", "S")
 
 
 def lsmi_job(experiment: str, data_uri: str, run_uri: str, n_samples: int) -> JobConfig:
@@ -49,12 +49,8 @@ def run_lsmi_suite(
     progress: Progress = print,
 ) -> pl.DataFrame:
     """Run the experiments (default: all three) and write ``out/validation.parquet``."""
-    experiments = experiments or EXPERIMENTS
-    unknown = set(experiments) - set(EXPERIMENTS)
-    if unknown:
-        raise ValueError(f"unknown experiments {sorted(unknown)}")
     rows = []
-    for experiment in experiments:
+    for experiment in chosen_experiments(experiments, EXPERIMENTS):
         spec = CircuitSpec(
             op=experiment, n_samples=n_samples, dims=CIRCUIT_DIMS, noise=CIRCUIT_NOISE, seed=seed
         )
@@ -63,16 +59,14 @@ def run_lsmi_suite(
         write_table_shards(table, data_uri, N_SHARDS)
         job = lsmi_job(experiment, data_uri, storage.join(out, "runs", experiment), n_samples)
         estimates = overall_terms(run_job(job, progress), "lsmi")
-        for term in TERMS:
-            value, truth = estimates[f"{term}_adjusted[x1,x2]"], CIRCUIT_TRUTH[experiment][term]
-            rows.append(
-                {
-                    "suite": "lsmi",
-                    "experiment": experiment,
-                    "term": term,
-                    "estimate": value,
-                    "truth": truth,
-                    "abs_error": abs(value - truth),
-                }
+        rows += [
+            validation_row(
+                "lsmi",
+                experiment,
+                term,
+                estimates[f"{term}_adjusted[x1,x2]"],
+                CIRCUIT_TRUTH[experiment][term],
             )
+            for term in PID_TERMS
+        ]
     return write_validation(out, rows)

@@ -18,12 +18,18 @@ import pyarrow as pa
 
 from intermodal import storage
 from intermodal.measures.pid_cvx import PIDCVX, pid_term
-from intermodal.pipelines.experiments import overall_terms, run_job
 from intermodal.pipelines.run import Progress
-from intermodal.pipelines.validate import write_validation
 from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.tables import PID_TERMS
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.pid_data import BitwiseSpec, LatentSpec, generate_bitwise, generate_latent
+from intermodal.validation.experiments import overall_terms, run_job
+from intermodal.validation.rows import (
+    check_row,
+    chosen_experiments,
+    validation_row,
+    write_validation,
+)
 
 DATA_MEASURE = PIDCVX.name  # PID of (x_a, x_b, label)
 
@@ -34,7 +40,6 @@ TABLE_1 = {  # bits: R, U1, U2, S
     "xor": (0.0, 0.0, 0.0, 1.0),
 }
 GENERATING_TERM = {"DR": "R", "DU1": "U1", "DU2": "U2", "DS": "S"}
-TERMS = ("R", "U1", "U2", "S")
 BITWISE_EXPERIMENTS = list(TABLE_1)
 LATENT_EXPERIMENTS = list(GENERATING_TERM)
 BITWISE_DIMS = 16
@@ -79,7 +84,7 @@ def _estimates(table: pa.Table, measure: str) -> dict[str, float]:
     """Whole-dataset PID terms of the label under one estimator (``pid_cvx``, ``pid_batch``),
     bits."""
     terms = overall_terms(table, measure)
-    return {term: terms[pid_term(term, ("x1", "x2"))] for term in TERMS}
+    return {term: terms[pid_term(term, ("x1", "x2"))] for term in PID_TERMS}
 
 
 def _rows(
@@ -90,30 +95,20 @@ def _rows(
 ) -> list[dict]:
     """Validation rows; for the latent data sets ``reference`` (CVX's terms, when ``estimate`` is
     BATCH's) adds whether both name the same largest term."""
-
-    def row(term: str, value: float, truth: float | None) -> dict:
-        error = None if truth is None else abs(value - truth)
-        return {
-            "suite": suite,
-            "experiment": experiment,
-            "term": term,
-            "estimate": value,
-            "truth": truth,
-            "abs_error": error,
-        }
-
     if experiment in TABLE_1:
         return [
-            row(t, estimate[t], truth) for t, truth in zip(TERMS, TABLE_1[experiment], strict=True)
+            validation_row(suite, experiment, term, estimate[term], truth)
+            for term, truth in zip(PID_TERMS, TABLE_1[experiment], strict=True)
         ]
-    largest = max(TERMS, key=estimate.__getitem__)
+    largest = max(PID_TERMS, key=estimate.__getitem__)
+    generating = largest == GENERATING_TERM[experiment]
     rows = [
-        *(row(t, estimate[t], None) for t in TERMS),
-        row("generating_term_largest", float(largest == GENERATING_TERM[experiment]), 1.0),
+        *(validation_row(suite, experiment, term, estimate[term]) for term in PID_TERMS),
+        check_row(suite, experiment, "generating_term_largest", generating),
     ]
     if reference is not None:
-        agrees = largest == max(TERMS, key=reference.__getitem__)
-        rows.append(row("largest_agrees_with_cvx", float(agrees), 1.0))
+        agrees = largest == max(PID_TERMS, key=reference.__getitem__)
+        rows.append(check_row(suite, experiment, "largest_agrees_with_cvx", agrees))
     return rows
 
 
@@ -129,12 +124,8 @@ def run_pid_suite(
     """Run the experiments (default: all seven) with ``estimator`` (``pid_cvx``, or
     ``pid_batch``, which also runs CVX on the same data to compare the largest terms) and write
     ``out/validation.parquet``."""
-    experiments = experiments or [*BITWISE_EXPERIMENTS, *LATENT_EXPERIMENTS]
-    unknown = set(experiments) - set(TABLE_1) - set(GENERATING_TERM)
-    if unknown:
-        raise ValueError(f"unknown experiments {sorted(unknown)}")
     rows = []
-    for experiment in experiments:
+    for experiment in chosen_experiments(experiments, [*BITWISE_EXPERIMENTS, *LATENT_EXPERIMENTS]):
         table, dims = _data(experiment, n_samples, seed)
         data_uri = storage.join(out, "data", experiment)
         write_table_shards(table, data_uri, N_SHARDS)

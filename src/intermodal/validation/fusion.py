@@ -21,9 +21,7 @@ from itertools import combinations
 import polars as pl
 
 from intermodal import storage
-from intermodal.pipelines.experiments import overall_terms, run_job
 from intermodal.pipelines.run import Progress
-from intermodal.pipelines.validate import write_validation
 from intermodal.schemas.config import JobConfig, parse_config
 from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
 from intermodal.synthetic.synthgene import (
@@ -31,6 +29,13 @@ from intermodal.synthetic.synthgene import (
     SynthGeneTriSpec,
     generate_synthgene,
     generate_synthgene_tri,
+)
+from intermodal.validation.experiments import overall_terms, run_job
+from intermodal.validation.rows import (
+    check_row,
+    chosen_experiments,
+    validation_row,
+    write_validation,
 )
 
 N_SHARDS = 4
@@ -45,37 +50,6 @@ HDXOR_DIMS = [100, 100]
 # the model's expert names on HD-XOR (modalities m0, m1) → the suite's terms
 I2MOE_TERMS = {"uni_m0": "uni_1", "uni_m1": "uni_2", "syn": "syn", "red": "red"}
 I2MOE_LEADER = {"hdxor_synergy": "syn", "hdxor_uniqueness": "uni_1"}
-
-
-def _check_experiments(experiments: list[str], known: list[str]) -> None:
-    unknown = set(experiments) - set(known)
-    if unknown:
-        raise ValueError(f"unknown experiments {sorted(unknown)}; known: {known}")
-
-
-def _check(suite: str, experiment: str, term: str, passed: bool) -> dict:
-    """A pass/fail row: estimate 1 or 0 against truth 1."""
-    estimate = float(passed)
-    return {
-        "suite": suite,
-        "experiment": experiment,
-        "term": term,
-        "estimate": estimate,
-        "truth": 1.0,
-        "abs_error": abs(estimate - 1.0),
-    }
-
-
-def _estimate(suite: str, experiment: str, term: str, value: float) -> dict:
-    """A measured value without a known truth."""
-    return {
-        "suite": suite,
-        "experiment": experiment,
-        "term": term,
-        "estimate": value,
-        "truth": None,
-        "abs_error": None,
-    }
 
 
 def _job(
@@ -138,18 +112,18 @@ def _intense_checks(experiment: str, relevance: dict[str, float]) -> list[dict]:
     ranked = sorted(relevance, key=relevance.get, reverse=True)
     if experiment == "synthgene":
         top3 = set(ranked[:3]) == SYNTHGENE_INFORMATIVE
-        return [_check("intense", experiment, "top3_are_M2_M4_M7", top3)]
+        return [check_row("intense", experiment, "top3_are_M2_M4_M7", top3)]
     interactions = {term: value for term, value in relevance.items() if "x" in term}
     share = relevance[XOR_PAIR] / sum(interactions.values())
     return [
-        _estimate("intense", experiment, f"{XOR_PAIR}_share_of_interactions", share),
-        _check(
+        validation_row("intense", experiment, f"{XOR_PAIR}_share_of_interactions", share),
+        check_row(
             "intense",
             experiment,
             f"{XOR_PAIR}_share_at_least_{XOR_PAIR_SHARE}",
             share >= XOR_PAIR_SHARE,
         ),
-        _check("intense", experiment, f"{XOR_PAIR}_largest", ranked[0] == XOR_PAIR),
+        check_row("intense", experiment, f"{XOR_PAIR}_largest", ranked[0] == XOR_PAIR),
     ]
 
 
@@ -162,12 +136,12 @@ def run_intense_suite(
 ) -> pl.DataFrame:
     """Run the InTense experiments (default: both) and write ``out/validation.parquet``: the
     relevance of every term, then the checks."""
-    experiments = experiments or INTENSE_EXPERIMENTS
-    _check_experiments(experiments, INTENSE_EXPERIMENTS)
     rows = []
-    for experiment in experiments:
+    for experiment in chosen_experiments(experiments, INTENSE_EXPERIMENTS):
         relevance = _relevance(out, experiment, n_samples, seed, progress)
-        rows += [_estimate("intense", experiment, term, value) for term, value in relevance.items()]
+        rows += [
+            validation_row("intense", experiment, term, value) for term, value in relevance.items()
+        ]
         rows += _intense_checks(experiment, relevance)
     return write_validation(out, rows)
 
@@ -202,13 +176,13 @@ def run_i2moe_suite(
 ) -> pl.DataFrame:
     """Run the I2MoE experiments (default: both) and write ``out/validation.parquet``: the
     mean weight of every expert, then whether the expected expert leads."""
-    experiments = experiments or I2MOE_EXPERIMENTS
-    _check_experiments(experiments, I2MOE_EXPERIMENTS)
     rows = []
-    for experiment in experiments:
+    for experiment in chosen_experiments(experiments, I2MOE_EXPERIMENTS):
         weights = _mean_weights(out, experiment, n_samples, seed, progress)
-        rows += [_estimate("i2moe", experiment, term, value) for term, value in weights.items()]
+        rows += [
+            validation_row("i2moe", experiment, term, value) for term, value in weights.items()
+        ]
         leader = I2MOE_LEADER[experiment]
         largest = max(weights, key=weights.get)
-        rows.append(_check("i2moe", experiment, f"{leader}_largest", largest == leader))
+        rows.append(check_row("i2moe", experiment, f"{leader}_largest", largest == leader))
     return write_validation(out, rows)
