@@ -27,9 +27,10 @@ from tables import print_finished, show  # bench/tables.py
 
 from intermodal import storage
 from intermodal.cluster import ensure_ray
+from intermodal.measures import parse_config
 from intermodal.models.fcnn import build_fcnn
 from intermodal.pipelines.score import run_score
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
 

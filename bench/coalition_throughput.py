@@ -48,14 +48,14 @@ from shards import row_ids, write_shards  # bench/shards.py
 from tables import show  # bench/tables.py, beside this script
 
 from intermodal.cluster import ensure_ray, shutdown_ray
-from intermodal.measures import register
+from intermodal.measures import parse_config, register
 from intermodal.measures.base import BatchOperator, Measure
 from intermodal.models.fcnn import Fusion, build_fcnn
 from intermodal.operators.coalitions import CoalitionValues, naive_coalition_values
 from intermodal.pipelines.inputs import Shard, duplicate_ids, inspect_shards, read_shard
 from intermodal.pipelines.score import background_inputs, run_score
 from intermodal.pipelines.score_stage import ScoreOperator
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import modality_values
 
 N_MODALITIES = 3

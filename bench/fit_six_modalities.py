@@ -44,11 +44,11 @@ from tables import show  # bench/tables.py
 
 from intermodal import storage
 from intermodal.cluster import ensure_ray
-from intermodal.measures import job_measures
+from intermodal.measures import job_measures, parse_config
 from intermodal.measures.base import InlineWorkers
 from intermodal.pipelines.artifacts import fit_measures
 from intermodal.pipelines.inputs import duplicate_ids, inspect_shards
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.synthetic.hdxor import write_table_shards
 
 WIDTHS = {"m0": 4, "m1": 8, "m2": 16, "m3": 32, "m4": 64, "m5": 128}

@@ -48,12 +48,12 @@ from tables import print_finished, show  # bench/tables.py
 
 from intermodal import storage
 from intermodal.cluster import ensure_ray
-from intermodal.measures import MEASURES
+from intermodal.measures import MEASURES, parse_config
 from intermodal.measures.base import InlineWorkers, global_table
 from intermodal.measures.pid_cvx import pid_term
 from intermodal.pipelines.aggregate import file_state
 from intermodal.pipelines.score_stage import ScoreOperator
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CIRCUIT_TRUTH, CircuitSpec, generate_circuit

@@ -34,7 +34,8 @@ from measure import measured_step, run_child  # bench/measure.py
 from shards import repeating, write_shards  # bench/shards.py
 from tables import show  # bench/tables.py, beside this script
 
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.measures import parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.synthetic.hdxor import HDXORSpec, generate
 from intermodal.validation.experiments import overall_terms
 

@@ -37,13 +37,13 @@ import torch
 from tables import print_finished, show  # bench/tables.py
 
 from intermodal import storage
-from intermodal.measures import MEASURES
+from intermodal.measures import MEASURES, parse_config
 from intermodal.measures.base import InlineWorkers
 from intermodal.models.fcnn import build_fcnn
 from intermodal.pipelines.inputs import duplicate_ids, inspect_shards, sample_table
 from intermodal.pipelines.score import background_inputs, needs_background
 from intermodal.pipelines.score_stage import ScoreOperator
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
 

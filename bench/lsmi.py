@@ -33,7 +33,8 @@ from measure import measured_step, run_child  # bench/measure.py
 from shards import repeating, write_shards  # bench/shards.py
 from tables import show  # bench/tables.py, beside this script
 
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.measures import parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
 
 DESCRIPTION = "LSMI: fit time, scoring samples/s and memory against N."

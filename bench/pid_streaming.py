@@ -37,7 +37,8 @@ from measure import RSS_SAMPLE_SECONDS, measured_step, run_child  # bench/measur
 from shards import row_ids, write_shards  # bench/shards.py
 from tables import show  # bench/tables.py, beside this script
 
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.measures import parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.synthetic.pid_data import BitwiseSpec, generate_bitwise
 
 DESCRIPTION = "PID through the pipeline: driver and worker memory against N."
@@ -85,7 +86,7 @@ def job_config(root: Path, n_rows: int, measure: str, fit_rows: int) -> JobConfi
             "group_columns": ["site"],
             "modalities": [{"name": m, "shape": [d]} for m, d in dims.items()],
             "measures": [measure],
-            "pid": {"n_clusters": 20, "fit_rows": fit_rows},
+            "pid_cvx": {"n_clusters": 20, "fit_rows": fit_rows},
             "pid_batch": {"fit_rows": fit_rows},
         }
     )

@@ -23,11 +23,11 @@ import ray
 from ray.cluster_utils import Cluster
 
 from intermodal import storage
-from intermodal.measures import MEASURES, register
+from intermodal.measures import MEASURES, parse_config, register
 from intermodal.measures.base import BatchOperator, FitSample, FitWorkers, InlineWorkers, Measure
 from intermodal.pipelines.score import run_score
 from intermodal.pipelines.score_stage import ScoreOperator
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from intermodal.cli import main
-from intermodal.schemas.config import parse_config
+from intermodal.measures import parse_config
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
 from intermodal.validation.experiments import run_job
@@ -70,7 +70,7 @@ def all_measures_run(tmp_path_factory: pytest.TempPathFactory) -> str:
                 },
             },
             "intershap": {"background_size": 8},
-            "pid": {"n_clusters": 4, "fit_rows": 2000},
+            "pid_cvx": {"n_clusters": 4, "fit_rows": 2000},
             "lsmi": {
                 "folds": 2,
                 "fit_rows": 2000,

@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from intermodal.measures import parse_config
 from intermodal.pipelines.score import run_score
-from intermodal.schemas.config import ConfigError, parse_config
+from intermodal.schemas.config import ConfigError
 from intermodal.schemas.validation import InputSchemaError
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -40,7 +41,7 @@ def _job(data, run, **extra) -> object:
             "group_columns": ["site"],
             "modalities": [{"name": "a", "shape": [DIMS]}, {"name": "b", "shape": [DIMS]}],
             "measures": ["pid_cvx"],
-            "pid": {"n_clusters": 3},
+            "pid_cvx": {"n_clusters": 3},
             "compute": {"batch_size": 32},
             **extra,
         }

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from intermodal.schemas.config import ConfigError, load_config, parse_config
+from intermodal.measures import MEASURES, load_config, parse_config, register
+from intermodal.measures.lsmi import LSMI
+from intermodal.schemas.config import ConfigError, JobConfig, validate_config
 
 VALID = """
 dataset: demo
@@ -101,7 +104,7 @@ def test_measures_and_their_needs() -> None:
     base = MINIMAL
     config = parse_config({**base, "measures": ["pid_cvx"]})
     assert config.model is None and config.model_name == "none"
-    assert config.pid.n_clusters == 20 and config.pid.fit_rows == 100_000
+    assert config.pid_cvx.n_clusters == 20 and config.pid_cvx.fit_rows == 100_000
     with pytest.raises(ConfigError, match="'intershap' needs a model"):
         parse_config(base)
     with pytest.raises(ConfigError, match="label_column or a model"):
@@ -117,8 +120,8 @@ def test_measures_and_their_needs() -> None:
         parse_config({**base, "measures": ["lsmi"], "lsmi": {"features": "encoder"}})
     with pytest.raises(ConfigError, match="classifiers 'model' needs a model"):
         parse_config({**base, "measures": ["lsmi"], "lsmi": {"classifiers": "model"}})
-    with pytest.raises(ConfigError, match=r"pid\.n_clusters"):
-        parse_config({**base, "measures": ["pid_cvx"], "pid": {"n_clusters": 1}})
+    with pytest.raises(ConfigError, match=r"pid_cvx\.n_clusters"):
+        parse_config({**base, "measures": ["pid_cvx"], "pid_cvx": {"n_clusters": 1}})
 
 
 def test_fusion_measures_sections_and_their_checks() -> None:
@@ -153,7 +156,39 @@ def test_fusion_measures_sections_and_their_checks() -> None:
 
 def test_settings_wider_than_a_modality_fail_before_any_fitting() -> None:
     """A PCA wider than a modality used to fail after minutes of fitting other measures."""
-    with pytest.raises(ConfigError, match=r"pid.pca_components = 8 exceeds .*\['x'"):
-        parse_config({**MINIMAL, "measures": ["pid_cvx"], "pid": {"pca_components": 8}})
+    with pytest.raises(ConfigError, match=r"pid_cvx.pca_components = 8 exceeds .*\['x'"):
+        parse_config({**MINIMAL, "measures": ["pid_cvx"], "pid_cvx": {"pca_components": 8}})
     with pytest.raises(ConfigError, match=r"lsmi.entropy.pca_components = 8 exceeds"):
         parse_config({**MINIMAL, "measures": ["lsmi"], "lsmi": {"entropy": {"pca_components": 8}}})
+
+
+def test_a_job_is_validated_against_the_registry_it_is_given() -> None:
+    """One registry: the measures a config may name and the sections it may hold are exactly
+    the registered ones, passed in rather than imported behind the caller's back."""
+    data = yaml.safe_load(VALID)
+    with pytest.raises(ConfigError, match=r"unknown measure\(s\) \['intershap'\]"):
+        validate_config(data, "job.yaml", {})
+    with pytest.raises(ConfigError, match="intershap: unknown key"):
+        validate_config(
+            {**data, "measures": ["lsmi"], "intershap": {}}, "job.yaml", {"lsmi": MEASURES["lsmi"]}
+        )
+    with pytest.raises(TypeError, match="validated against the registered measures"):
+        JobConfig.model_validate(data)
+    assert validate_config(data, "job.yaml", MEASURES) == parse_config(data)
+
+
+def test_a_measure_cannot_take_a_job_key_or_another_measures_section() -> None:
+    taken = type("Taken", (LSMI,), {"name": "taken", "section": "compute"})()
+    with pytest.raises(ValueError, match="config key 'compute' is taken"):
+        register(taken)
+    clash = type("Clash", (LSMI,), {"name": "clash"})()
+    with pytest.raises(ValueError, match="config key 'lsmi' is taken"):
+        register(clash)
+    assert "taken" not in MEASURES and "clash" not in MEASURES
+
+
+def test_the_former_pid_section_is_still_read_with_a_warning() -> None:
+    data = {**yaml.safe_load(VALID), "measures": ["pid_cvx"], "pid": {"n_clusters": 7}}
+    with pytest.warns(DeprecationWarning, match="'pid' is now 'pid_cvx'"):
+        config = parse_config(data)
+    assert config.pid_cvx.n_clusters == 7

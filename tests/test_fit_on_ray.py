@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from intermodal import storage
-from intermodal.measures import job_measures
+from intermodal.measures import job_measures, parse_config
 from intermodal.measures.base import InlineWorkers
 from intermodal.models.artifacts import load_state
 from intermodal.models.classifiers import CLASSIFIER_INDEX, load_classifier_states
 from intermodal.pipelines.fit import run_fit
 from intermodal.pipelines.inputs import duplicate_ids, inspect_shards, labelled_sample
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from devices import assert_operators_keep_to_the_device  # tests/devices.py
 
+from intermodal.measures import parse_config
 from intermodal.models.i2moe import I2MoE
 from intermodal.models.intense import InTense
 from intermodal.pipelines.aggregate import run_aggregate
@@ -20,7 +21,7 @@ from intermodal.pipelines.fit import run_fit
 from intermodal.pipelines.inputs import duplicate_ids, inspect_shards, sample_table
 from intermodal.pipelines.score import run_score
 from intermodal.report import write_report
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.synthgene import SynthGeneTriSpec, generate_synthgene_tri

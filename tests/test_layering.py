@@ -45,7 +45,7 @@ ALLOWED = {
     },
     "export": {"cluster", "estimators", "measures", "schemas"},
     "explain": {"estimators", "models", "operators", "schemas"},
-    "cli": {"pipelines", "cluster", "export", "report", "schemas", "validation"},
+    "cli": {"pipelines", "cluster", "export", "measures", "report", "schemas", "validation"},
 }
 # third-party packages a package must not import: the math runs without a cluster
 FORBIDDEN = {

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from intermodal.measures import MEASURES
+from intermodal.measures import MEASURES, parse_config
 from intermodal.models.classifiers import fold_of, log_proba_of_labels
 from intermodal.models.fcnn import build_fcnn
 from intermodal.pipelines.aggregate import run_aggregate
@@ -19,7 +19,7 @@ from intermodal.pipelines.fit import run_fit
 from intermodal.pipelines.inputs import duplicate_ids, inspect_shards, sample_table
 from intermodal.pipelines.score import background_inputs, run_score
 from intermodal.pipelines.score_stage import ScoreOperator
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
 from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
@@ -190,7 +190,7 @@ def test_model_coalitions_as_classifiers_find_xor_synergy(tmp_path) -> None:
         assert values[f"{term}_adjusted[m0,m1]"] == pytest.approx(0.0, abs=0.02)
 
     # with InterSHAP too, one model and one coalition pass per batch serve both measures
-    both = JobConfig.model_validate({**config.model_dump(), "measures": ["intershap", "lsmi"]})
+    both = parse_config({**config.model_dump(), "measures": ["intershap", "lsmi"]})
     shards = inspect_shards(both)
     batch = sample_table(both, shards, 64, 0, duplicate_ids(both, shards))
     background = background_inputs(both, shards, duplicate_ids(both, shards))

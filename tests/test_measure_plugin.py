@@ -15,12 +15,12 @@ import pytest
 
 from intermodal.charts.html import Section, html_table
 from intermodal.charts.run import RunData
-from intermodal.measures import MEASURES, Measure, register, unregister
+from intermodal.measures import MEASURES, Measure, parse_config, register, unregister
 from intermodal.operators.context import BatchContext, SharedModel
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.score import run_score
 from intermodal.report import write_report
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 SIZES = {"audio": 3, "text": 5}

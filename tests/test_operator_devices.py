@@ -16,8 +16,8 @@ from scored_runs import all_measures_run  # tests/scored_runs.py
 from torch import nn
 
 from intermodal import storage
+from intermodal.measures import parse_config
 from intermodal.pipelines.inputs import duplicate_ids, inspect_shards, sample_table
-from intermodal.schemas.config import parse_config
 
 
 def test_intershap_pid_lsmi_and_pid_batch_operators_keep_to_the_device(tmp_path_factory) -> None:

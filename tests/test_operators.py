@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from intermodal.estimators.intershap import local_intershap
+from intermodal.measures import parse_config
 from intermodal.models.fcnn import build_fcnn
 from intermodal.operators.coalitions import CoalitionValues, naive_coalition_values
 from intermodal.pipelines.score_stage import ScoreOperator
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import intershap_columns, modality_type
 
 NAMES = ["a", "b", "c"]

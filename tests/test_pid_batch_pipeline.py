@@ -12,13 +12,12 @@ import pytest
 import torch
 
 from intermodal.estimators.pid_batch import block_pid
-from intermodal.measures import MEASURES
+from intermodal.measures import MEASURES, parse_config
 from intermodal.models.classifiers import fold_of, own_fold_probabilities
 from intermodal.models.fcnn import build_fcnn
 from intermodal.models.training import TrainConfig, train_classifier
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.score import run_score
-from intermodal.schemas.config import parse_config
 from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.pid_data import BitwiseSpec, generate_bitwise

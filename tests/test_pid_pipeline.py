@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from intermodal.estimators.pid_cvx import pid_from_joint
-from intermodal.measures import MEASURES
+from intermodal.measures import MEASURES, parse_config
 from intermodal.models.fcnn import build_fcnn
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.fit import run_fit
 from intermodal.pipelines.score import run_score
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.pid_data import BitwiseSpec, generate_bitwise
@@ -74,7 +74,7 @@ def _job(data: str, out: str, measures: list[str], weights: str | None, **extra)
             "measures": measures,
             **({"model": model} if weights else {}),
             "intershap": {"background_size": 8},
-            "pid": {"n_clusters": 6, "fit_rows": 2000},
+            "pid_cvx": {"n_clusters": 6, "fit_rows": 2000},
             "compute": {"batch_size": 500},
             **extra,
         }

@@ -10,10 +10,10 @@ import pytest
 from jobs import xor_function_job  # tests/jobs.py
 
 from intermodal.estimators.intershap import global_intershap, local_intershap
+from intermodal.measures import parse_config
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.inputs import inspect_shards, sample_rows
 from intermodal.pipelines.score import background_inputs, run_score
-from intermodal.schemas.config import parse_config
 from intermodal.schemas.validation import InputSchemaError
 
 pytestmark = pytest.mark.usefixtures("ray_session")

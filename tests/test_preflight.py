@@ -130,8 +130,8 @@ def test_num_classes_wider_than_the_models_output(tmp_path, capsys) -> None:
 
 
 def test_a_setting_wider_than_a_modality(tmp_path, capsys) -> None:
-    job = {**_fcnn_job(tmp_path), "measures": ["pid_cvx"], "pid": {"pca_components": 8}}
-    _fails_early(tmp_path, job, capsys, "pid.pca_components = 8")
+    job = {**_fcnn_job(tmp_path), "measures": ["pid_cvx"], "pid_cvx": {"pca_components": 8}}
+    _fails_early(tmp_path, job, capsys, "pid_cvx.pca_components = 8")
 
 
 def test_shards_with_int_and_string_ids(tmp_path, capsys) -> None:

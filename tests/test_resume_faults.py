@@ -15,8 +15,9 @@ import polars as pl
 import pytest
 from jobs import xor_function_job  # tests/jobs.py
 
+from intermodal.measures import parse_config
 from intermodal.pipelines.score import run_score
-from intermodal.schemas.config import JobConfig, dump_config, parse_config
+from intermodal.schemas.config import JobConfig, dump_config
 from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]

@@ -10,9 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from intermodal.measures import MEASURES
+from intermodal.measures import MEASURES, parse_config
 from intermodal.pipelines.score_stage import scores_schema
-from intermodal.schemas.config import parse_config
 
 SCHEMA_DOC = Path(__file__).parents[1] / "docs" / "schema.md"
 

@@ -11,9 +11,10 @@ import torch
 from jobs import xor_function_job  # tests/jobs.py
 
 from intermodal import storage
+from intermodal.measures import load_config, parse_config
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.pipelines.score import run_score
-from intermodal.schemas.config import dump_config, load_config, parse_config
+from intermodal.schemas.config import dump_config
 from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from intermodal.schemas.config import parse_config
+from intermodal.measures import parse_config
 from intermodal.schemas.validation import schema_problems, validate_rows
 
 CONFIG = parse_config(

@@ -40,9 +40,9 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from intermodal.measures import load_config
     from intermodal.pipelines.aggregate import run_aggregate
     from intermodal.pipelines.score import run_score, too_few_scored
-    from intermodal.schemas.config import load_config
 
     config = load_config(args.config)
     manifest = run_score(config, restart=args.restart)
@@ -57,7 +57,7 @@ def _score(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     from intermodal.cluster.submit import submit
-    from intermodal.schemas.config import load_config
+    from intermodal.measures import load_config
 
     config = load_config(args.config)  # a bad config fails here, before the cluster sees it
     _, status = submit(config, args.address, wait=not args.no_wait, aggregate=not args.no_aggregate)
@@ -89,8 +89,8 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _fit(args: argparse.Namespace) -> None:
+    from intermodal.measures import load_config
     from intermodal.pipelines.fit import run_fit
-    from intermodal.schemas.config import load_config
 
     run_fit(load_config(args.config))
 

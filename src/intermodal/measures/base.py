@@ -108,6 +108,7 @@ class Measure:
     name: ClassVar[str]
     section: ClassVar[str | None] = None  # the job config key of its settings
     settings: ClassVar[type[BaseModel] | None] = None  # the model of that section
+    former_section: ClassVar[str | None] = None  # its key before a rename, read for a release
     title: ClassVar[str] = ""  # for people: progress lines, report headings
 
     # --- the job -----------------------------------------------------------------------------

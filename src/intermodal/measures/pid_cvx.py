@@ -61,7 +61,8 @@ def pid_term(term: str, pair: tuple[str, str]) -> str:
 
 class PIDCVX(Measure):
     name = "pid_cvx"
-    section = "pid"
+    section = "pid_cvx"
+    former_section = "pid"  # renamed: every other measure's section is its name
     settings = PIDConfig
     title = "PID codebooks"
 
@@ -72,7 +73,7 @@ class PIDCVX(Measure):
         too_narrow = [m.name for m in job.modalities if components and components > m.size]
         if too_narrow:
             raise ValueError(
-                f"pid.pca_components = {components} exceeds the size of modalities {too_narrow}"
+                f"pid_cvx.pca_components = {components} exceeds the size of modalities {too_narrow}"
             )
 
     def fields(self, job: JobConfig) -> list[pa.Field]:

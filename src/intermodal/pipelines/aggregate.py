@@ -22,7 +22,7 @@ import ray
 from intermodal import storage
 from intermodal.cluster import ensure_ray
 from intermodal.estimators.stats import ColumnSummaries
-from intermodal.measures import Measure, job_measures
+from intermodal.measures import Measure, job_measures, parse_config
 from intermodal.measures.base import global_record, global_table
 from intermodal.pipelines.run import Progress, RunPaths, ship_measures
 from intermodal.schemas.config import JobConfig
@@ -135,7 +135,7 @@ def run_aggregate(run_dir: str, progress: Progress = print) -> pa.Table:
     """Merge the run's scores into ``global/<measure>.parquet``, one file per measure of the
     job; returns all of them as one table."""
     paths = RunPaths(run_dir)
-    config = JobConfig.model_validate(storage.read_json(paths.manifest)["config"])
+    config = parse_config(storage.read_json(paths.manifest)["config"], paths.manifest)
     measures = job_measures(config)
     fs, scores_path = storage.filesystem(paths.scores)
     files = storage.list_parquet(paths.scores) if fs.exists(scores_path) else []

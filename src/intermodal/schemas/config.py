@@ -6,11 +6,10 @@ file and the dotted key.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import fsspec
 import yaml
@@ -21,6 +20,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -129,44 +129,44 @@ class ComputeConfig(Strict):
         raise ValueError(f"expected a pool size >= 1, {{min, max}} or 'auto', got {value!r}")
 
 
-@dataclass(frozen=True)
-class MeasureSchema:
-    """What validating a job needs to know of a measure: its name, the key and pydantic model
-    of its settings section (None: it has none), and a check of the job as a whole (raises
-    ValueError for settings the measure cannot run with)."""
+class MeasureSpec(Protocol):
+    """What validating a job needs of a measure (``intermodal.measures.Measure`` is one): its
+    name, the key and pydantic model of its settings section (None: it has none), a check of
+    the job as a whole (raises ValueError for settings it cannot run with), and why every
+    scored row needs a label under the job's settings (None when it does not)."""
 
-    name: str
-    section: str | None
-    settings: type[BaseModel] | None
-    check: Callable[[JobConfig], None]
-    # why every scored row needs a label under this job's settings, or None when it does not
-    label_reason: Callable[[JobConfig], str | None]
+    name: ClassVar[str]
+    section: ClassVar[str | None]
+    settings: ClassVar[type[BaseModel] | None]
+    former_section: ClassVar[str | None]  # the section's key before a rename, still read
 
+    def check(self, job: JobConfig) -> None: ...
 
-# Filled by ``intermodal.measures.register``: measures sit above schemas in the layering, so
-# they register here rather than being imported. The registry module is loaded on the first
-# validation (``_registry``), so a config never meets an empty table.
-MEASURE_SCHEMAS: dict[str, MeasureSchema] = {}
-REGISTRY_MODULE = "intermodal.measures"
+    def label_reason(self, job: JobConfig) -> str | None: ...
 
 
-def register_measure_schema(schema: MeasureSchema) -> None:
-    section_keys = {s.section for s in MEASURE_SCHEMAS.values() if s.name != schema.name}
-    if schema.section in JobConfig.model_fields or schema.section in section_keys:
-        raise ValueError(f"measure '{schema.name}': config key '{schema.section}' is taken")
-    MEASURE_SCHEMAS[schema.name] = schema
+# The measures a job is validated against: ``intermodal.measures.MEASURES``, passed in by
+# ``intermodal.measures.parse_config`` as the validation context (measures sit above schemas
+# in the layering, so this module never imports them).
+Registry = Mapping[str, MeasureSpec]
 
 
-def _registry() -> dict[str, MeasureSchema]:
-    importlib.import_module(REGISTRY_MODULE)  # registers the built-in measures once
-    return MEASURE_SCHEMAS
+def _registry(info: ValidationInfo) -> Registry:
+    registry = (info.context or {}).get("measures")
+    if registry is None:
+        raise TypeError(
+            "a job config is validated against the registered measures: use "
+            "intermodal.measures.parse_config (or pass context={'measures': MEASURES})"
+        )
+    return registry
 
 
-def _sections() -> dict[str, type[BaseModel]]:
+def measure_sections(registry: Registry) -> dict[str, type[BaseModel]]:
+    """Each measure's settings key and model."""
     return {
-        s.section: s.settings
-        for s in _registry().values()
-        if s.section is not None and s.settings is not None
+        m.section: m.settings
+        for m in registry.values()
+        if m.section is not None and m.settings is not None
     }
 
 
@@ -184,7 +184,7 @@ class JobConfig(BaseModel):
     group_columns: list[str] = Field(default_factory=list)
     num_classes: int = Field(ge=2)
     modalities: list[ModalityConfig] = Field(min_length=2)
-    measures: list[str] = Field(default=["intershap"], min_length=1)
+    measures: list[str] = Field(default=["intershap"], min_length=1, validate_default=True)
     model: ModelConfig | None = None
     # the run fails (non-zero exit) when fewer rows are scored than this share of the input;
     # a run that scores no row always fails
@@ -214,8 +214,8 @@ class JobConfig(BaseModel):
 
     @field_validator("measures")
     @classmethod
-    def _registered(cls, measures: list[str]) -> list[str]:
-        known = _registry()
+    def _registered(cls, measures: list[str], info: ValidationInfo) -> list[str]:
+        known = _registry(info)
         unknown = [m for m in measures if m not in known]
         if unknown:
             raise ValueError(f"unknown measure(s) {unknown}; known: {', '.join(known)}")
@@ -227,13 +227,23 @@ class JobConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _validate_sections(cls, data: Any) -> Any:
+    def _validate_sections(cls, data: Any, info: ValidationInfo) -> Any:
         """Each measure's section through its own model; unknown keys are errors, reported
         with their dotted keys like every other error."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        sections = _sections()
+        registry = _registry(info)
+        for measure in registry.values():
+            if measure.former_section in data and measure.section not in data:
+                warnings.warn(
+                    f"config key '{measure.former_section}' is now '{measure.section}' "
+                    "(the old key is read until the next release)",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                data[measure.section] = data.pop(measure.former_section)
+        sections = measure_sections(registry)
         errors: list[Any] = []
         for key, value in list(data.items()):
             if key in cls.model_fields:
@@ -252,7 +262,7 @@ class JobConfig(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> JobConfig:
+    def _consistent(self, info: ValidationInfo) -> JobConfig:
         names = self.modality_names
         if len(set(names)) != len(names):
             raise ValueError(f"modality names must be unique, got {names}")
@@ -260,10 +270,10 @@ class JobConfig(BaseModel):
             raise ValueError(f"at most 10 modalities (2**M coalitions), got {len(names)}")
         if len(set(self.measures)) != len(self.measures):
             raise ValueError(f"measures must be unique, got {self.measures}")
-        schemas = _registry()
+        registry = _registry(info)
         for measure in self.measures:
-            schemas[measure].check(self)
-        reasons = [schemas[m].label_reason(self) for m in self.measures]
+            registry[measure].check(self)
+        reasons = [registry[m].label_reason(self) for m in self.measures]
         self._label_reasons = [reason for reason in reasons if reason is not None]
         return self
 
@@ -277,24 +287,24 @@ def _format(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(data: Any, source: str = "<config>") -> JobConfig:
-    """Validate a mapping as a job config; errors name ``source`` and the dotted key."""
+def validate_config(data: Any, source: str, measures: Registry) -> JobConfig:
+    """Validate a mapping as a job config against ``measures``; errors name ``source`` and the
+    dotted key. Callers use ``intermodal.measures.parse_config``, which passes the registry."""
     try:
-        return JobConfig.model_validate(data)
+        return JobConfig.model_validate(data, context={"measures": measures})
     except ValidationError as error:
         raise ConfigError(_format(error, source)) from None
 
 
-def load_config(uri: str | Path) -> JobConfig:
-    """Read and validate a YAML job config from a path or fsspec URI."""
+def read_config(uri: str | Path) -> Any:
+    """The YAML mapping of a job config at a path or fsspec URI, not yet validated."""
     try:
         with fsspec.open(str(uri), "r") as handle:
-            data = yaml.safe_load(handle)
+            return yaml.safe_load(handle)
     except FileNotFoundError:
         raise ConfigError(f"{uri}: no such config file") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{uri}: not valid YAML: {error}") from None
-    return parse_config(data, str(uri))
 
 
 def dump_config(config: JobConfig) -> str:

@@ -11,13 +11,14 @@ import pyarrow.compute as pc
 import torch
 
 from intermodal import storage
+from intermodal.measures import parse_config
 from intermodal.measures.pid_cvx import pid_term
 from intermodal.models.fcnn import build_fcnn
 from intermodal.models.training import TrainConfig, TrainResult, train_classifier
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.pipelines.score import run_score
-from intermodal.schemas.config import JobConfig, dump_config, parse_config
+from intermodal.schemas.config import JobConfig, dump_config
 from intermodal.schemas.tables import PID_TERMS, modality_values
 from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
 

@@ -21,8 +21,9 @@ from itertools import combinations
 import polars as pl
 
 from intermodal import storage
+from intermodal.measures import parse_config
 from intermodal.pipelines.run import Progress
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
 from intermodal.synthetic.synthgene import (
     SynthGeneSpec,

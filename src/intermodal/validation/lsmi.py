@@ -13,8 +13,9 @@ from __future__ import annotations
 import polars as pl
 
 from intermodal import storage
+from intermodal.measures import parse_config
 from intermodal.pipelines.run import Progress
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import PID_TERMS
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CIRCUIT_TRUTH, CircuitSpec, generate_circuit

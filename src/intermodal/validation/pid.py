@@ -17,9 +17,10 @@ import polars as pl
 import pyarrow as pa
 
 from intermodal import storage
+from intermodal.measures import parse_config
 from intermodal.measures.pid_cvx import PIDCVX, pid_term
 from intermodal.pipelines.run import Progress
-from intermodal.schemas.config import JobConfig, parse_config
+from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import PID_TERMS
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.pid_data import BitwiseSpec, LatentSpec, generate_bitwise, generate_latent
@@ -74,7 +75,7 @@ def pid_job(
             "num_classes": 2,
             "modalities": [{"name": name, "shape": [dims]} for name in ("x1", "x2")],
             "measures": list(measures),
-            "pid": {"n_clusters": n_clusters},
+            "pid_cvx": {"n_clusters": n_clusters},
             "pid_batch": {"fit_rows": 100_000},
         }
     )
