@@ -195,7 +195,7 @@ def test_codebooks_are_reused_until_their_settings_change(tmp_path) -> None:
     assert any("reused" in message for message in messages)
     assert not any(message.startswith("[fit]") for message in messages)
     messages.clear()
-    refit = _job(data, out, ["pid_cvx"], None, pid={"n_clusters": 5, "fit_rows": 2000})
+    refit = _job(data, out, ["pid_cvx"], None, pid_cvx={"n_clusters": 5, "fit_rows": 2000})
     run_score(refit, progress=messages.append)
     assert _codebook_lines(messages) == 3
     assert pq.read_table(f"{out}/scores").column("pid_code_x1").to_numpy().max() < 5

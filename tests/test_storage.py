@@ -46,7 +46,7 @@ def test_memory_uris_round_trip_tables_json_arrays_and_states() -> None:
 
 
 def _job(data: str, run: str) -> dict:
-    return xor_function_job(data, run, measures=["pid_cvx"], pid={"fit_rows": 500})
+    return xor_function_job(data, run, measures=["pid_cvx"], pid_cvx={"fit_rows": 500})
 
 
 def test_a_config_is_read_from_a_memory_uri(tmp_path) -> None:

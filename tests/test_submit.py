@@ -102,7 +102,7 @@ def _job(data: Path, run: Path) -> dict:
         run,
         measures=["intershap", "pid_cvx"],
         intershap={"background_size": 16},
-        pid={"fit_rows": 1000},
+        pid_cvx={"fit_rows": 1000},
     )
 
 

@@ -66,10 +66,8 @@ def run_distill_weights(
         raise ValueError(f"{paths.scores}: no score files")
     pairs = score_pairs(files[0])
     constants = {f"{a},{b}": pair_constant(run_dir, (a, b)) for a, b in pairs}
-    fs, path = storage.filesystem(out)
-    if fs.exists(path) and fs.ls(path):
-        summary_fs, summary_path = storage.filesystem(summary_uri(out))
-        if not summary_fs.exists(summary_path):
+    if storage.holds_files(out):
+        if not storage.exists(summary_uri(out)):
             raise ValueError(f"--out {out}: not empty and not a distill-weights output")
         storage.remove(out)
     ensure_ray()
@@ -81,6 +79,7 @@ def run_distill_weights(
         .select_columns(columns)
         .map_batches(weights_stage, batch_format="pyarrow", fn_kwargs={"constants": constants})
     )
+    fs, path = storage.filesystem(out)
     rows.write_parquet(path, filesystem=storage.arrow_filesystem(fs))
     sums, counts, total = written_sums(out)
     summary = pl.DataFrame(

@@ -29,9 +29,21 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([str(uri).rstrip("/"), *parts])
 
 
-def list_parquet(uri: str) -> list[str]:
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def holds_files(uri: str) -> bool:
+    """Whether ``uri`` is a directory with something in it (an output a rerun would replace)."""
+    fs, path = filesystem(uri)
+    return fs.isdir(path) and bool(fs.ls(path))
+
+
+def list_parquet(uri: str, missing_ok: bool = False) -> list[str]:
     """Parquet files named by ``uri``: one file, every ``*.parquet`` below a directory, or a
-    glob; sorted, spelled as full URIs."""
+    glob; sorted, spelled as full URIs. A missing ``uri`` is an error unless ``missing_ok``
+    (then: no files)."""
     fs, path = filesystem(uri)
     if any(char in path for char in "*?["):
         paths = fs.glob(path)
@@ -39,6 +51,8 @@ def list_parquet(uri: str) -> list[str]:
         paths = [p for p in fs.find(path) if p.endswith(".parquet")]
     elif fs.exists(path):
         paths = [path]
+    elif missing_ok:
+        paths = []
     else:
         raise FileNotFoundError(f"{uri}: no such file or directory")
     return [fs.unstrip_protocol(p) for p in sorted(paths)]

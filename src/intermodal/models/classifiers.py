@@ -354,8 +354,7 @@ def save_classifiers(classifiers: Classifiers, run_dir: str, index_uri: str) -> 
     store = classifier_store(run_dir)
     for name, model in classifiers.models.items():
         uri = storage.join(store, f"{classifiers.digests[name]}.pt")
-        fs, path = storage.filesystem(uri)
-        if not fs.exists(path):
+        if not storage.exists(uri):
             save_state(model.state_dict(), uri)
     storage.write_json(classifiers.digests, index_uri)
 
@@ -371,9 +370,9 @@ def prune_classifier_store(run_dir: str) -> None:
     """Remove the stored classifiers no measure's index names any more (after a refit with
     other settings). Only between fits: a fit running now may not have written its index."""
     store = classifier_store(run_dir)
-    fs, store_path = storage.filesystem(store)
-    if not fs.exists(store_path):
+    if not storage.exists(store):
         return
+    fs, store_path = storage.filesystem(store)
     artifacts = store_path.rsplit("/", 1)[0]
     used: set[str] = set()
     for index in fs.glob(f"{artifacts}/*/{CLASSIFIER_INDEX}"):

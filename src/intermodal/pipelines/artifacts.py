@@ -47,8 +47,7 @@ class FitMarker:
         storage.write_json(self.content, self.uri)
 
     def matches(self) -> bool:
-        fs, path = storage.filesystem(self.uri)
-        return fs.exists(path) and storage.read_json(self.uri) == self.content
+        return storage.exists(self.uri) and storage.read_json(self.uri) == self.content
 
 
 def fitted(job: JobConfig, measure: Measure, shards: list[Shard]) -> bool:

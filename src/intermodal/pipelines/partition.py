@@ -321,9 +321,8 @@ def _check_column(files: list[str], column: str) -> None:
 
 def _prepare_out(out: str) -> None:
     """Reruns replace an earlier partition output; any other non-empty directory is refused."""
-    fs, path = storage.filesystem(out)
-    if fs.exists(path) and fs.ls(path):
-        if not fs.exists(f"{path}/{SUMMARY_FILE}"):
+    if storage.holds_files(out):
+        if not storage.exists(storage.join(out, SUMMARY_FILE)):
             raise ValueError(f"--out {out}: not empty and not a partition output; choose another")
         storage.remove(out)
 

@@ -39,10 +39,8 @@ def score_file_name(shard_index: int, first_id: object, n_rows: int) -> str:
 
 def scored_rows(scores_uri: str) -> int:
     """Rows in the finished score files under ``scores_uri``, from their names (no reads)."""
-    fs, path = storage.filesystem(scores_uri)
-    if not fs.exists(path):
-        return 0
-    return sum(int(uri.rsplit("-", 1)[1].split(".")[0]) for uri in storage.list_parquet(scores_uri))
+    files = storage.list_parquet(scores_uri, missing_ok=True)
+    return sum(int(uri.rsplit("-", 1)[1].split(".")[0]) for uri in files)
 
 
 def write_atomically(table: pa.Table, uri: str) -> None:
@@ -86,10 +84,7 @@ def _rows_by_shard(uri: str) -> tuple[dict[int, int], set[int]]:
     with a file whose footer cannot be read (torn: such a shard is unfinished)."""
     counts: dict[int, int] = {}
     torn: set[int] = set()
-    fs, path = storage.filesystem(uri)
-    if not fs.exists(path):
-        return counts, torn
-    for file_uri in storage.list_parquet(uri):
+    for file_uri in storage.list_parquet(uri, missing_ok=True):
         shard_index = int(file_uri.rsplit("/", 1)[1].split("-")[1])
         try:
             n_rows = storage.parquet_file(file_uri).metadata.num_rows
@@ -118,9 +113,9 @@ def shard_progress(paths: RunPaths, shards: list[Shard]) -> ShardProgress:
         done = rows == shard.num_rows and shard.index not in torn_scores | torn_rejects
         (finished if done else pending).append(shard)
     for folder in (paths.scores, paths.rejects):
-        fs, path = storage.filesystem(folder)
-        if not fs.exists(path):
+        if not storage.exists(folder):
             continue
+        fs, path = storage.filesystem(folder)
         for file_path in fs.ls(path, detail=False):
             name = file_path.rsplit("/", 1)[1]
             mine = any(name.startswith(shard_file_prefix(s.index)) for s in pending)

@@ -7,6 +7,7 @@ import platform
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from importlib.metadata import version
 
 import numpy as np
@@ -98,8 +99,7 @@ def background_inputs(
 
 
 def _count_rows(uri: str) -> int:
-    fs, path = storage.filesystem(uri)
-    if not fs.exists(path):
+    if not storage.exists(uri):
         return 0
     return sum(storage.parquet_file(f).metadata.num_rows for f in storage.list_parquet(uri))
 
@@ -131,63 +131,60 @@ def _score_stage(
     )
 
 
-def _prepare(
-    config: JobConfig, shards: list[Shard], duplicates: pa.Array, progress: Progress
-) -> tuple[dict[str, np.ndarray] | None, bool]:
-    """Background rows and the fitted artifacts the measures need: ``(background,
-    refitted)``, refitted when any artifact was fitted now rather than reused."""
-    background = background_inputs(config, shards, duplicates) if needs_background(config) else None
-    stale = []
-    for measure in job_measures(config):
-        if not fitted(config, measure, shards):
-            stale.append(measure)
-        elif measure.fit_sample(config) is not None:
-            progress(f"[score] {measure.title} fitted on this input and settings: reused")
-    refitted = bool(fit_measures(config, stale, shards, duplicates, progress))
-    return background, refitted
+@dataclass
+class ScorePlan:
+    """What the driver decides before any row is scored: the shards, the fitted artifacts and
+    background rows, and the run's resume key (``plan_score``)."""
+
+    config: JobConfig
+    measures: list[Measure]
+    shards: list[Shard]
+    duplicates: pa.Array  # ids seen more than once across the shards
+    background: dict[str, np.ndarray] | None  # the rows masked modalities take, when needed
+    refitted: bool  # an artifact was fitted now: earlier score files are stale
+    any_valid: bool  # False when every input row is invalid (only rejects to write)
+    key: dict  # what a stopped run must match to resume (``resume.resume_key``)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(shard.num_rows for shard in self.shards)
+
+    @property
+    def artifacts(self) -> dict[str, dict]:
+        """Facts about each measure's fitted artifacts, for the manifest."""
+        if not self.any_valid:
+            return {}
+        facts = {m.name: m.describe_artifacts(self.config) for m in self.measures}
+        return {name: fact for name, fact in facts.items() if fact}
+
+    def manifest(self, finished: set[int]) -> dict:
+        config, key = self.config, self.key
+        return {
+            "dataset": config.dataset,
+            "model": config.model_name,
+            "status": "complete" if len(finished) == len(self.shards) else "running",
+            "config": config.model_dump(mode="json"),
+            "versions": package_versions(),
+            "resume": key,
+            "input": {
+                "uri": config.input,
+                "fingerprint": key["input"],
+                "shards": [
+                    {"uri": s.uri, "rows": s.num_rows, "finished": s.index in finished}
+                    for s in self.shards
+                ],
+                "rows": self.total_rows,
+            },
+            "background_rows": 0
+            if self.background is None
+            else len(next(iter(self.background.values()))),
+            "artifacts": self.artifacts,
+        }
 
 
-def _recorded_resume_key(paths: RunPaths) -> dict | None:
-    fs, path = storage.filesystem(paths.manifest)
-    return storage.read_json(paths.manifest).get("resume") if fs.exists(path) else None
-
-
-def _manifest(
-    config: JobConfig,
-    shards: list[Shard],
-    key: dict,
-    finished: set[int],
-    background: dict[str, np.ndarray] | None,
-    artifacts: dict[str, dict],
-) -> dict:
-    return {
-        "dataset": config.dataset,
-        "model": config.model_name,
-        "status": "complete" if len(finished) == len(shards) else "running",
-        "config": config.model_dump(mode="json"),
-        "versions": package_versions(),
-        "resume": key,
-        "input": {
-            "uri": config.input,
-            "fingerprint": key["input"],
-            "shards": [
-                {"uri": s.uri, "rows": s.num_rows, "finished": s.index in finished} for s in shards
-            ],
-            "rows": sum(shard.num_rows for shard in shards),
-        },
-        "background_rows": 0 if background is None else len(next(iter(background.values()))),
-        "artifacts": artifacts,
-    }
-
-
-def run_score(config: JobConfig, progress: Progress = print, restart: bool = False) -> dict:
-    """Score every valid input row; returns the manifest written to the run directory.
-
-    A run of the same config on the same input that was stopped part-way resumes: shards it
-    finished are kept and only the others are scored (``pipelines.resume``); ``restart``
-    scores everything again."""
-    started = time.time()
-    paths = RunPaths(config.output)
+def plan_score(config: JobConfig, progress: Progress) -> ScorePlan:
+    """Inspect the input, check the model and the cluster, draw the background rows and fit
+    what is missing or stale. A config the cluster cannot run fails here, before any work."""
     shards = inspect_shards(config)
     total_rows = sum(shard.num_rows for shard in shards)
     progress(
@@ -195,68 +192,97 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
         f"measures {', '.join(config.measures)}; model {config.model_name}"
     )
     duplicates = duplicate_ids(config, shards)
-    background = None
     measures = job_measures(config)
+    background_needed = needs_background(config)
+    background = None
     try:
         if config.model is not None:  # a broken model fails here, not in an actor
             check_model(config, sample_table(config, shards, PREFLIGHT_ROWS, 0, duplicates))
         ensure_ray()
         check_compute(config.compute)  # a setting the cluster cannot satisfy: refuse, not wait
         check_model_on_workers(config)
-        background, refitted = _prepare(config, shards, duplicates, progress)
+        if background_needed:
+            background = background_inputs(config, shards, duplicates)
+        stale = []
+        for measure in measures:
+            if not fitted(config, measure, shards):
+                stale.append(measure)
+            elif measure.fit_sample(config) is not None:
+                progress(f"[score] {measure.title} fitted on this input and settings: reused")
+        refitted = bool(fit_measures(config, stale, shards, duplicates, progress))
         any_valid = True
     except NoValidRows:
-        if coalition_settings(config).background_uri is not None and needs_background(config):
+        if background_needed and coalition_settings(config).background_uri is not None:
             raise
         any_valid, refitted = False, True  # every input row is invalid: only rejects to write
-    config_data = config.model_dump(mode="json")
-    key = resume_key(config_data, fingerprint(shards), __version__)
+    key = resume_key(config.model_dump(mode="json"), fingerprint(shards), __version__)
+    return ScorePlan(config, measures, shards, duplicates, background, refitted, any_valid, key)
+
+
+def _recorded_resume_key(paths: RunPaths) -> dict | None:
+    return (
+        storage.read_json(paths.manifest).get("resume") if storage.exists(paths.manifest) else None
+    )
+
+
+def pending_shards(
+    plan: ScorePlan, paths: RunPaths, restart: bool, progress: Progress
+) -> list[Shard]:
+    """The resume decision: a stopped run of the same plan keeps the shards it finished;
+    otherwise (``restart``, artifacts refitted, another config or input) earlier scores and
+    rejects are removed and every shard is pending. Global tables are always stale."""
     storage.remove(paths.global_)
-    if not restart and not refitted and _recorded_resume_key(paths) == key:
-        pending = shard_progress(paths, shards).pending
-        progress(f"[score] resuming: {len(shards) - len(pending)} of {len(shards)} shards done")
-    else:
-        storage.remove(paths.scores)
-        storage.remove(paths.rejects)
-        pending = shards
-    done = {shard.index for shard in shards} - {shard.index for shard in pending}
-    artifacts = {m.name: m.describe_artifacts(config) for m in measures} if any_valid else {}
-    artifacts = {name: facts for name, facts in artifacts.items() if facts}
-    storage.write_json(_manifest(config, shards, key, done, background, artifacts), paths.manifest)
+    if not restart and not plan.refitted and _recorded_resume_key(paths) == plan.key:
+        pending = shard_progress(paths, plan.shards).pending
+        done = len(plan.shards) - len(pending)
+        progress(f"[score] resuming: {done} of {len(plan.shards)} shards done")
+        return pending
+    storage.remove(paths.scores)
+    storage.remove(paths.rejects)
+    return plan.shards
 
-    if pending:
-        ensure_ray()
-        ship_measures(measures)  # before anything that pickles the job or its measures
-        rows = ray.data.read_datasource(
-            ShardSource(pending, config, duplicates, paths.rejects),
-            # one block per read task: Ray would otherwise split each shard's rows into many
-            # small blocks to reach its default parallelism (and so many small score files)
-            override_num_blocks=len(pending),
-        )
-        rows.context.target_max_block_size = SCORE_BLOCK_BYTES  # this run's datasets only
-        with ScoringHeartbeat(paths.scores, total_rows, progress):
-            if any_valid:
-                background_uri = None
-                if background is not None:
-                    storage.write_arrays(background, paths.background)
-                    background_uri = paths.background
-                scores = _score_stage(rows, config, measures, background_uri)
-                scores.write_datasink(ScoreSink(paths.scores))
-            else:
-                rows.materialize()  # runs the read stage, which writes rejects/
 
+def stream_scores(
+    plan: ScorePlan, pending: list[Shard], paths: RunPaths, progress: Progress
+) -> None:
+    """Read, validate and score the pending shards on the actor pool, writing scores/ and
+    rejects/ as blocks finish."""
+    config = plan.config
+    ship_measures(plan.measures)  # before anything that pickles the job or its measures
+    rows = ray.data.read_datasource(
+        ShardSource(pending, config, plan.duplicates, paths.rejects),
+        # one block per read task: Ray would otherwise split each shard's rows into many
+        # small blocks to reach its default parallelism (and so many small score files)
+        override_num_blocks=len(pending),
+    )
+    rows.context.target_max_block_size = SCORE_BLOCK_BYTES  # this run's datasets only
+    with ScoringHeartbeat(paths.scores, plan.total_rows, progress):
+        if not plan.any_valid:
+            rows.materialize()  # runs the read stage, which writes rejects/
+            return
+        background_uri = None
+        if plan.background is not None:
+            storage.write_arrays(plan.background, paths.background)
+            background_uri = paths.background
+        scores = _score_stage(rows, config, plan.measures, background_uri)
+        scores.write_datasink(ScoreSink(paths.scores))
+
+
+def account(plan: ScorePlan, paths: RunPaths, seconds: float, progress: Progress) -> dict:
+    """Count what was written: every input row is in scores/ or rejects/ exactly once, or the
+    run fails. Writes and returns the finished manifest."""
     n_scored, n_rejected = _count_rows(paths.scores), _count_rows(paths.rejects)
-    _write_empty_tables(config, measures, shards, paths, n_scored, n_rejected)
-    if n_scored + n_rejected != total_rows:
+    _write_empty_tables(plan, paths, n_scored, n_rejected)
+    if n_scored + n_rejected != plan.total_rows:
         raise RuntimeError(
-            f"row accounting failed: {total_rows} input rows, {n_scored} scored, "
+            f"row accounting failed: {plan.total_rows} input rows, {n_scored} scored, "
             f"{n_rejected} rejected"
         )
-    manifest = _manifest(config, shards, key, {s.index for s in shards}, background, artifacts)
+    manifest = plan.manifest({shard.index for shard in plan.shards})
     manifest["rows"] = {"scored": n_scored, "rejected": n_rejected}
-    reasons = top_reject_reasons(paths.rejects)
+    reasons = top_reject_reasons(paths.rejects) if n_rejected else {}
     manifest["reject_reasons"] = reasons
-    manifest["seconds"] = {"score": round(time.time() - started, 3)}
+    manifest["seconds"] = {"score": round(seconds, 3)}
     storage.write_json(manifest, paths.manifest)
     top = "; ".join(f"{count}× {reason}" for reason, count in reasons.items())
     progress(
@@ -267,22 +293,35 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
     return manifest
 
 
-def _write_empty_tables(
-    config: JobConfig,
-    measures: list[Measure],
-    shards: list[Shard],
-    paths: RunPaths,
-    n_scored: int,
-    n_rejected: int,
-) -> None:
+def run_score(config: JobConfig, progress: Progress = print, restart: bool = False) -> dict:
+    """Score every valid input row; returns the manifest written to the run directory.
+
+    Four phases: plan (inspect, preflight, fit), the resume decision, stream (score the
+    pending shards) and account (every row scored or rejected exactly once). A run of the
+    same config on the same input that was stopped part-way resumes: shards it finished are
+    kept and only the others are scored (``pipelines.resume``); ``restart`` scores everything
+    again."""
+    started = time.time()
+    paths = RunPaths(config.output)
+    plan = plan_score(config, progress)
+    pending = pending_shards(plan, paths, restart, progress)
+    finished = {shard.index for shard in plan.shards} - {shard.index for shard in pending}
+    storage.write_json(plan.manifest(finished), paths.manifest)
+    if pending:
+        stream_scores(plan, pending, paths, progress)
+    return account(plan, paths, time.time() - started, progress)
+
+
+def _write_empty_tables(plan: ScorePlan, paths: RunPaths, n_scored: int, n_rejected: int) -> None:
     """An empty, schema-bearing file in ``scores/`` or ``rejects/`` when no row went there, so
     every reader (polars, duckdb, Ray) finds the table and its columns after every run."""
-    input_schema = storage.parquet_file(shards[0].uri).schema_arrow
-    name = f"{shard_file_prefix(shards[0].index)}empty.parquet"  # counted as 0 rows of a shard
+    config, first = plan.config, plan.shards[0]
+    input_schema = storage.parquet_file(first.uri).schema_arrow
+    name = f"{shard_file_prefix(first.index)}empty.parquet"  # counted as 0 rows of a shard
     if n_scored == 0:
         schema = scores_schema(
             config,
-            measures,
+            plan.measures,
             input_schema.field(config.id_column).type,
             [input_schema.field(group) for group in config.group_columns],
         )
@@ -293,9 +332,7 @@ def _write_empty_tables(
 
 def top_reject_reasons(rejects_uri: str, most: int = 3) -> dict[str, int]:
     """The most frequent reasons in ``rejects/`` and their counts (reading that column only)."""
-    files = storage.list_parquet(rejects_uri) if _count_rows(rejects_uri) else []
-    if not files:
-        return {}
+    files = storage.list_parquet(rejects_uri)
     reasons = pa.concat_tables(storage.read_table(f, columns=["reason"]) for f in files)
     counts = reasons.column("reason").value_counts().to_pylist()
     ranked = sorted(counts, key=lambda item: (-item["counts"], item["values"]))[:most]
