@@ -50,7 +50,6 @@ from intermodal import storage
 from intermodal.cluster import ensure_ray
 from intermodal.measures import MEASURES, parse_config
 from intermodal.measures.base import InlineWorkers, global_table
-from intermodal.measures.pid_cvx import pid_term
 from intermodal.pipelines.aggregate import file_state
 from intermodal.pipelines.score_stage import ScoreOperator
 from intermodal.schemas.config import JobConfig
@@ -130,10 +129,9 @@ def job(task: Task, data: str, out: str) -> JobConfig:
 
 
 def our_terms(task: Task, table: pa.Table) -> dict[str, float]:
-    terms = overall_terms(table, task.measure)
-    if task.measure == "lsmi":
-        return {t: terms[f"{t}_adjusted[x1,x2]"] for t in TERMS}
-    return {t: terms[pid_term(t, ("x1", "x2"))] for t in TERMS}
+    statistic = "adjusted_mean" if task.measure == "lsmi" else "pid"
+    terms = overall_terms(table, task.measure, statistic, "label", ("x1", "x2"))
+    return {t: terms[t] for t in TERMS}
 
 
 def run_seed(task: Task, repos: argparse.Namespace) -> dict[str, float]:

@@ -89,17 +89,9 @@ def what_the_models_say(run_dir: Path) -> dict[str, float]:
         pl.len().alias("rows"), (weight_sum - 1).abs().max().alias("max |Σw − 1|")
     ).collect()
     table = pq.read_table(run_dir / "global" / "i2moe.parquet")
-    weights = {
-        term.removeprefix("weight[").removesuffix("]"): value
-        for term, value in overall_terms(table, "i2moe").items()
-        if term.startswith("weight[")
-    }
+    weights = overall_terms(table, "i2moe", "mean")  # the weight columns' means, per expert
     table = pq.read_table(run_dir / "global" / "intense.parquet")
-    relevance = {
-        term.removeprefix("relevance[").removesuffix("]"): value
-        for term, value in overall_terms(table, "intense").items()
-        if term.startswith("relevance[")
-    }
+    relevance = overall_terms(table, "intense", "relevance")
     rows, largest_error = checked.row(0)
     return {
         "rows": rows,

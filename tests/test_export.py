@@ -45,16 +45,15 @@ def test_distill_weights_equal_an_independent_computation(run, tmp_path) -> None
     written = pl.read_parquet(f"{out}/*.parquet").sort("sample_id")
     scores = pl.read_parquet(f"{run}/scores").sort("sample_id")
     lsmi = pl.read_parquet(f"{run}/global/lsmi.parquet")
-    adjusted = lsmi.filter(
-        (pl.col("group_by") == "") & pl.col("term").str.ends_with("_adjusted[x1,x2]")
-    )
-    raw_means = lsmi.filter(
-        (pl.col("group_by") == "") & pl.col("term").str.contains(r"^(R|U1|U2|S)\[")
+    redundancy = lsmi.filter(
+        (pl.col("group_by") == "")
+        & (pl.col("term") == "R")
+        & (pl.col("modalities") == ["x1", "x2"])
     )
     # the constant, from the adjusted and raw global means rather than the adjustment row
     c = (
-        adjusted.filter(pl.col("term").str.starts_with("R_"))["value"].item()
-        - raw_means.filter(pl.col("term") == "R[x1,x2]")["value"].item()
+        redundancy.filter(pl.col("statistic") == "adjusted_mean")["value"].item()
+        - redundancy.filter(pl.col("statistic") == "mean")["value"].item()
     )
     shifted = scores.select(
         "sample_id",

@@ -151,10 +151,17 @@ def test_artifacts_are_reused_and_refitted_when_a_setting_changes(scored_run) ->
     ]
 
 
-def _global_value(table: pl.DataFrame, term: str, group_by: str = "", group: str = "") -> dict:
+def _global_value(
+    table: pl.DataFrame, statistic: str, column: str, group_by: str = "", group: str = ""
+) -> dict:
+    """The one row of ``statistic`` of score ``column`` in one group."""
     row = table.filter(
-        (pl.col("term") == term) & (pl.col("group_by") == group_by) & (pl.col("group") == group)
+        (pl.col("statistic") == statistic)
+        & (pl.col("column") == column)
+        & (pl.col("group_by") == group_by)
+        & (pl.col("group") == group)
     )
+    assert row.height == 1
     return row.row(0, named=True)
 
 
@@ -179,14 +186,16 @@ def test_aggregate_equals_one_pass_over_the_scores(scored_run) -> None:
     for group_by, group, rows in _groups(scores):
         for expert in experts:
             weights = rows[f"i2moe_w_{expert}"].to_numpy()
-            row = _global_value(table, f"weight[{expert}]", group_by, group)
+            row = _global_value(table, "mean", f"i2moe_w_{expert}", group_by, group)
+            modalities = [expert.removeprefix("uni_")] if expert.startswith("uni_") else []
+            assert (row["term"], row["modalities"], row["target"]) == (expert, modalities, "")
             assert row["n"] == len(rows)
             assert row["value"] == pytest.approx(weights.mean(), abs=1e-12)
             stderr = weights.std(ddof=1) / np.sqrt(len(weights))
             assert row["stderr"] == pytest.approx(stderr, rel=1e-9)
             ordered = np.sort(weights)
             for name, q in (("p10", 0.1), ("p50", 0.5), ("p90", 0.9)):
-                quantile = _global_value(table, f"{name}[i2moe_w_{expert}]", group_by, group)
+                quantile = _global_value(table, name, f"i2moe_w_{expert}", group_by, group)
                 assert quantile["value"] in weights  # a KLL quantile is one of the values
                 # ... whose rank is within the sketch's rank error (about 1.3 % at k = 200)
                 below = np.searchsorted(ordered, quantile["value"], side="left")
@@ -194,15 +203,16 @@ def test_aggregate_equals_one_pass_over_the_scores(scored_run) -> None:
                 assert below / len(weights) - 0.02 <= q <= above / len(weights) + 0.02
         for term in ["M1", "M2", "M3", "M1xM2", "M1xM3", "M2xM3"]:
             values = rows[f"intense_c_{term}"].to_numpy()
-            row = _global_value(table, f"contribution[{term}]", group_by, group)
+            row = _global_value(table, "mean", f"intense_c_{term}", group_by, group)
+            assert (row["term"], row["modalities"]) == (term, term.split("x"))
             assert row["n"] == len(rows)
             assert row["value"] == pytest.approx(values.mean(), abs=1e-12)
     artifacts = Path(config.output) / "artifacts" / "intense" / "model.pt"
     intense = _fresh(InTense(NAMES, [SIZE] * 3, hidden_dim=8), artifacts)
-    relevance = table.filter(pl.col("term").str.starts_with("relevance["))
-    assert relevance["term"].to_list() == [
-        f"relevance[{t}]" for t in ["M1", "M2", "M3", "M1xM2", "M1xM3", "M2xM3"]
-    ]
+    relevance = table.filter(pl.col("statistic") == "relevance")
+    blocks = ["M1", "M2", "M3", "M1xM2", "M1xM3", "M2xM3"]
+    assert relevance["term"].to_list() == blocks
+    assert relevance["modalities"].to_list() == [block.split("x") for block in blocks]
     expected = intense.relevance().numpy()
     np.testing.assert_allclose(relevance["value"].to_numpy(), expected, rtol=1e-5)
     assert set(relevance["n"]) == {ROWS} and relevance["stderr"].null_count() == 6

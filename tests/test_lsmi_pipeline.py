@@ -126,17 +126,22 @@ def test_global_means_equal_one_pass_over_the_scores(scored_run) -> None:
         shift = -min(overall[0], overall[3]) if min(overall[0], overall[3]) < 0 else 0.0
         if shift == 0.0 and min(overall[1], overall[2]) < 0:
             shift = min(overall[1], overall[2])
-        constant = lsmi.filter(pl.col("term") == f"adjustment[{a},{b}]")
+        pair = lsmi.filter(pl.col("modalities") == [a, b])
+        constant = pair.filter(pl.col("statistic") == "adjustment")
         assert constant["value"].item() == pytest.approx(shift, abs=1e-12)
         for group_by, group in [("", ""), ("site", "north"), ("label", "1")]:
             rows = scores if not group_by else scores.filter(pl.col(group_by).cast(str) == group)
             signs = (1, -1, -1, 1)  # adjusted: r + a, u1 − a, u2 − a, s + a
             for term, column, sign in zip(("R", "U1", "U2", "S"), columns, signs, strict=True):
-                selected = lsmi.filter(
-                    (pl.col("group_by") == group_by) & (pl.col("group") == group)
+                selected = pair.filter(
+                    (pl.col("group_by") == group_by)
+                    & (pl.col("group") == group)
+                    & (pl.col("term") == term)
+                    & (pl.col("target") == "label")
+                    & (pl.col("column") == column)
                 )
-                raw = selected.filter(pl.col("term") == f"{term}[{a},{b}]")
-                shifted = selected.filter(pl.col("term") == f"{term}_adjusted[{a},{b}]")
+                raw = selected.filter(pl.col("statistic") == "mean")
+                shifted = selected.filter(pl.col("statistic") == "adjusted_mean")
                 values = rows[column].to_numpy()
                 assert raw["value"].item() == pytest.approx(values.mean(), abs=1e-10)
                 assert raw["n"].item() == len(values) == shifted["n"].item()
@@ -183,11 +188,15 @@ def test_model_coalitions_as_classifiers_find_xor_synergy(tmp_path) -> None:
     run_score(config, progress=messages.append)
     assert not any("out-of-fold" in message for message in messages)  # nothing trained
     table = pl.from_arrow(run_aggregate(config.output, progress=lambda _: None))
-    overall = table.filter(pl.col("group_by") == "")
+    overall = table.filter(
+        (pl.col("group_by") == "")
+        & (pl.col("statistic") == "adjusted_mean")
+        & (pl.col("modalities") == ["m0", "m1"])
+    )
     values = dict(zip(overall["term"], overall["value"], strict=True))
-    assert values["S_adjusted[m0,m1]"] == pytest.approx(np.log(2), abs=0.02)
+    assert values["S"] == pytest.approx(np.log(2), abs=0.02)
     for term in ("R", "U1", "U2"):
-        assert values[f"{term}_adjusted[m0,m1]"] == pytest.approx(0.0, abs=0.02)
+        assert values[term] == pytest.approx(0.0, abs=0.02)
 
     # with InterSHAP too, one model and one coalition pass per batch serve both measures
     both = parse_config({**config.model_dump(), "measures": ["intershap", "lsmi"]})

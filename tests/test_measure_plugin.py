@@ -40,8 +40,8 @@ class ModalityNorm(Measure):
         return score
 
     def report(self, run: RunData) -> Section | None:
-        rows = run.rows(self.name).filter(pl.col("term").str.starts_with("mean["))
-        return Section("Modality norms", html_table(rows.select("term", "value", "n")))
+        rows = run.rows(self.name, statistic="mean")
+        return Section("Modality norms", html_table(rows.select("column", "value", "n")))
 
 
 @pytest.fixture
@@ -90,15 +90,21 @@ def test_a_registered_measure_flows_through_score_aggregate_and_report(
 
     table = pl.from_arrow(run_aggregate(str(tmp_path / "run"), progress=lambda _: None))
     overall = table.filter((pl.col("measure") == "modality_norm") & (pl.col("group_by") == ""))
-    terms = dict(zip(overall["term"], overall["value"], strict=True))
+    # plain fields: the column summaries name the column, with no term, modalities or target
+    assert set(overall["term"]) == {""} and set(overall["target"]) == {""}
+    assert overall["modalities"].list.len().max() == 0
+    terms = {
+        (statistic, column): value
+        for statistic, column, value in overall.select("statistic", "column", "value").iter_rows()
+    }
     for modality, rows in values.items():
         norms = np.linalg.norm(rows.astype(np.float64), axis=1)
-        assert terms[f"mean[norm_{modality}]"] == pytest.approx(norms.mean(), rel=1e-6)
-        assert terms[f"p50[norm_{modality}]"] == pytest.approx(np.median(norms), rel=0.05)
+        assert terms["mean", f"norm_{modality}"] == pytest.approx(norms.mean(), rel=1e-6)
+        assert terms["p50", f"norm_{modality}"] == pytest.approx(np.median(norms), rel=0.05)
     per_label = table.filter(
         (pl.col("measure") == "modality_norm") & (pl.col("group_by") == "label")
     )
     assert set(per_label["group"]) == {"0", "1"}
 
     page = Path(write_report(str(tmp_path / "run"))).read_text()
-    assert "Modality norms" in page and "mean[norm_audio]" in page
+    assert "Modality norms" in page and "<td>norm_audio</td>" in page

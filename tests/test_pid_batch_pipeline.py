@@ -83,7 +83,12 @@ def test_global_is_the_mean_over_blocks(run) -> None:
     for a, b in combinations(DIMS, 2):
         for term in TERMS:
             values = blocks[f"pid_batch_{term}_{a}__{b}"].to_numpy()
-            row = table.filter(pl.col("term") == f"{term}[{a},{b}]")
+            row = table.filter(
+                (pl.col("statistic") == "pid")
+                & (pl.col("target") == "label")
+                & (pl.col("term") == term)
+                & (pl.col("modalities") == [a, b])
+            )
             assert row["measure"].item() == "pid_batch" and row["n"].item() == 3000
             assert row["value"].item() == pytest.approx(values.mean(), abs=1e-12)
             stderr = values.std(ddof=1) / np.sqrt(len(values))
@@ -123,9 +128,9 @@ def test_a_block_estimate_equals_an_independent_recomputation(run) -> None:
 
 
 def test_model_pid_decomposes_the_predictions(tmp_path) -> None:
-    """With a model, BATCH is fitted a second time on its predictions (measure
-    pid_batch_model). The model here is trained to predict x1's bit, so its predictions carry
-    about one bit unique to x1 while the labels (XOR) are all synergy."""
+    """With a model, BATCH is fitted a second time on its predictions (target pred). The
+    model here is trained to predict x1's bit, so its predictions carry about one bit unique
+    to x1 while the labels (XOR) are all synergy."""
     n = 1500
     table = generate_bitwise(BitwiseSpec(op="xor", n_samples=n, dims=4, noise=0.1, seed=5))
     data = str(tmp_path / "data")
@@ -167,10 +172,15 @@ def test_model_pid_decomposes_the_predictions(tmp_path) -> None:
     )
     run_score(config, progress=lambda _: None)
     table = pl.from_arrow(run_aggregate(config.output, progress=lambda _: None))
-    model_terms = table.filter(pl.col("measure") == "pid_batch_model")
+    model_terms = table.filter(
+        (pl.col("measure") == "pid_batch")
+        & (pl.col("statistic") == "pid")
+        & (pl.col("target") == "pred")
+    )
+    assert set(model_terms["modalities"].list.join(",")) == {"x1,x2"}
     values = dict(zip(model_terms["term"], model_terms["value"], strict=True))
-    assert set(values) == {f"{t}[x1,x2]" for t in TERMS}
+    assert set(values) == set(TERMS)
     assert set(model_terms["n"]) == {n}
     # the predictions come from x1 alone: U1 carries them, U2 and R vanish
-    assert values["U1[x1,x2]"] > 0.8
-    assert abs(values["U2[x1,x2]"]) < 0.1 and abs(values["R[x1,x2]"]) < 0.1
+    assert values["U1"] > 0.8
+    assert abs(values["U2"]) < 0.1 and abs(values["R"]) < 0.1

@@ -112,26 +112,28 @@ def test_global_pid_equals_one_pass_over_the_scores(tmp_path) -> None:
     assert scores["pid_code_x1"].dtype == pl.Int32
     assert "intershap_local" in scores.columns and "pred" in scores.columns
     table = _global(out)
-    assert set(table["measure"]) == {"pid_cvx", "pid_cvx_model"}
+    assert set(table["measure"]) == {"pid_cvx"}
+    assert set(table["target"]) == {"label", "pred"} and set(table["statistic"]) == {"pid"}
     checked = 0
-    for measure, target in [("pid_cvx", "label"), ("pid_cvx_model", "pred")]:
+    for target in ("label", "pred"):
         for pair in combinations(DIMS, 2):
             for site in (None, "north", "south"):
                 expected, n = _expected(scores, target, pair, site)
                 rows = table.filter(
-                    (pl.col("measure") == measure)
+                    (pl.col("target") == target)
+                    & (pl.col("modalities") == list(pair))
                     & (pl.col("group_by") == ("" if site is None else "site"))
                     & (pl.col("group") == (site or ""))
                 )
                 for term in TERMS:
-                    row = rows.filter(pl.col("term") == f"{term}[{pair[0]},{pair[1]}]")
+                    row = rows.filter(pl.col("term") == term)
                     assert row["value"].item() == pytest.approx(expected[term], abs=1e-7)
                     assert row["n"].item() == n
                     checked += 1
     assert checked == 2 * 3 * 3 * len(TERMS)
     # null labels count for the model's PID, not for the data's
-    label_n = table.filter((pl.col("measure") == "pid_cvx") & (pl.col("group_by") == ""))["n"]
-    model_n = table.filter((pl.col("measure") == "pid_cvx_model") & (pl.col("group_by") == ""))
+    label_n = table.filter((pl.col("target") == "label") & (pl.col("group_by") == ""))["n"]
+    model_n = table.filter((pl.col("target") == "pred") & (pl.col("group_by") == ""))
     assert set(label_n) == {6000 - 40} and set(model_n["n"]) == {6000}
 
 
@@ -155,13 +157,16 @@ def test_pid_without_a_model_finds_xor_synergy(tmp_path) -> None:
     run_score(_job(data, out, ["pid_cvx"], None), progress=lambda _: None)
     table = run_aggregate(out, progress=lambda _: None)
     overall = pl.from_arrow(table).filter(pl.col("group_by") == "")
-    assert set(overall["measure"]) == {"pid_cvx"}
-    values = dict(zip(overall["term"], overall["value"], strict=True))
-    assert values["S[x1,x2]"] == pytest.approx(1.0, abs=0.02)
+    assert set(overall["measure"]) == {"pid_cvx"} and set(overall["target"]) == {"label"}
+    values = {
+        (term, tuple(pair)): value
+        for term, pair, value in overall.select("term", "modalities", "value").iter_rows()
+    }
+    assert values["S", ("x1", "x2")] == pytest.approx(1.0, abs=0.02)
     for term in ("R", "U1", "U2"):
-        assert values[f"{term}[x1,x2]"] == pytest.approx(0.0, abs=0.02)
+        assert values[term, ("x1", "x2")] == pytest.approx(0.0, abs=0.02)
     # x3 is noise: nothing about the label with either bit alone
-    assert values["I[x1,x3]"] < 0.02 and values["I[x2,x3]"] < 0.02
+    assert values["I", ("x1", "x3")] < 0.02 and values["I", ("x2", "x3")] < 0.02
 
 
 def test_model_pid_without_intershap_uses_the_models_prediction(tmp_path) -> None:

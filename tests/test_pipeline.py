@@ -147,14 +147,20 @@ def test_aggregate_equals_one_pass_over_the_scores(tmp_path) -> None:
             [np.stack([upper[:, 0], upper[:, 1]], 1), np.stack([upper[:, 1], upper[:, 2]], 1)], 1
         )
 
-    def value(term: str, group_by: str = "", group: str = "") -> tuple[float, int]:
+    def value(
+        term: str, group_by: str = "", group: str = "", statistic: str = "intershap"
+    ) -> tuple[float, int]:
         row = table.filter(
-            (pl.col("term") == term) & (pl.col("group_by") == group_by) & (pl.col("group") == group)
+            (pl.col("statistic") == statistic)
+            & (pl.col("term") == term)
+            & (pl.col("group_by") == group_by)
+            & (pl.col("group") == group)
         )
         return row["value"].item(), row["n"].item()
 
     assert value("global") == (pytest.approx(global_intershap(matrices(scores))), 270)
-    assert value("local_mean")[0] == pytest.approx(local_intershap(matrices(scores)).mean())
+    local_mean = value("local", statistic="mean")[0]  # the mean of intershap_local
+    assert local_mean == pytest.approx(local_intershap(matrices(scores)).mean())
     for site in ("north", "south"):
         subset = scores.filter(pl.col("site") == site)
         assert value("global", "site", site) == (
@@ -225,6 +231,10 @@ def test_all_rows_rejected_and_null_labels(tmp_path) -> None:
     pq.write_table(_shard(list(range(40)), list(a), [[x] for x in b], labels), data / "bad.parquet")
     run_score(_job(str(data), str(run)), progress=lambda _: None)
     table = pl.from_arrow(run_aggregate(str(run), progress=lambda _: None))
-    by_label = table.filter((pl.col("group_by") == "label") & (pl.col("term") == "global"))
+    by_label = table.filter(
+        (pl.col("group_by") == "label")
+        & (pl.col("statistic") == "intershap")
+        & (pl.col("term") == "global")
+    )
     assert sorted(by_label["group"]) == ["0", "1", "null"]
     assert by_label.filter(pl.col("group") == "null")["n"].item() == 10

@@ -73,7 +73,15 @@ def _aggregate(args: argparse.Namespace) -> None:
 def _print_global(table: pa.Table) -> None:
     frame = pl.DataFrame(pl.from_arrow(table))
     overall = frame.filter(pl.col("group_by") == "").select(
-        "measure", "term", "value", "n", "stderr"
+        "measure",
+        "target",
+        "statistic",
+        "term",
+        pl.col("modalities").list.join(","),
+        "column",
+        "value",
+        "n",
+        "stderr",
     )
     _print_table("global statistics (whole dataset; per-group rows are in global/)", overall)
 

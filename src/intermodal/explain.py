@@ -3,7 +3,8 @@
 The same code path as the score pipeline's InterSHAP operator: ``CoalitionValues`` (cached
 encoders, block-split first layer when the model declares one) for the coalition
 probabilities, then ``estimators.intershap`` for the explained values and the score columns;
-the dataset terms are those ``aggregate`` writes for all rows (``summary_terms``).
+the dataset terms are the values ``aggregate`` writes for all rows (``summary_terms``: the
+``intershap`` statistics and the means of the local and interaction columns).
 
     import intermodal
     result = intermodal.intershap(model, {"image": x_img, "text": x_txt},

@@ -2,12 +2,13 @@
 InterSHAP as a ``shap.Explanation`` (paper 000 §4.3).
 
 Distillation weights. Per sample and modality pair ``(a, b)`` the four LSMI terms are taken
-adjusted by the pair's dataset constant ``c`` (``global/lsmi.parquet``, term
-``adjustment[a,b]``): ``R + c, U1 − c, U2 − c, S + c``, the scale on which the run reports its
-means. Negative pointwise terms (information the sample's modalities mislead about) carry no
-knowledge to distil and are clipped to 0; the clipped terms are divided by their sum, so the
-four weights are ≥ 0 and sum to 1 per sample. A sample whose clipped terms are all 0 gets
-1/4 each (no term to prefer); a sample without a label (null LSMI terms) gets null weights.
+adjusted by the pair's dataset constant ``c`` (``global/lsmi.parquet``, statistic
+``adjustment`` of the pair): ``R + c, U1 − c, U2 − c, S + c``, the scale on which the run
+reports its means. Negative pointwise terms (information the sample's modalities mislead
+about) carry no knowledge to distil and are clipped to 0; the clipped terms are divided by
+their sum, so the four weights are ≥ 0 and sum to 1 per sample. A sample whose clipped terms
+are all 0 gets 1/4 each (no term to prefer); a sample without a label (null LSMI terms) gets
+null weights.
 """
 
 from __future__ import annotations

@@ -75,6 +75,27 @@ def symmetric_from_upper(upper: np.ndarray, n_modalities: int) -> np.ndarray:
     return matrix
 
 
+def dataset_terms(
+    mean_upper: np.ndarray, modalities: list[str]
+) -> list[tuple[str, tuple[str, ...], float]]:
+    """InterSHAP's dataset terms ``(term, modalities it is of, value)`` from merged means of
+    the interaction matrix's upper triangle: ``global`` (eqs. 5–8), ``modalities`` (1 −
+    global, eq. 9), ``interactions``, ``behaviour`` and per modality ``modality`` (M_i). Ratios
+    and sums of means: no standard error."""
+    terms = global_terms(symmetric_from_upper(mean_upper, len(modalities)))
+    rows: list[tuple[str, tuple[str, ...], float]] = [
+        ("global", (), terms.intershap),
+        ("modalities", (), 1.0 - terms.intershap if terms.behaviour > 0 else 0.0),
+        ("interactions", (), terms.interactions),
+        ("behaviour", (), terms.behaviour),
+    ]
+    rows += [
+        ("modality", (m,), float(c))
+        for m, c in zip(modalities, terms.modality_contributions, strict=True)
+    ]
+    return rows
+
+
 def summary_terms(
     mean_upper: np.ndarray,
     stderr_upper: np.ndarray,
@@ -83,19 +104,18 @@ def summary_terms(
     modalities: list[str],
 ) -> list[tuple[str, float, float | None]]:
     """Named dataset terms ``(term, value, stderr)`` from merged means of the interaction
-    matrix's upper triangle and of local InterSHAP. Ratios of means get no stderr."""
+    matrix's upper triangle and of local InterSHAP (``dataset_terms`` with the means
+    themselves: ``local_mean``, ``mean_interaction_<a>__<b>``). Ratios of means get no
+    stderr."""
     n = len(modalities)
-    terms = global_terms(symmetric_from_upper(mean_upper, n))
-    rows: list[tuple[str, float, float | None]] = [
-        ("global", terms.intershap, None),
-        ("local_mean", local_mean, local_stderr),
-        ("modalities", 1.0 - terms.intershap if terms.behaviour > 0 else 0.0, None),
-        ("interactions", terms.interactions, None),
-        ("behaviour", terms.behaviour, None),
+    named = [
+        (term if not members else f"{term}_{members[0]}", value)
+        for term, members, value in dataset_terms(mean_upper, modalities)
     ]
-    rows += [
-        (f"modality_{m}", float(c), None)
-        for m, c in zip(modalities, terms.modality_contributions, strict=True)
+    rows: list[tuple[str, float, float | None]] = [
+        (named[0][0], named[0][1], None),
+        ("local_mean", local_mean, local_stderr),
+        *((term, value, None) for term, value in named[1:]),
     ]
     for (i, j), value, stderr in zip(
         zip(*upper_triangle_indices(n), strict=True), mean_upper, stderr_upper, strict=True

@@ -10,7 +10,8 @@ name. Array shapes: B rows in a batch, M modalities, C classes, 2**M coalitions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
@@ -61,40 +62,78 @@ class Partial(Protocol):
     def merge(self, other: Self) -> Self: ...
 
 
+# field metadata keys of what a score column's statistics are of (``score_field``)
+FACT_KEYS = {
+    "term": b"intermodal.term",
+    "modalities": b"intermodal.modalities",
+    "target": b"intermodal.target",
+}
+
+
+@dataclass(frozen=True)
+class ColumnFacts:
+    """What the statistics of a score column are of, copied into their global rows:
+    ``term`` (``R``, an expert, a block, ``shapley``...), the ``modalities`` it is about and
+    the ``target`` (``label``, ``pred``, InterSHAP's explained output); empty where none."""
+
+    term: str = ""
+    modalities: tuple[str, ...] = ()
+    target: str = ""
+
+
+def score_field(
+    name: str,
+    type_: pa.DataType,
+    nullable: bool = True,
+    term: str = "",
+    modalities: Sequence[str] = (),
+    target: str = "",
+) -> pa.Field:
+    """A score column (``Measure.fields``) carrying, as field metadata, the facts its global
+    statistics are labelled with (``column_facts``)."""
+    facts = {"term": term, "modalities": json.dumps(list(modalities)), "target": target}
+    metadata = {FACT_KEYS[key]: value.encode() for key, value in facts.items()}
+    return pa.field(name, type_, nullable=nullable, metadata=metadata)
+
+
+def column_facts(field: pa.Field) -> ColumnFacts:
+    """The facts ``score_field`` set on ``field`` (empty ones for a plain field)."""
+    metadata = field.metadata or {}
+    text = {key: metadata.get(name, b"").decode() for key, name in FACT_KEYS.items()}
+    modalities = tuple(json.loads(text["modalities"])) if text["modalities"] else ()
+    return ColumnFacts(text["term"], modalities, text["target"])
+
+
 def global_record(
     measure: str,
-    term: str,
+    statistic: str,
     value: float,
     n: int,
     stderr: float | None = None,
     group: tuple[str, str] = ("", ""),
+    *,
+    term: str = "",
+    modalities: Sequence[str] = (),
+    target: str = "",
+    column: str = "",
 ) -> dict:
-    """One row of ``global/`` (``schemas.tables.GLOBAL_SCHEMA``); NaN standard errors (fewer
-    than two rows) are written as null."""
+    """One row of ``global/`` (``schemas.tables.GLOBAL_SCHEMA``): ``statistic`` of ``measure``
+    (``column``: the score column it summarises, if one); NaN standard errors (fewer than two
+    rows) are written as null."""
     group_by, group_value = group
     return {
         "measure": measure,
+        "target": target,
+        "statistic": statistic,
         "term": term,
+        "modalities": list(modalities),
+        "column": column,
         "group_by": group_by,
         "group": group_value,
         "value": float(value),
         "n": int(n),
         "stderr": None if stderr is None or np.isnan(stderr) else float(stderr),
     }
-
-
-def mean_records(measure: str, terms: Mapping[str, str], summaries: Any) -> list[dict]:
-    """Per group and score column, the column's mean with its standard error under a term of
-    the measure's own (``terms``: column → term), from the merged column summaries."""
-    records = []
-    for group in summaries.groups():
-        for column, term in terms.items():
-            summary = summaries.get(column, group)
-            if summary is not None and summary.count:
-                records.append(
-                    global_record(measure, term, summary.mean, summary.count, summary.stderr, group)
-                )
-    return records
 
 
 def global_table(records: list[dict]) -> pa.Table:
@@ -178,7 +217,9 @@ class Measure:
 
     def finalize(self, job: JobConfig, partial: Partial | None, summaries: Any) -> list[dict]:
         """Its own global rows (``global_record``) from its merged ``partial`` and the merged
-        column summaries of every score column (``estimators.stats.ColumnSummaries``)."""
+        column summaries of every score column (``estimators.stats.ColumnSummaries``). Every
+        float score column already gets its ``mean`` and quantiles, labelled with the facts of
+        its field (``score_field``): write no row that repeats one of those."""
         return []
 
     # --- reading a run -----------------------------------------------------------------------

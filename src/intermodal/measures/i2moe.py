@@ -19,8 +19,8 @@ from torch import nn
 from intermodal import storage
 from intermodal.charts.figures import box_plots, grouped_bars
 from intermodal.charts.html import Section, paragraph
-from intermodal.charts.run import RunData, bracketed
-from intermodal.measures.base import BatchOperator, CategoryRule, mean_records
+from intermodal.charts.run import RunData
+from intermodal.measures.base import BatchOperator, CategoryRule, score_field
 from intermodal.measures.fusion import FusionMeasure, fusion_inputs
 from intermodal.models.i2moe import I2MoE as I2MoEModel
 from intermodal.models.i2moe import expert_names
@@ -109,9 +109,16 @@ class I2MoE(FusionMeasure):
         return self.options(job).warmup_epochs
 
     def fields(self, job: JobConfig) -> list[pa.Field]:
+        own = {f"uni_{m}": (m,) for m in job.modality_names}  # a uniqueness expert's modality
         return [
             *(
-                pa.field(i2moe_weight_column(expert), pa.float64(), nullable=False)
+                score_field(
+                    i2moe_weight_column(expert),
+                    pa.float64(),
+                    nullable=False,
+                    term=expert,
+                    modalities=own.get(expert, ()),
+                )
                 for expert in self.experts(job)
             ),
             pa.field(I2MOE_PRED, pa.int64(), nullable=False),
@@ -134,14 +141,9 @@ class I2MoE(FusionMeasure):
 
         return score
 
-    def finalize(self, job: JobConfig, partial: Any, summaries: Any) -> list[dict]:
-        """Per expert and group ``weight[<expert>]``: the mean weight with its standard error
-        (quantiles: the column summaries' ``p10[i2moe_w_<expert>]``...)."""
-        terms = {i2moe_weight_column(e): f"weight[{e}]" for e in self.experts(job)}
-        return mean_records(self.name, terms, summaries)
-
     def report(self, run: RunData) -> Section | None:
-        experts = list(bracketed(run.terms(self.name), "weight"))
+        # the mean of each weight column, its term the expert
+        experts = list(run.terms(self.name, "mean"))
         if not experts:
             return None
         weights = run.scores([i2moe_weight_column(expert) for expert in experts])

@@ -18,11 +18,11 @@ from torch import nn
 
 from intermodal.charts.figures import grouped_bars
 from intermodal.charts.html import Section, paragraph
-from intermodal.charts.run import RunData, bracketed
-from intermodal.measures.base import BatchOperator, global_record, mean_records
+from intermodal.charts.run import RunData
+from intermodal.measures.base import BatchOperator, global_record, score_field
 from intermodal.measures.fusion import FusionMeasure, fusion_inputs
 from intermodal.models.intense import InTense as InTenseModel
-from intermodal.models.intense import term_names
+from intermodal.models.intense import term_members, term_names
 from intermodal.operators.context import BatchContext, SharedModel
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.tables import (
@@ -84,6 +84,10 @@ class InTense(FusionMeasure):
     def terms(self, job: JobConfig) -> list[str]:
         return term_names(job.modality_names, self.options(job).subsets)
 
+    def members(self, job: JobConfig) -> list[tuple[str, ...]]:
+        """The modalities of each block of ``terms``."""
+        return term_members(job.modality_names, self.options(job).subsets)
+
     def build(self, job: JobConfig) -> nn.Module:
         settings = self.options(job)
         return InTenseModel(
@@ -100,10 +104,16 @@ class InTense(FusionMeasure):
     def fields(self, job: JobConfig) -> list[pa.Field]:
         return [
             *(
-                pa.field(intense_contribution_column(term), pa.float64(), nullable=False)
-                for term in self.terms(job)
+                score_field(
+                    intense_contribution_column(term),
+                    pa.float64(),
+                    nullable=False,
+                    term=term,
+                    modalities=members,
+                )
+                for term, members in zip(self.terms(job), self.members(job), strict=True)
             ),
-            pa.field(INTENSE_BIAS, pa.float64(), nullable=False),
+            score_field(INTENSE_BIAS, pa.float64(), nullable=False, term="bias"),
             pa.field(INTENSE_PRED, pa.int64(), nullable=False),
         ]
 
@@ -128,30 +138,33 @@ class InTense(FusionMeasure):
         return score
 
     def finalize(self, job: JobConfig, partial: Any, summaries: Any) -> list[dict]:
-        """``relevance[<term>]`` per block (the trained model's β_I, whole dataset, ``n`` the
-        rows scored, no standard error; absent when no row was scored, so no model was
-        trained) and per block and group ``contribution[<term>]``: the mean contribution to
-        the predicted class's logit, with its standard error."""
+        """Statistic ``relevance`` per block (term ``M1xM2``, modalities its members): the
+        trained model's β_I, whole dataset, ``n`` the rows scored, no standard error; absent
+        when no row was scored, so no model was trained. The mean contributions are the
+        ``mean`` rows of the ``intense_c_<term>`` columns."""
         terms = self.terms(job)
         overall = summaries.get(intense_contribution_column(terms[0]))
         if overall is None or overall.count == 0:
             return []
         relevance = self.load(job).relevance().numpy()
-        records = [
-            global_record(self.name, f"relevance[{term}]", value, overall.count)
-            for term, value in zip(terms, relevance, strict=True)
+        return [
+            global_record(
+                self.name, "relevance", value, overall.count, term=term, modalities=members
+            )
+            for term, members, value in zip(terms, self.members(job), relevance, strict=True)
         ]
-        contributions = {intense_contribution_column(t): f"contribution[{t}]" for t in terms}
-        return records + mean_records(self.name, contributions, summaries)
 
     def report(self, run: RunData) -> Section | None:
-        relevance = bracketed(run.terms(self.name), "relevance")
+        relevance = run.terms(self.name, "relevance")
         if not relevance:
             return None
-        rows = run.rows(self.name).filter(pl.col("term").str.starts_with("contribution["))
-        contributions = bracketed(run.terms(self.name), "contribution")
-        errors = dict(zip(rows["term"].to_list(), rows["stderr"].to_list(), strict=True))
         terms = list(relevance)
+        columns = [intense_contribution_column(t) for t in terms]
+        means = run.rows(self.name, "", "mean").filter(pl.col("column").is_in(columns))
+        contributions = {
+            term: (value, error)
+            for term, value, error in means.select("term", "value", "stderr").iter_rows()
+        }
         text = (
             "InTense (paper 004): the relevance β of each modality and interaction block "
             "(‖β‖_p = 1), and each block's mean contribution to the logit of the predicted "
@@ -168,8 +181,8 @@ class InTense(FusionMeasure):
                 terms,
                 {
                     "mean contribution": (
-                        [contributions[t] for t in terms],
-                        [errors[f"contribution[{t}]"] for t in terms],
+                        [contributions[t][0] for t in terms],
+                        [contributions[t][1] for t in terms],
                     )
                 },
                 "InTense mean contribution to the predicted logit",

@@ -10,7 +10,6 @@ reading coalition values shares (``operators.context``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import combinations
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -29,12 +28,13 @@ from intermodal.charts.figures import (
 )
 from intermodal.charts.html import Section, class_label, group_label, paragraph
 from intermodal.charts.run import RunData
-from intermodal.estimators.intershap import explained_values, intershap_table, summary_terms
+from intermodal.estimators.intershap import dataset_terms, explained_values, intershap_table
 from intermodal.measures.base import (
     BatchOperator,
     Measure,
     Needs,
     global_record,
+    score_field,
 )
 from intermodal.operators.context import BatchContext, SharedModel
 from intermodal.schemas.config import JobConfig, SharedURI, Strict
@@ -74,6 +74,29 @@ def statistic_columns(modalities: Sequence[str], suffix: str) -> list[str]:
     ]
 
 
+def explained_outputs(setting: str, num_classes: int) -> list[tuple[str, str]]:
+    """``(column suffix, target)`` per explained output: the ``target`` of its global rows is
+    the setting (``predicted``, ``label``), or ``class<k>`` per class with ``all``."""
+    suffixes = target_suffixes(setting, num_classes)
+    if setting != "all":
+        return [(suffix, setting) for suffix in suffixes]
+    return [(suffix, suffix.removeprefix("__")) for suffix in suffixes]
+
+
+def column_terms(modalities: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """``(term, modalities)`` of each column of ``intershap_columns``, in that order."""
+    return [
+        ("value_full", ()),
+        ("value_empty", ()),
+        *(("shapley", (m,)) for m in modalities),
+        *(
+            ("interaction", (modalities[i], modalities[j]))
+            for i, j in interaction_pairs(modalities)
+        ),
+        ("local", ()),
+    ]
+
+
 class InterSHAP(Measure):
     name = "intershap"
     section = "intershap"
@@ -92,18 +115,20 @@ class InterSHAP(Measure):
     def label_reason(self, job: JobConfig) -> str | None:
         return "the label is explained" if self.options(job).target == "label" else None
 
-    def _suffixes(self, job: JobConfig) -> list[str]:
-        return target_suffixes(self.options(job).target, job.num_classes)
+    def _outputs(self, job: JobConfig) -> list[tuple[str, str]]:
+        return explained_outputs(self.options(job).target, job.num_classes)
 
     def fields(self, job: JobConfig) -> list[pa.Field]:
-        target = self.options(job).target
+        setting = self.options(job).target
+        names = job.modality_names
         fields = []
-        for suffix in self._suffixes(job):
-            if target != "all":
+        for suffix, target in self._outputs(job):
+            if setting != "all":
                 fields.append(pa.field(EXPLAINED_CLASS, pa.int64(), nullable=False))
+            columns = zip(intershap_columns(names, suffix), column_terms(names), strict=True)
             fields += [
-                pa.field(name, pa.float64(), nullable=False)
-                for name in intershap_columns(job.modality_names, suffix)
+                score_field(name, pa.float64(), False, term, modalities, target)
+                for name, (term, modalities) in columns
             ]
         return fields
 
@@ -122,23 +147,31 @@ class InterSHAP(Measure):
         return score
 
     def finalize(self, job: JobConfig, partial: Any, summaries: Any) -> list[dict]:
-        """Per explained output and group: global InterSHAP and its breakdown (``summary_terms``)
-        from the mean interaction matrix, with the mean of local InterSHAP."""
+        """Per explained output (``target``) and group: global InterSHAP and its breakdown
+        (statistic ``intershap``, ``estimators.intershap.dataset_terms``) from the mean
+        interaction matrix. The means of local InterSHAP and of the matrix are the ``mean``
+        rows of their columns."""
         records = []
-        for suffix in self._suffixes(job):
+        for suffix, target in self._outputs(job):
             columns = statistic_columns(job.modality_names, suffix)
             for group in summaries.groups():
                 found = [summaries.get(column, group) for column in columns]
                 if any(summary is None or summary.count == 0 for summary in found):
                     continue
                 means = np.array([summary.mean for summary in found])
-                errors = np.array([summary.stderr for summary in found])
-                terms = summary_terms(
-                    means[:-1], errors[:-1], means[-1], errors[-1], job.modality_names
-                )
                 records += [
-                    global_record(self.name, term + suffix, value, found[0].count, error, group)
-                    for term, value, error in terms
+                    global_record(
+                        self.name,
+                        "intershap",
+                        value,
+                        found[0].count,
+                        None,
+                        group,
+                        term=term,
+                        modalities=modalities,
+                        target=target,
+                    )
+                    for term, modalities, value in dataset_terms(means[:-1], job.modality_names)
                 ]
         return records
 
@@ -154,37 +187,37 @@ class InterSHAP(Measure):
             )
         ]
         settings = run.config[self.name]
-        for suffix in target_suffixes(settings["target"], run.config["num_classes"]):
+        for suffix, target in explained_outputs(settings["target"], run.config["num_classes"]):
             columns = [
                 f"intershap_local{suffix}",
                 f"intershap_value_full{suffix}",
                 *(shapley_column(m, suffix) for m in run.modalities),
             ]
             parts += [
-                self._breakdown(run, suffix),
+                self._breakdown(run, suffix, target),
                 heatmap(
-                    self._mean_matrix(run, suffix),
+                    self._mean_matrix(run, target),
                     run.modalities,
                     f"Mean interaction matrix{class_label(suffix)}",
                 ),
-                self._mean_waterfall(run, suffix),
+                self._mean_waterfall(run, suffix, target),
                 histograms(
                     run.scores(columns), f"Per-sample InterSHAP scores{class_label(suffix)}"
                 ),
             ]
         return Section("InterSHAP", "".join(parts))
 
-    def _breakdown(self, run: RunData, suffix: str) -> str:
+    def _breakdown(self, run: RunData, suffix: str, target: str) -> str:
         """Fractions of the behaviour from each modality and from interactions (eq. 9), for
         the whole dataset and per predicted class."""
-        groups = [g for g in run.groups(self.name) if g[0] in ("", "pred")]
+        groups = [g for g in run.groups(self.name, "intershap", target) if g[0] in ("", "pred")]
         segments: dict[str, list[float]] = {m: [] for m in run.modalities}
         segments["interactions"] = []
         for group_by, group in groups:
-            terms = run.terms(self.name, group_by, group)
+            values = run.values(self.name, "intershap", group_by, group, target)
             for m in run.modalities:
-                segments[m].append(terms.get(f"modality_{m}{suffix}", np.nan))
-            segments["interactions"].append(terms.get(f"global{suffix}", np.nan))
+                segments[m].append(values.get(("modality", (m,)), np.nan))
+            segments["interactions"].append(values.get(("global", ()), np.nan))
         return stacked_bars(
             [group_label(*g) for g in groups],
             segments,
@@ -193,23 +226,20 @@ class InterSHAP(Measure):
             {"interactions": INTERACTION_COLOUR},
         )
 
-    def _mean_matrix(self, run: RunData, suffix: str) -> np.ndarray:
+    def _mean_matrix(self, run: RunData, target: str) -> np.ndarray:
+        """The mean interaction matrix: the ``mean`` rows of the ``interaction`` columns."""
         names = run.modalities
-        terms = run.terms(self.name)
+        values = run.values(self.name, "mean", target=target)
         matrix = np.zeros((len(names), len(names)))
-        for i, j in combinations(range(len(names)), 2):
-            matrix[i, j] = matrix[j, i] = terms[
-                f"mean_{interaction_column(names[i], names[j])}{suffix}"
-            ]
-        for i, name in enumerate(names):
-            matrix[i, i] = terms[f"mean_{interaction_column(name, name)}{suffix}"]
+        for i, j in interaction_pairs(names):
+            matrix[i, j] = matrix[j, i] = values[("interaction", (names[i], names[j]))]
         return matrix
 
-    def _mean_waterfall(self, run: RunData, suffix: str) -> str:
+    def _mean_waterfall(self, run: RunData, suffix: str, target: str) -> str:
         """Paper 000 Fig. 2: the mean prediction built from v(∅), each modality's main effect
         and the interactions (means over samples of the per-sample decomposition)."""
         names = run.modalities
-        matrix = self._mean_matrix(run, suffix)
+        matrix = self._mean_matrix(run, target)
         empty = run.scores([f"intershap_value_empty{suffix}"])[f"intershap_value_empty{suffix}"]
         contributions = {m: float(matrix[i, i]) for i, m in enumerate(names)}
         contributions["interactions"] = float(matrix.sum() - np.trace(matrix))

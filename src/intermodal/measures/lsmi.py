@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from pydantic import Field
 
@@ -25,9 +25,13 @@ from intermodal import storage
 from intermodal.charts.figures import histograms
 from intermodal.charts.html import Section, paragraph
 from intermodal.charts.pid import pid_bars
-from intermodal.charts.run import RunData, pair_terms
+from intermodal.charts.run import RunData, modalities_literal
 from intermodal.estimators.knife import EntropyModel, KnifeConfig, fit_entropy_model
 from intermodal.estimators.lsmi import SHIFT_SIGNS, adjusted, adjustment, pointwise
+from intermodal.estimators.posterior_entropy import (
+    PosteriorEntropyModel,
+    fit_posterior_entropy_model,
+)
 from intermodal.measures.base import (
     BatchOperator,
     CategoryRule,
@@ -37,6 +41,7 @@ from intermodal.measures.base import (
     Needs,
     Progress,
     global_record,
+    score_field,
 )
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.models.classifiers import (
@@ -53,11 +58,13 @@ from intermodal.models.classifiers import (
     log_proba_of_labels,
     save_classifiers,
     train_classifiers,
+    train_folded,
 )
 from intermodal.models.protocol import MultimodalModel, build_model
 from intermodal.models.training import CPU, fit_device
 from intermodal.operators.context import BatchContext, SharedModel, modality_arrays
 from intermodal.schemas.config import JobConfig, Strict
+from intermodal.schemas.legacy import upgrade_legacy_global
 from intermodal.schemas.tables import (
     LABEL,
     PID_TERMS,
@@ -71,11 +78,24 @@ ENCODE_CHUNK_ROWS = 4096
 
 
 class LSMIEntropyConfig(Strict):
-    """KNIFE h(x_m) per modality (mixture of Gaussians on standardised features)."""
+    """KNIFE h(x_m) per modality (mixture of Gaussians), on the modality's posterior
+    coordinates or on its standardised features."""
 
+    # posterior: on the isometric log-ratio coordinates of each modality's label posterior
+    # p(· | x_m) (its cross-fitted classifier's, the fold models averaged; with classifiers:
+    # model one trained for this only): the same space R^(C-1) and units for every modality,
+    # so the per-row terms do not depend on widths, units or label-free features;
+    # features: on the standardised (optionally PCA-projected) features, as paper 001's
+    # reference code (comparable only across modalities of one width and kind)
+    space: Literal["posterior", "features"] = "posterior"
+    # space posterior: std of the Gaussian noise the posterior coordinates are smoothed with
+    # before KNIFE (distance between probability vectors): posteriors closer than this count
+    # as one state, so a classifier's jitter around a state does not enter h
+    resolution: float = Field(default=0.2, gt=0)
     n_components: int = Field(default=5, ge=1)
     diagonal: bool = False
-    pca_components: int | None = Field(default=None, ge=1)  # None: no PCA before KNIFE
+    # None: no PCA before KNIFE (space: features only)
+    pca_components: int | None = Field(default=None, ge=1)
     epochs: int = Field(default=30, ge=1)
     # 1024 rows at lr 1e-2 reach a lower held-out h than 256 at 1e-3 in a third of the time
     # (docs/benchmarks.md, "Fit speed")
@@ -138,11 +158,28 @@ def lsmi_features(
 
 
 def entropy_part(
-    name: str, rows: np.ndarray, knife: KnifeConfig, progress: Progress
-) -> EntropyModel:
-    """The fit part of one modality's KNIFE."""
-    progress(f"[lsmi] entropy model of {name} ({rows.shape[1]} features)")
-    return fit_entropy_model(rows, knife, progress, device=fit_device())
+    name: str,
+    rows: np.ndarray,
+    knife: KnifeConfig,
+    progress: Progress,
+    posterior: FoldedMLP | tuple[Any, ...] | None = None,
+    resolution: float = 0.2,
+) -> EntropyModel | PosteriorEntropyModel:
+    """The fit part of one modality's entropy model: KNIFE on its features (``posterior``
+    None) or on the posterior coordinates of ``posterior``, the modality's cross-fitted
+    classifier, or ``(labels, folds, n_folds, num_classes, training)`` to train that classifier
+    here first (``classifiers: model`` trains no classifiers of its own)."""
+    if posterior is None:
+        progress(f"[lsmi] entropy model of {name} ({rows.shape[1]} features)")
+        return fit_entropy_model(rows, knife, progress, device=fit_device())
+    if not isinstance(posterior, FoldedMLP):
+        labels, folds, n_folds, num_classes, training = posterior
+        progress(f"[lsmi] posterior p(y | {name}) for its entropy model")
+        posterior = train_folded(
+            rows, labels, folds, n_folds, num_classes, training, device=fit_device()
+        )
+    progress(f"[lsmi] entropy model of {name} on its posterior ({rows.shape[1]} features)")
+    return fit_posterior_entropy_model(posterior, rows, knife, resolution, progress, fit_device())
 
 
 def log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -190,17 +227,22 @@ def chosen_pair(
 
 
 def pair_constant(run_dir: str, pair: tuple[str, str]) -> float:
-    """The pair's dataset adjustment constant from ``global/lsmi.parquet``."""
+    """The pair's dataset adjustment constant from ``global/lsmi.parquet`` (statistic
+    ``adjustment``; a table of the previous release is upgraded first)."""
     uri = storage.join(run_dir, "global", f"{LSMI.name}.parquet")
     try:
-        table = storage.read_table(uri, columns=["term", "group_by", "value"])
+        table = upgrade_legacy_global(storage.read_table(uri))
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{uri}: missing; run `intermodal aggregate {run_dir}`") from error
-    term = f"adjustment[{pair[0]},{pair[1]}]"
-    rows = table.filter(pc.equal(table.column("term"), term))
-    if rows.num_rows != 1:
-        raise ValueError(f"{uri}: no single row with term {term}")
-    return float(rows.column("value")[0].as_py())
+    frame = pl.DataFrame(pl.from_arrow(table))
+    rows = frame.filter(
+        (pl.col("statistic") == "adjustment")
+        & (pl.col("modalities") == modalities_literal(pair))
+        & (pl.col("group_by") == "")
+    )
+    if rows.height != 1:
+        raise ValueError(f"{uri}: no single adjustment row of the pair {pair[0]},{pair[1]}")
+    return float(rows["value"].item())
 
 
 class LSMI(Measure):
@@ -235,7 +277,8 @@ class LSMI(Measure):
 
     def fields(self, job: JobConfig) -> list[pa.Field]:
         return [
-            pa.field(lsmi_column(term, a, b), pa.float64())  # null where the label is null
+            # null where the label is null
+            score_field(lsmi_column(term, a, b), pa.float64(), True, term, (a, b), LABEL)
             for a, b in modality_pairs(job.modality_names)
             for term in PID_TERMS
         ]
@@ -266,15 +309,18 @@ class LSMI(Measure):
         features = lsmi_features(job, modality_arrays(job, sample), self._feature_model(job))
         labels = sample.column(LABEL).to_numpy()
         folds = fold_of(sample.column(SAMPLE_ID), settings.folds, settings.seed)
-        knife = KnifeConfig(**settings.entropy.model_dump(), seed=settings.seed)
-        # every entropy model and classifier is a part of its own: submit them all, then wait
-        entropy = {
-            name: workers.submit(entropy_part, name, rows, knife, workers.progress)
-            for name, rows in features.items()
-        }
+        own_settings = {"space", "resolution"}  # of the posterior space, not of KNIFE
+        knife = KnifeConfig(**settings.entropy.model_dump(exclude=own_settings), seed=settings.seed)
         training = ClassifierTraining(**settings.classifier.model_dump(), seed=settings.seed)
         # with classifiers: model the coalitions of the configured model stand in
         crossfit = settings.classifiers == "crossfit"
+        on_posterior = settings.entropy.space == "posterior"
+        # every entropy model and classifier is a part of its own: submit them all, then wait
+        # (on the posterior space, an entropy model waits for its modality's classifier)
+        entropy = {
+            name: workers.submit(entropy_part, name, rows, knife, workers.progress)
+            for name, rows in ({} if on_posterior else features).items()
+        }
         classifiers = train_classifiers(
             classifier_keys(job.modality_names) if crossfit else [],
             features,
@@ -285,6 +331,20 @@ class LSMI(Measure):
             training,
             workers,
         )
+        if on_posterior:
+            own = (labels, folds, settings.folds, job.num_classes, training)
+            entropy = {
+                name: workers.submit(
+                    entropy_part,
+                    name,
+                    rows,
+                    knife,
+                    workers.progress,
+                    classifiers.models[name] if crossfit else own,
+                    settings.entropy.resolution,
+                )
+                for name, rows in features.items()
+            }
         entropy = dict(zip(entropy, workers.gather(list(entropy.values())), strict=True))
         prior = log_prior(labels, job.num_classes)
         save_classifiers(classifiers, job.output, self._classifier_index(job))
@@ -296,11 +356,17 @@ class LSMI(Measure):
 
     def _save(self, job: JobConfig, artifacts: LSMIArtifacts) -> None:
         folder = self.folder(job)
-        states = {}
+        states, posteriors = {}, {}
         for name, model in artifacts.entropy.items():
+            if isinstance(model, PosteriorEntropyModel):
+                # entropy.space posterior: the classifier whose posterior the KNIFE models
+                posteriors[name] = model.encoder.state_dict()
+                model = model.entropy_model
             arrays, states[name] = model.to_state()
             storage.write_arrays(arrays, storage.join(folder, f"entropy-{name}.npz"))
         save_state(states, storage.join(folder, "entropy.pt"))
+        if posteriors:
+            save_state(posteriors, storage.join(folder, "posterior.pt"))
         storage.write_arrays(
             {
                 "log_prior": artifacts.log_prior,
@@ -314,6 +380,7 @@ class LSMI(Measure):
         """The saved artifacts, their models on ``device`` (classifier input sizes from the
         entropy models' sizes)."""
         folder = self.folder(job)
+        settings = self.options(job)
         prior = storage.read_arrays(storage.join(folder, "prior.npz"))
         folds = int(prior["folds"])
         entropy_states = load_state(storage.join(folder, "entropy.pt"))
@@ -321,11 +388,25 @@ class LSMI(Measure):
             name: EntropyModel.from_state(
                 storage.read_arrays(storage.join(folder, f"entropy-{name}.npz")),
                 entropy_states[name],
-            ).to(device)
+            )
             for name in job.modality_names
         }
+        if settings.entropy.space == "posterior":
+            posteriors = load_state(storage.join(folder, "posterior.pt"))
+            for name, state in posteriors.items():
+                # FoldedMLP weights are [folds, fan_in, fan_out]; mean is [in]
+                encoder = FoldedMLP(
+                    state["mean"].shape[0],
+                    state["weights.0"].shape[2],
+                    state["weights.2"].shape[2],
+                    state["weights.0"].shape[0],
+                )
+                encoder.load_state_dict(state)
+                entropy[name] = PosteriorEntropyModel(
+                    encoder.eval(), entropy[name], state["mean"].shape[0]
+                )
+        entropy = {name: model.to(device) for name, model in entropy.items()}
         states = load_classifier_states(job.output, self._classifier_index(job))
-        settings = self.options(job)
         classifiers = {}
         crossfit = settings.classifiers == "crossfit"
         for key in classifier_keys(job.modality_names) if crossfit else []:
@@ -396,20 +477,27 @@ class LSMI(Measure):
     # --- the dataset -------------------------------------------------------------------------
 
     def finalize(self, job: JobConfig, partial: Any, summaries: Any) -> list[dict]:
-        """Per pair ``a,b`` and group: the raw means ``R[a,b]``, ``U1[a,b]``, ``U2[a,b]``,
-        ``S[a,b]`` (nats, with standard errors), the same shifted by the pair's dataset-level
-        constant (``R_adjusted[a,b]``, ...; one constant for every group, from the whole
-        dataset's means) and the constant itself (``adjustment[a,b]``, whole dataset only)."""
+        """Per pair ``a,b`` (target ``label``): the pair's dataset-level constant (statistic
+        ``adjustment``, whole dataset only) and per group and term R, U1, U2, S the mean of
+        its column shifted by that constant (``adjusted_mean``, nats, with the column's
+        standard error; one constant for every group, from the whole dataset's means). The
+        raw means are the columns' ``mean`` rows."""
         records = []
         for a, b in modality_pairs(job.modality_names):
-            pair = f"{a},{b}"
             columns = [lsmi_column(term, a, b) for term in PID_TERMS]
             overall = [summaries.get(column) for column in columns]
             if any(summary is None or summary.count == 0 for summary in overall):
                 continue
             constant = adjustment(*(summary.mean for summary in overall))
             records.append(
-                global_record(self.name, f"adjustment[{pair}]", constant, overall[0].count)
+                global_record(
+                    self.name,
+                    "adjustment",
+                    constant,
+                    overall[0].count,
+                    modalities=(a, b),
+                    target=LABEL,
+                )
             )
             for group in summaries.groups():
                 found = [summaries.get(column, group) for column in columns]
@@ -417,16 +505,23 @@ class LSMI(Measure):
                     continue
                 means = PIDTerms(*(summary.mean for summary in found))
                 shifted = adjusted(means, constant)
-                for term, mean, moved, summary in zip(
-                    PID_TERMS, means, shifted, found, strict=True
+                for term, column, moved, summary in zip(
+                    PID_TERMS, columns, shifted, found, strict=True
                 ):
-                    n, error = summary.count, summary.stderr
-                    records += [
-                        global_record(self.name, f"{term}[{pair}]", mean, n, error, group),
+                    records.append(
                         global_record(
-                            self.name, f"{term}_adjusted[{pair}]", moved, n, error, group
-                        ),
-                    ]
+                            self.name,
+                            "adjusted_mean",
+                            moved,
+                            summary.count,
+                            summary.stderr,
+                            group,
+                            term=term,
+                            modalities=(a, b),
+                            target=LABEL,
+                            column=column,
+                        )
+                    )
         return records
 
     def report(self, run: RunData) -> Section | None:
@@ -438,9 +533,9 @@ class LSMI(Measure):
                 "by the dataset constant (global/lsmi.parquet), for all samples, per label, per "
                 "predicted class and per group; then the raw per-sample terms."
             ),
-            *pid_bars(run, self.name, "nats", adjusted=True),
+            *pid_bars(run, self.name, "nats", "adjusted_mean", " adjusted"),
         ]
-        for a, b in pair_terms(run.terms(self.name)):
+        for a, b in run.pairs(self.name, "adjusted_mean"):
             columns = [lsmi_column(term, a, b) for term in PID_TERMS]
             parts.append(histograms(run.scores(columns), f"Per-sample LSMI of ({a}, {b}), raw", 4))
         return Section("LSMI", "".join(parts))

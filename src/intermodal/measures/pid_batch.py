@@ -27,7 +27,7 @@ from pydantic import Field
 
 from intermodal.charts.figures import grouped_bars
 from intermodal.charts.html import Section, paragraph
-from intermodal.charts.run import RunData, pair_terms
+from intermodal.charts.run import RunData
 from intermodal.estimators.pid_batch import block_pid
 from intermodal.estimators.stats import Keyed, Moments
 from intermodal.measures.base import (
@@ -37,6 +37,7 @@ from intermodal.measures.base import (
     Measure,
     Progress,
     global_record,
+    score_field,
 )
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.models.classifiers import (
@@ -69,9 +70,9 @@ from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.tables import (
     BATCH_BLOCK,
     LABEL,
+    PID_TARGETS,
     PID_TERMS,
     SAMPLE_ID,
-    TARGET_SUFFIXES,
     batch_column,
     modality_pairs,
 )
@@ -152,7 +153,14 @@ class PIDBatch(Measure):
         return [
             pa.field(BATCH_BLOCK, pa.int64(), nullable=False),
             *(
-                pa.field(batch_column(term, a, b, target), pa.float64(), nullable=False)
+                score_field(
+                    batch_column(term, a, b, target),
+                    pa.float64(),
+                    nullable=False,
+                    term=term,
+                    modalities=(a, b),
+                    target=target,
+                )
                 for target in job.targets
                 for a, b in pairs
                 for term in PID_TERMS
@@ -349,10 +357,9 @@ class PIDBatch(Measure):
         return Keyed(merged)
 
     def finalize(self, job: JobConfig, partial: Any, summaries: Any) -> list[dict]:
-        """Per target and pair ``a,b``: ``R[a,b]``, ``U1[a,b]``, ``U2[a,b]``, ``S[a,b]`` in bits,
-        the mean of the block estimates with its standard error across blocks; ``n`` is the
-        rows scored. Measure ``pid_batch`` for the labels, ``pid_batch_model`` for the
-        predictions."""
+        """Per target (``label``, ``pred``) and pair ``a,b`` the terms R, U1, U2, S in bits:
+        statistic ``pid``, the mean of the block estimates with its standard error across
+        blocks; ``n`` is the rows scored."""
         records = []
         items: dict[Any, Moments] = partial.items if partial is not None else {}
         for (target, (a, b)), moments in sorted(items.items()):
@@ -363,17 +370,20 @@ class PIDBatch(Measure):
             for index, term in enumerate(PID_TERMS):
                 records.append(
                     global_record(
-                        self.name + TARGET_SUFFIXES[target],
-                        f"{term}[{a},{b}]",
+                        self.name,
+                        "pid",
                         float(moments.mean[index]),
                         rows,
                         float(stderr[index]),
+                        term=term,
+                        modalities=(a, b),
+                        target=target,
                     )
                 )
         return records
 
     def report(self, run: RunData) -> Section | None:
-        if run.rows(self.name, None).is_empty():
+        if run.rows(self.name, None, "pid").is_empty():
             return None
         parts = [
             paragraph(
@@ -383,16 +393,13 @@ class PIDBatch(Measure):
             )
         ]
         series_by_pair: dict[tuple[str, str], dict[str, tuple[list[float], list]]] = {}
-        for target, suffix in TARGET_SUFFIXES.items():
-            rows = run.rows(self.name + suffix)
-            if rows.is_empty():
-                continue
-            errors = dict(zip(rows["term"].to_list(), rows["stderr"].to_list(), strict=True))
-            for pair, values in pair_terms(run.terms(self.name + suffix)).items():
-                label = "[" + ",".join(pair) + "]"
+        for target in PID_TARGETS:
+            values = run.pairs(self.name, "pid", target=target)
+            errors = run.pairs(self.name, "pid", target=target, field="stderr")
+            for pair, terms in values.items():
                 series_by_pair.setdefault(pair, {})[_SERIES[target]] = (
-                    [values[t] for t in PID_TERMS],
-                    [errors[f"{t}{label}"] for t in PID_TERMS],
+                    [terms[t] for t in PID_TERMS],
+                    [errors[pair][t] for t in PID_TERMS],
                 )
         for (a, b), series in series_by_pair.items():
             parts.append(grouped_bars(PID_TERMS, series, f"PID BATCH of ({a}, {b})", "bits"))

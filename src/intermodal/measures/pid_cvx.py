@@ -36,7 +36,6 @@ from intermodal.operators.context import BatchContext, SharedModel
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.tables import (
     PID_TERMS,
-    TARGET_SUFFIXES,
     code_column,
     modality_pairs,
     modality_values,
@@ -52,11 +51,6 @@ class PIDConfig(Strict):
     pca_components: int | None = Field(default=None, ge=1)  # None: no PCA
     fit_rows: int = Field(default=100_000, ge=1)
     seed: int = 0
-
-
-def pid_term(term: str, pair: tuple[str, str]) -> str:
-    """Term name of one pair in ``global/``: ``R[a,b]``, ``U1[a,b]`` (unique to a), ..."""
-    return f"{term}[{pair[0]},{pair[1]}]"
 
 
 class PIDCVX(Measure):
@@ -160,8 +154,8 @@ class PIDCVX(Measure):
         return merged
 
     def finalize(self, job: JobConfig, partial: Any, summaries: Any) -> list[dict]:
-        """One row per target, pair, group and term R, U1, U2, S and I (bits; ``n`` rows
-        counted); measure ``pid_cvx`` for the labels, ``pid_cvx_model`` for predictions."""
+        """One row per target (``label``, ``pred``), pair, group and term R, U1, U2, S and I:
+        statistic ``pid`` (bits; ``n`` rows counted)."""
         records = []
         items: dict[Any, JointCounts] = partial.items if partial is not None else {}
         for (target, pair, group), counts in sorted(items.items()):
@@ -170,15 +164,24 @@ class PIDCVX(Measure):
             result = pid_from_joint(counts.joint(), base=2)
             values = dict(zip(PID_TERMS, result.terms, strict=True))
             values["I"] = result.mutual_information
-            measure = self.name + TARGET_SUFFIXES[target]
             records += [
-                global_record(measure, pid_term(term, pair), value, counts.total, None, group)
+                global_record(
+                    self.name,
+                    "pid",
+                    value,
+                    counts.total,
+                    None,
+                    group,
+                    term=term,
+                    modalities=pair,
+                    target=target,
+                )
                 for term, value in values.items()
             ]
         return records
 
     def report(self, run: RunData) -> Section | None:
-        if all(run.rows(self.name + s, None).is_empty() for s in TARGET_SUFFIXES.values()):
+        if run.rows(self.name, None).is_empty():
             return None
         text = (
             "Exact PID (paper 003, CVX) of each modality pair with the labels and with the "

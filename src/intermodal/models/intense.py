@@ -183,6 +183,15 @@ def term_names(
     return [term_name(modalities, subset) for subset in _subset_positions(modalities, subsets)]
 
 
+def term_members(
+    modalities: Sequence[str], subsets: Sequence[Sequence[str]] | None = None
+) -> list[tuple[str, ...]]:
+    """The modalities of each block of ``term_names``, in block order."""
+    return [
+        tuple(modalities[m] for m in subset) for subset in _subset_positions(modalities, subsets)
+    ]
+
+
 class InTense(nn.Module):
     """InTense over ``modalities`` (input sizes ``input_dims``) with one block per subset; also
     a config factory (``intermodal.models.intense:InTense``).

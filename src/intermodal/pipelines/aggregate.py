@@ -5,7 +5,8 @@ Per file and measure two mergeable values: the column summaries of every float s
 the measure writes (count, mean, M2 and a KLL quantile sketch, per group) and the measure's
 own partial statistics, if it keeps any (PID count tensors, per-block BATCH estimates). The
 driver merges them and asks each measure for its global rows; every float column adds its
-``mean[<column>]`` (with its standard error) and ``p10``/``p50``/``p90``.
+``mean`` (with its standard error) and ``p10``/``p50``/``p90``, labelled with the facts the
+measure set on its field (``measures.base.score_field``: term, modalities, target).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from intermodal import storage
 from intermodal.cluster import ensure_ray
 from intermodal.estimators.stats import ColumnSummaries
 from intermodal.measures import Measure, job_measures, parse_config
-from intermodal.measures.base import global_record, global_table
+from intermodal.measures.base import column_facts, global_record, global_table
 from intermodal.pipelines.run import Progress, RunPaths, ship_measures
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, PRED
@@ -49,9 +50,13 @@ def group_text(table: pa.Table, names: Iterable[str]) -> dict[str, np.ndarray]:
     }
 
 
-def float_columns(config: JobConfig, measure: Measure) -> list[str]:
+def float_fields(config: JobConfig, measure: Measure) -> list[pa.Field]:
     """The measure's per-sample float columns: each gets a column summary."""
-    return [f.name for f in measure.fields(config) if pa.types.is_floating(f.type)]
+    return [f for f in measure.fields(config) if pa.types.is_floating(f.type)]
+
+
+def float_columns(config: JobConfig, measure: Measure) -> list[str]:
+    return [f.name for f in float_fields(config, measure)]
 
 
 def merge_states(left: MeasureState, right: MeasureState) -> MeasureState:
@@ -109,23 +114,31 @@ def _file_states(files: list[str], config: JobConfig, measures: list[Measure]) -
     ).iter_rows()
 
 
-def summary_records(measure: str, columns: list[str], summaries: ColumnSummaries) -> list[dict]:
-    """Per group and float column: ``mean[<column>]`` with its standard error and the
+def summary_records(measure: str, fields: list[pa.Field], summaries: ColumnSummaries) -> list[dict]:
+    """Per group and float column: statistic ``mean`` with its standard error and the
     ``p10``/``p50``/``p90`` quantiles from the KLL sketch (one of the values seen, within the
-    sketch's rank error); ``n`` is the column's non-null rows."""
+    sketch's rank error); ``n`` is the column's non-null rows. Each row names its ``column``
+    and carries the column's facts (``column_facts``: term, modalities, target)."""
     records = []
     for group in summaries.groups():
-        for column in columns:
-            summary = summaries.get(column, group)
+        for field in fields:
+            summary = summaries.get(field.name, group)
             if summary is None or summary.count == 0:
                 continue
+            facts = column_facts(field)
+            labels = {
+                "term": facts.term,
+                "modalities": facts.modalities,
+                "target": facts.target,
+                "column": field.name,
+            }
             n = summary.count
             records.append(
-                global_record(measure, f"mean[{column}]", summary.mean, n, summary.stderr, group)
+                global_record(measure, "mean", summary.mean, n, summary.stderr, group, **labels)
             )
             values = summary.sketch.quantiles(list(QUANTILES.values()))
             records += [
-                global_record(measure, f"{name}[{column}]", value, n, None, group)
+                global_record(measure, name, value, n, None, group, **labels)
                 for name, value in zip(QUANTILES, values, strict=True)
             ]
     return records
@@ -149,7 +162,7 @@ def run_aggregate(run_dir: str, progress: Progress = print) -> pa.Table:
     for measure in measures:
         summaries, own = state.get(measure.name, (ColumnSummaries(), None))
         records = measure.finalize(config, own, summaries)
-        records += summary_records(measure.name, float_columns(config, measure), summaries)
+        records += summary_records(measure.name, float_fields(config, measure), summaries)
         table = global_table(records)
         storage.write_table(table, storage.join(paths.global_, f"{measure.name}.parquet"))
         tables.append(table)

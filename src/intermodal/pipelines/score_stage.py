@@ -28,7 +28,8 @@ def scores_schema(
     job: JobConfig, measures: list[Measure], id_type: pa.DataType, group_fields: list[pa.Field]
 ) -> pa.Schema:
     """The score table's columns in order: ``sample_id``, ``label``, group columns, ``pred``
-    (with a model), then each measure's fields in registry order."""
+    (with a model), then each measure's fields in registry order (without the facts
+    ``score_field`` sets for the global tables: score files keep plain fields)."""
     fields = [pa.field(SAMPLE_ID, id_type, nullable=False)]
     if job.label_column is not None:
         fields.append(pa.field(LABEL, pa.int64()))
@@ -36,7 +37,7 @@ def scores_schema(
     if job.model is not None:
         fields.append(pa.field(PRED, pa.int64(), nullable=False))
     for measure in measures:
-        fields += measure.fields(job)
+        fields += [field.remove_metadata() for field in measure.fields(job)]
     return pa.schema(fields)
 
 

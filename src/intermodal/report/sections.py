@@ -34,16 +34,27 @@ def overview(run: RunData) -> Section:
     return Section("Run", html_table(frame))
 
 
+# what a global table shows of each statistic (the modalities joined by ",")
+STATISTIC_COLUMNS = ("target", "statistic", "term", "modalities", "column")
+
+
+def readable(rows: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
+    """``rows``' ``columns``, then value, n and stderr, modalities as text (``a,b``)."""
+    return rows.with_columns(pl.col("modalities").list.join(",")).select(
+        *columns, "value", "n", "stderr"
+    )
+
+
 def global_tables(run: RunData) -> Section | None:
     if run.global_.is_empty():
         return None
     parts = [paragraph("Whole-dataset statistics per measure; per-group rows under each table.")]
     for measure in run.global_["measure"].unique(maintain_order=True).to_list():
-        overall = run.rows(measure).select("term", "value", "n", "stderr")
+        overall = readable(run.rows(measure), STATISTIC_COLUMNS)
         grouped = run.rows(measure, None).filter(pl.col("group_by") != "")
         parts.append(f"<h4>{html.escape(measure)}</h4>{html_table(overall)}")
         if not grouped.is_empty():
-            columns = grouped.select("group_by", "group", "term", "value", "n", "stderr")
+            columns = readable(grouped, ("group_by", "group", *STATISTIC_COLUMNS))
             parts.append(
                 f"<details><summary>{grouped.height} per-group rows</summary>"
                 f"{html_table(columns)}</details>"

@@ -52,10 +52,25 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 
+# global/<measure>.parquet: one row per statistic, every fact of it in a column of its own
+# (docs/schema.md lists every statistic and term per measure), so a query filters by column:
+#   measure    the registry name (``pid_cvx``, ``lsmi``, ...)
+#   target     what the statistic is of: ``label`` / ``pred`` for PID-style terms, InterSHAP's
+#              explained output (``predicted``, ``label``, ``class<k>``), ``""`` where none
+#   statistic  ``mean``, ``p10``, ``p50``, ``p90`` (every float score column), or one of the
+#              measure's own (``pid``, ``adjusted_mean``, ``adjustment``, ``relevance``,
+#              ``intershap``)
+#   term       ``R``, ``U1``, ``U2``, ``S``, ``I``, an expert, a block, an InterSHAP term; ``""``
+#   modalities the modalities it is about: ``[a, b]`` a pair, ``[m]`` one, ``[]`` otherwise
+#   column     the score column summarised, ``""`` for statistics not of one column
 GLOBAL_SCHEMA = pa.schema(
     [
         pa.field("measure", pa.string(), nullable=False),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("statistic", pa.string(), nullable=False),
         pa.field("term", pa.string(), nullable=False),
+        pa.field("modalities", pa.list_(pa.string()), nullable=False),
+        pa.field("column", pa.string(), nullable=False),
         pa.field("group_by", pa.string(), nullable=False),  # "" for the whole dataset
         pa.field("group", pa.string(), nullable=False),  # the group's value as text, "" for all
         pa.field("value", pa.float64(), nullable=False),
@@ -63,6 +78,8 @@ GLOBAL_SCHEMA = pa.schema(
         pa.field("stderr", pa.float64()),  # null where no standard error is defined
     ]
 )
+# the columns that name a statistic: no two rows of a global table share all of them
+GLOBAL_KEY = ("measure", "target", "statistic", "term", "modalities", "column", "group_by", "group")
 
 
 def target_suffixes(target: str, num_classes: int) -> list[str]:
@@ -108,7 +125,7 @@ class PIDTerms(NamedTuple):
     redundancy ``R``, information unique to the first source ``U1`` and to the second
     ``U2``, synergy ``S``. The one spelling every estimator returns (scalars for a dataset or a
     BATCH block, ``[n]`` arrays for LSMI's pointwise terms) and every table uses: score
-    columns ``lsmi_<T>_<a>__<b>`` and ``pid_batch_<T>_<a>__<b>``, global terms ``<T>[a,b]``."""
+    columns ``lsmi_<T>_<a>__<b>`` and ``pid_batch_<T>_<a>__<b>``, global ``term`` ``<T>``."""
 
     R: Any
     U1: Any
@@ -118,9 +135,9 @@ class PIDTerms(NamedTuple):
 
 PID_TERMS: tuple[str, ...] = PIDTerms._fields
 
-# what PID-style measures decompose: the labels, and the model's predictions with a model;
-# the suffix of each target's measure name in global/ (``pid_cvx``, ``pid_cvx_model``)
-TARGET_SUFFIXES = {"label": "", "pred": "_model"}
+# what PID-style measures decompose: the labels, and the model's predictions with a model
+# (the ``target`` of their global rows)
+PID_TARGETS: tuple[str, ...] = (LABEL, PRED)
 
 
 def modality_pairs(modalities: Sequence[str]) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ from intermodal import storage
 from intermodal.models.training import TrainConfig
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.report import write_combined_report
-from intermodal.schemas.tables import TARGET_SUFFIXES
+from intermodal.schemas.tables import LABEL, PRED
 from intermodal.synthetic.hdxor import HDXORSpec
 from intermodal.validation.experiments import (
     fcnn_job,
@@ -24,7 +24,7 @@ from intermodal.validation.experiments import (
 
 DEMO_SETTINGS = ("synergy", "uniqueness")
 DEMO_MEASURES = ("intershap", "pid_cvx")
-PID_OF_LABELS, PID_OF_MODEL = (DEMO_MEASURES[1] + s for s in TARGET_SUFFIXES.values())
+PID_MEASURE = DEMO_MEASURES[1]  # of the labels and of the model's predictions
 DEMO_TRAINING = TrainConfig(epochs=30, batch_size=256, lr=1e-3)
 
 
@@ -61,8 +61,8 @@ def run_demo(
                     "val_acc": accuracy,
                     "intershap_global_%": round(100 * scores["global"], 1),
                     "local_mean_%": round(100 * scores["local_mean"], 1),
-                    "pid_labels": pid_headline(table, PID_OF_LABELS, pair),
-                    "pid_model": pid_headline(table, PID_OF_MODEL, pair),
+                    "pid_labels": pid_headline(table, PID_MEASURE, LABEL, pair),
+                    "pid_model": pid_headline(table, PID_MEASURE, PRED, pair),
                 }
             )
     return pl.DataFrame(rows)

@@ -4,15 +4,15 @@ XOR function and FCNN models, training, and a run's headline numbers."""
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from intermodal import storage
 from intermodal.measures import parse_config
-from intermodal.measures.pid_cvx import pid_term
 from intermodal.models.fcnn import build_fcnn
 from intermodal.models.training import TrainConfig, TrainResult, train_classifier
 from intermodal.pipelines.aggregate import run_aggregate
@@ -146,21 +146,43 @@ def run_job(config: JobConfig, progress: Progress) -> pa.Table:
     return run_aggregate(config.output, progress)
 
 
-def overall_terms(table: pa.Table, measure: str) -> dict[str, float]:
-    """Term → value of one measure's whole-dataset rows of a global table."""
-    rows = table.filter(
-        pc.and_(pc.equal(table.column("group_by"), ""), pc.equal(table.column("measure"), measure))
+def overall_terms(
+    table: pa.Table,
+    measure: str,
+    statistic: str,
+    target: str | None = None,
+    modalities: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Term → value of one statistic of a measure over the whole dataset, from a global table
+    (of ``target`` and about ``modalities`` when given; ``()`` for rows about none);
+    ValueError where two rows share a term (name the target or the modalities)."""
+    frame = pl.DataFrame(pl.from_arrow(table))
+    rows = frame.filter(
+        (pl.col("measure") == measure)
+        & (pl.col("statistic") == statistic)
+        & (pl.col("group_by") == "")
     )
-    return dict(zip(rows.column("term").to_pylist(), rows.column("value").to_pylist(), strict=True))
+    if target is not None:
+        rows = rows.filter(pl.col("target") == target)
+    if modalities is not None:
+        wanted = pl.lit(list(modalities), dtype=pl.List(pl.String))
+        rows = rows.filter(pl.col("modalities") == wanted)
+    terms = rows["term"].to_list()
+    if len(set(terms)) != len(terms):
+        raise ValueError(f"{measure} {statistic}: several rows per term {terms}")
+    return dict(zip(terms, rows["value"].to_list(), strict=True))
 
 
-def pid_headline(table: pa.Table, measure: str, pair: tuple[str, str]) -> str:
-    """``R/U1/U2/S`` of one pair over the whole dataset, in bits, as ``0.00/0.83/0.00/0.04``."""
-    terms = overall_terms(table, measure)
-    return "/".join(f"{terms[pid_term(term, pair)]:.2f}" for term in PID_TERMS)
+def pid_headline(table: pa.Table, measure: str, target: str, pair: tuple[str, str]) -> str:
+    """``R/U1/U2/S`` of one pair over the whole dataset, of ``target`` (``label``, ``pred``),
+    in bits, as ``0.00/0.83/0.00/0.04``."""
+    terms = overall_terms(table, measure, "pid", target, pair)
+    return "/".join(f"{terms[term]:.2f}" for term in PID_TERMS)
 
 
-def headline(table: pa.Table, suffix: str = "") -> dict[str, float]:
-    """Global and mean local InterSHAP (fractions) of the whole dataset."""
-    terms = overall_terms(table, "intershap")
-    return {"global": terms[f"global{suffix}"], "local_mean": terms[f"local_mean{suffix}"]}
+def headline(table: pa.Table, target: str = "predicted") -> dict[str, float]:
+    """Global and mean local InterSHAP (fractions) of the whole dataset, of one explained
+    output (``target``: ``predicted``, ``label``, ``class<k>``)."""
+    dataset = overall_terms(table, "intershap", "intershap", target, ())
+    means = overall_terms(table, "intershap", "mean", target, ())
+    return {"global": dataset["global"], "local_mean": means["local"]}

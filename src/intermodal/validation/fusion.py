@@ -101,12 +101,7 @@ def _relevance(
     modalities = [{"name": name, "shape": [size]} for name in names]
     run_uri = storage.join(out, "runs", experiment)
     job = _job("intense", experiment, data_uri, run_uri, modalities, settings)
-    terms = overall_terms(run_job(job, progress), "intense")
-    return {
-        term[len("relevance[") : -1]: value
-        for term, value in terms.items()
-        if term.startswith("relevance[")
-    }
+    return overall_terms(run_job(job, progress), "intense", "relevance")
 
 
 def _intense_checks(experiment: str, relevance: dict[str, float]) -> list[dict]:
@@ -164,8 +159,8 @@ def _mean_weights(
     settings = {"fit_rows": n_samples, "seed": seed}
     run_uri = storage.join(out, "runs", experiment)
     job = _job("i2moe", experiment, data_uri, run_uri, modalities, settings)
-    terms = overall_terms(run_job(job, progress), "i2moe")
-    return {term: terms[f"weight[{expert}]"] for expert, term in I2MOE_TERMS.items()}
+    weights = overall_terms(run_job(job, progress), "i2moe", "mean")  # term: the expert
+    return {term: weights[expert] for expert, term in I2MOE_TERMS.items()}
 
 
 def run_i2moe_suite(

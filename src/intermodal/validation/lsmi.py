@@ -4,8 +4,8 @@ Each experiment generates circuit-logic data (``synthetic.lsmi_data``: two fair 
 gate embedded in ``CIRCUIT_DIMS`` dimensions with N(0, 0.1²) noise per feature), writes it as
 Parquet shards and runs ``score`` with ``measures: [lsmi]`` and no model: KNIFE entropies and
 5-fold cross-fitted classifiers are fitted on every row, then every row is scored by the
-classifiers of its held-out fold. The estimate is the whole-dataset ``<T>_adjusted[x1,x2]``
-row (nats), the truth 001 Table 1 (``CIRCUIT_TRUTH``).
+classifiers of its held-out fold. The estimate is the whole-dataset ``adjusted_mean`` row of
+term ``<T>`` and modalities ``[x1, x2]`` (nats), the truth 001 Table 1 (``CIRCUIT_TRUTH``).
 """
 
 from __future__ import annotations
@@ -59,14 +59,11 @@ def run_lsmi_suite(
         table = generate_circuit(spec).select(["sample_id", "label", "x1", "x2"])
         write_table_shards(table, data_uri, N_SHARDS)
         job = lsmi_job(experiment, data_uri, storage.join(out, "runs", experiment), n_samples)
-        estimates = overall_terms(run_job(job, progress), "lsmi")
+        table = run_job(job, progress)
+        estimates = overall_terms(table, "lsmi", "adjusted_mean", modalities=("x1", "x2"))
         rows += [
             validation_row(
-                "lsmi",
-                experiment,
-                term,
-                estimates[f"{term}_adjusted[x1,x2]"],
-                CIRCUIT_TRUTH[experiment][term],
+                "lsmi", experiment, term, estimates[term], CIRCUIT_TRUTH[experiment][term]
             )
             for term in PID_TERMS
         ]

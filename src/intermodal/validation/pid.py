@@ -18,10 +18,10 @@ import pyarrow as pa
 
 from intermodal import storage
 from intermodal.measures import parse_config
-from intermodal.measures.pid_cvx import PIDCVX, pid_term
+from intermodal.measures.pid_cvx import PIDCVX
 from intermodal.pipelines.run import Progress
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import PID_TERMS
+from intermodal.schemas.tables import LABEL, PID_TERMS
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.pid_data import BitwiseSpec, LatentSpec, generate_bitwise, generate_latent
 from intermodal.validation.experiments import overall_terms, run_job
@@ -84,8 +84,8 @@ def pid_job(
 def _estimates(table: pa.Table, measure: str) -> dict[str, float]:
     """Whole-dataset PID terms of the label under one estimator (``pid_cvx``, ``pid_batch``),
     bits."""
-    terms = overall_terms(table, measure)
-    return {term: terms[pid_term(term, ("x1", "x2"))] for term in PID_TERMS}
+    terms = overall_terms(table, measure, "pid", LABEL, ("x1", "x2"))
+    return {term: terms[term] for term in PID_TERMS}
 
 
 def _rows(
