@@ -130,13 +130,10 @@ def _export_distill_weights(args: argparse.Namespace) -> None:
     _print_table(f"distillation weights (mean per pair) → {args.out}", summary)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="intermodal",
-        description="Per-sample and dataset-level multimodal interaction scores on Ray Data.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+Commands = argparse._SubParsersAction  # what add_subparsers returns
 
+
+def _demo_command(commands: Commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="synthetic HD-XOR data, an XOR function and a trained FCNN, scored on local Ray",
@@ -151,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo)
 
+
+def _score_command(commands: Commands) -> None:
     score = commands.add_parser(
         "score",
         help="score a dataset as a job config says",
@@ -166,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.set_defaults(handler=_score)
 
+
+def _submit_command(commands: Commands) -> None:
     submit = commands.add_parser(
         "submit",
         help="run score on a Ray cluster (Ray Job Submission)",
@@ -185,16 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--no-aggregate", action="store_true", help="skip writing global/")
     submit.set_defaults(handler=_submit)
 
+
+def _fit_command(commands: Commands) -> None:
     fit = commands.add_parser(
         "fit",
         help="learn what a job's measures need into its run directory",
         description="Fit what the configured measures need on a uniform sample of valid rows "
-        "(PID codebooks, LSMI entropy models and classifiers, PID BATCH encoders) into "
-        "OUTPUT/artifacts/. score fits them itself when they are missing or stale.",
+        "(PID codebooks, LSMI entropy models and classifiers, PID BATCH encoders, I2MoE and "
+        "InTense models) into OUTPUT/artifacts/. score fits them itself when they are missing "
+        "or stale.",
     )
     fit.add_argument("config", help="job config YAML (path or fsspec URI)")
     fit.set_defaults(handler=_fit)
 
+
+def _aggregate_command(commands: Commands) -> None:
     aggregate = commands.add_parser(
         "aggregate",
         help="merge a run's scores into global/",
@@ -204,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument("run_dir", help="run directory written by score")
     aggregate.set_defaults(handler=_aggregate)
 
+
+def _validate_command(commands: Commands) -> None:
     validate = commands.add_parser(
         "validate",
         help="reproduce the papers' ground truth",
@@ -224,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(handler=_validate)
 
+
+def _report_command(commands: Commands) -> None:
     report = commands.add_parser(
         "report",
         help="write a run's HTML report",
@@ -234,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="run directory written by score")
     report.set_defaults(handler=_report)
 
+
+def _partition_command(commands: Commands) -> None:
     partition = commands.add_parser(
         "partition",
         help="split a run's samples by a score column, the dominant LSMI term or the leading "
@@ -267,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     partition.add_argument("--out", required=True, help="output directory (replaced on rerun)")
     partition.set_defaults(handler=_partition)
 
+
+def _export_command(commands: Commands) -> None:
     export = commands.add_parser(
         "export",
         help="tables for later jobs",
@@ -283,6 +297,30 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("run_dir", help="run directory scored with lsmi and aggregated")
     distill.add_argument("--out", required=True, help="output directory (replaced on rerun)")
     distill.set_defaults(handler=_export_distill_weights)
+
+
+# every subcommand, in the order --help lists them
+COMMANDS = (
+    _demo_command,
+    _score_command,
+    _submit_command,
+    _fit_command,
+    _aggregate_command,
+    _validate_command,
+    _report_command,
+    _partition_command,
+    _export_command,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="intermodal",
+        description="Per-sample and dataset-level multimodal interaction scores on Ray Data.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(commands)
     return parser
 
 
