@@ -123,11 +123,11 @@ def _partition(args: argparse.Namespace) -> None:
     print(f"\npartition finished in {time.perf_counter() - started:.0f} s")
 
 
-def _export_distill_weights(args: argparse.Namespace) -> None:
-    from intermodal.export import run_distill_weights
+def _export(args: argparse.Namespace) -> None:
+    from intermodal.export import run_export
 
-    summary = run_distill_weights(args.run_dir, args.out)
-    _print_table(f"distillation weights (mean per pair) → {args.out}", summary)
+    summary = run_export(args.name, args.run_dir, args.out)
+    _print_table(f"{args.name} of {args.run_dir} (mean per column) → {args.out}", summary)
 
 
 Commands = argparse._SubParsersAction  # what add_subparsers returns
@@ -283,20 +283,17 @@ def _partition_command(commands: Commands) -> None:
 def _export_command(commands: Commands) -> None:
     export = commands.add_parser(
         "export",
-        help="tables for later jobs",
-        description="Export a run's scores in a form another job consumes.",
+        help="per-sample tables for later jobs, offered by the measures",
+        description="Write OUT/*.parquet (sample_id and the export's columns) from a run's "
+        "scores, and OUT.<name>.json beside OUT (the run, the export's facts, the mean of every "
+        "column). distill-weights (lsmi): w_<term>_<a>__<b> for R, U1, U2, S of every LSMI "
+        "pair, the adjusted terms clipped at 0 and divided by their sum (1/4 each when all are "
+        "0, null without a label; paper 001 §4.3.2). docs/schema.md lists every export.",
     )
-    exports = export.add_subparsers(dest="export", required=True, metavar="EXPORT")
-    distill = exports.add_parser(
-        "distill-weights",
-        help="per-sample distillation weights from LSMI (paper 001 §4.3.2)",
-        description="Write OUT/*.parquet with sample_id and w_<term>_<a>__<b> for R, U1, U2, S "
-        "of every LSMI pair: the adjusted terms clipped at 0 and divided by their sum (1/4 each "
-        "when all are 0, null without a label), and OUT.distill_weights.json beside OUT.",
-    )
-    distill.add_argument("run_dir", help="run directory scored with lsmi and aggregated")
-    distill.add_argument("--out", required=True, help="output directory (replaced on rerun)")
-    distill.set_defaults(handler=_export_distill_weights)
+    export.add_argument("name", metavar="NAME", help="the export, e.g. distill-weights")
+    export.add_argument("run_dir", help="run directory, scored and aggregated")
+    export.add_argument("--out", required=True, help="output directory (replaced on rerun)")
+    export.set_defaults(handler=_export)
 
 
 # every subcommand, in the order --help lists them
