@@ -27,13 +27,7 @@ from intermodal.charts.html import Section, paragraph
 from intermodal.charts.pid import pid_bars
 from intermodal.charts.run import RunData, pair_terms
 from intermodal.estimators.knife import EntropyModel, KnifeConfig, fit_entropy_model
-from intermodal.estimators.lsmi import (
-    SHIFT_SIGNS,
-    adjusted,
-    adjustment,
-    distillation_weights,
-    pointwise,
-)
+from intermodal.estimators.lsmi import SHIFT_SIGNS, adjusted, adjustment, pointwise
 from intermodal.measures.base import (
     BatchOperator,
     CategoryRule,
@@ -42,7 +36,6 @@ from intermodal.measures.base import (
     Measure,
     Needs,
     Progress,
-    RowExport,
     global_record,
 )
 from intermodal.models.artifacts import load_state, save_state
@@ -471,39 +464,3 @@ class LSMI(Measure):
             ),
             missing="the LSMI terms",
         )
-
-    export_names = ("distill-weights",)
-
-    def export(self, name: str, run_dir: str, scores_file: str) -> RowExport:
-        """``distill-weights``: per sample and pair, weights for R, U1, U2, S
-        (``estimators.lsmi.distillation_weights`` of the adjusted terms)."""
-        if name not in self.export_names:
-            return super().export(name, run_dir, scores_file)
-        pairs = score_pairs(scores_file)
-        constants = {pair: pair_constant(run_dir, pair) for pair in pairs}
-        return RowExport(
-            name=name,
-            columns=tuple(lsmi_column(t, a, b) for a, b in pairs for t in PID_TERMS),
-            transform=distillation_stage,
-            options=constants,
-            facts={
-                "normalisation": "max(adjusted term, 0) / sum over R, U1, U2, S; 1/4 each when "
-                "all are 0; null without a label",
-                "adjustment": {f"{a},{b}": constant for (a, b), constant in constants.items()},
-            },
-        )
-
-
-def weight_column(term: str, first: str, second: str) -> str:
-    """Column of one distillation weight: ``w_<term>_<a>__<b>`` (terms as in the scores)."""
-    return f"w_{term}_{first}__{second}"
-
-
-def distillation_stage(batch: pa.Table, constants: dict[tuple[str, str], float]) -> pa.Table:
-    """Score rows → ``sample_id`` and the distillation weights of every pair."""
-    columns: dict[str, pa.Array] = {SAMPLE_ID: batch.column(SAMPLE_ID)}
-    for pair, constant in constants.items():
-        weights = distillation_weights(adjusted_lsmi(batch, pair, constant))
-        for term, values in weights.items():
-            columns[weight_column(term, *pair)] = pa.array(values, pa.float64(), from_pandas=True)
-    return pa.table(columns)
