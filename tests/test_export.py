@@ -13,7 +13,8 @@ import pytest
 from scored_runs import NULL_LABELS, all_measures_run  # tests/scored_runs.py
 
 from intermodal.estimators.lsmi import distillation_weights
-from intermodal.export import run_distill_weights, to_shap_explanation
+from intermodal.export import run_export
+from intermodal.measures.intershap import to_shap_explanation
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -41,7 +42,7 @@ def test_weights_clip_and_normalise() -> None:
 
 def test_distill_weights_equal_an_independent_computation(run, tmp_path) -> None:
     out = tmp_path / "weights"
-    summary = run_distill_weights(run, str(out), progress=lambda _: None)
+    summary = run_export("distill-weights", run, str(out), progress=lambda _: None)
     written = pl.read_parquet(f"{out}/*.parquet").sort("sample_id")
     scores = pl.read_parquet(f"{run}/scores").sort("sample_id")
     lsmi = pl.read_parquet(f"{run}/global/lsmi.parquet")
@@ -76,7 +77,8 @@ def test_distill_weights_equal_an_independent_computation(run, tmp_path) -> None
         np.testing.assert_allclose(column.drop_nulls(), expected.drop_nulls(), atol=1e-12)
     totals = written.select(pl.sum_horizontal(pl.col("^w_.*$"))).to_series().drop_nulls()
     np.testing.assert_allclose(totals.filter(totals > 0), 1.0, atol=1e-12)
-    assert summary["null_rows"].item() == NULL_LABELS
+    assert summary["column"].to_list() == [f"w_{t}_x1__x2" for t in TERMS]
+    assert (summary["null_rows"] == NULL_LABELS).all()
     assert Path(f"{out}.distill_weights.json").exists()  # beside: out holds only Parquet
     assert {p.suffix for p in out.iterdir()} == {".parquet"}
     assert pl.read_parquet(out).height == written.height
@@ -89,7 +91,7 @@ def test_distill_weights_need_lsmi(tmp_path) -> None:
         run / "scores" / "part.parquet"
     )
     with pytest.raises(ValueError, match=r"no LSMI columns"):
-        run_distill_weights(str(run), str(tmp_path / "out"))
+        run_export("distill-weights", str(run), str(tmp_path / "out"))
 
 
 def test_shap_explanation_adds_up_to_the_model_output(run) -> None:
@@ -123,3 +125,10 @@ def test_missing_shap_names_the_extra(run, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "shap", None)  # import shap now raises ImportError
     with pytest.raises(ImportError, match=r"intermodal\[shap\]"):
         to_shap_explanation(run)
+
+
+def test_an_export_no_measure_offers_is_refused_with_those_that_exist(tmp_path) -> None:
+    with pytest.raises(
+        ValueError, match="no export 'weights'; the measures offer: distill-weights"
+    ):
+        run_export("weights", str(tmp_path), str(tmp_path / "out"))

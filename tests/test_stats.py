@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from intermodal.estimators.stats import (
+    BlockEstimates,
     ColumnSummaries,
     JointCounts,
     Moments,
@@ -29,6 +30,34 @@ def test_moments_merged_over_splits_equal_one_pass() -> None:
     np.testing.assert_allclose(merged.stderr(), rows.std(0, ddof=1) / np.sqrt(1000), rtol=1e-10)
     assert Moments.empty(4).merge(whole) is whole  # empty is the identity
     assert np.isnan(Moments.of(rows[:1]).stderr()).all()
+
+
+def test_block_estimates_count_a_block_split_across_parts_once() -> None:
+    """Rows repeat their block's estimate; blocks of uneven sizes are cut at places that are
+    not block boundaries (as score files cut a batch that spans two input shards), in any
+    order: the moments over blocks equal those of one row per block."""
+    rng = np.random.default_rng(4)
+    sizes = rng.integers(1, 40, size=25)
+    estimates = rng.normal(size=(25, 4))
+    block_ids = np.repeat(rng.permutation(10_000)[:25], sizes)
+    rows = np.repeat(estimates, sizes, axis=0)
+    one_pass = Moments.of(np.column_stack([estimates, sizes]))
+    cuts = np.sort(rng.choice(np.arange(1, len(rows)), size=9, replace=False))
+    parts = [BlockEstimates.of(block_ids[p], rows[p]) for p in np.split(np.arange(len(rows)), cuts)]
+    merged = BlockEstimates()
+    for part in reversed(parts):
+        merged = merged.merge(part)
+    assert len(merged.blocks) == 25
+    moments = merged.moments()
+    assert moments.count == 25
+    np.testing.assert_allclose(moments.mean, one_pass.mean, rtol=1e-12)
+    np.testing.assert_allclose(moments.m2, one_pass.m2, rtol=1e-10)
+    # summing moments per part instead would count every cut block twice
+    per_part = Moments.empty(5)
+    for part in parts:
+        per_part = per_part.merge(part.moments())
+    assert per_part.count > 25
+    assert BlockEstimates().merge(merged).blocks == merged.blocks
 
 
 def test_grouped_moments_merge_like_one_pass() -> None:

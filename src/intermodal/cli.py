@@ -131,20 +131,17 @@ def _partition(args: argparse.Namespace) -> None:
     print(f"\npartition finished in {time.perf_counter() - started:.0f} s")
 
 
-def _export_distill_weights(args: argparse.Namespace) -> None:
-    from intermodal.export import run_distill_weights
+def _export(args: argparse.Namespace) -> None:
+    from intermodal.export import run_export
 
-    summary = run_distill_weights(args.run_dir, args.out)
-    _print_table(f"distillation weights (mean per pair) → {args.out}", summary)
+    summary = run_export(args.name, args.run_dir, args.out)
+    _print_table(f"{args.name} of {args.run_dir} (mean per column) → {args.out}", summary)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="intermodal",
-        description="Per-sample and dataset-level multimodal interaction scores on Ray Data.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+Commands = argparse._SubParsersAction  # what add_subparsers returns
 
+
+def _demo_command(commands: Commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="synthetic HD-XOR data, an XOR function and a trained FCNN, scored on local Ray",
@@ -159,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo)
 
+
+def _score_command(commands: Commands) -> None:
     score = commands.add_parser(
         "score",
         help="score a dataset as a job config says",
@@ -174,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.set_defaults(handler=_score)
 
+
+def _submit_command(commands: Commands) -> None:
     submit = commands.add_parser(
         "submit",
         help="run score on a Ray cluster (Ray Job Submission)",
@@ -193,16 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--no-aggregate", action="store_true", help="skip writing global/")
     submit.set_defaults(handler=_submit)
 
+
+def _fit_command(commands: Commands) -> None:
     fit = commands.add_parser(
         "fit",
         help="learn what a job's measures need into its run directory",
         description="Fit what the configured measures need on a uniform sample of valid rows "
-        "(PID codebooks, LSMI entropy models and classifiers, PID BATCH encoders) into "
-        "OUTPUT/artifacts/. score fits them itself when they are missing or stale.",
+        "(PID codebooks, LSMI entropy models and classifiers, PID BATCH encoders, I2MoE and "
+        "InTense models) into OUTPUT/artifacts/. score fits them itself when they are missing "
+        "or stale.",
     )
     fit.add_argument("config", help="job config YAML (path or fsspec URI)")
     fit.set_defaults(handler=_fit)
 
+
+def _aggregate_command(commands: Commands) -> None:
     aggregate = commands.add_parser(
         "aggregate",
         help="merge a run's scores into global/",
@@ -212,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument("run_dir", help="run directory written by score")
     aggregate.set_defaults(handler=_aggregate)
 
+
+def _validate_command(commands: Commands) -> None:
     validate = commands.add_parser(
         "validate",
         help="reproduce the papers' ground truth",
@@ -232,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(handler=_validate)
 
+
+def _report_command(commands: Commands) -> None:
     report = commands.add_parser(
         "report",
         help="write a run's HTML report",
@@ -242,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="run directory written by score")
     report.set_defaults(handler=_report)
 
+
+def _partition_command(commands: Commands) -> None:
     partition = commands.add_parser(
         "partition",
         help="split a run's samples by a score column, the dominant LSMI term or the leading "
@@ -275,22 +287,45 @@ def build_parser() -> argparse.ArgumentParser:
     partition.add_argument("--out", required=True, help="output directory (replaced on rerun)")
     partition.set_defaults(handler=_partition)
 
+
+def _export_command(commands: Commands) -> None:
     export = commands.add_parser(
         "export",
-        help="tables for later jobs",
-        description="Export a run's scores in a form another job consumes.",
+        help="per-sample tables for later jobs, offered by the measures",
+        description="Write OUT/*.parquet (sample_id and the export's columns) from a run's "
+        "scores, and OUT.<name>.json beside OUT (the run, the export's facts, the mean of every "
+        "column). distill-weights (lsmi): w_<term>_<a>__<b> for R, U1, U2, S of every LSMI "
+        "pair, the adjusted terms clipped at 0 and divided by their sum (1/4 each when all are "
+        "0, null without a label; paper 001 §4.3.2). docs/schema.md lists every export.",
     )
-    exports = export.add_subparsers(dest="export", required=True, metavar="EXPORT")
-    distill = exports.add_parser(
-        "distill-weights",
-        help="per-sample distillation weights from LSMI (paper 001 §4.3.2)",
-        description="Write OUT/*.parquet with sample_id and w_<term>_<a>__<b> for R, U1, U2, S "
-        "of every LSMI pair: the adjusted terms clipped at 0 and divided by their sum (1/4 each "
-        "when all are 0, null without a label), and OUT.distill_weights.json beside OUT.",
+    export.add_argument("name", metavar="NAME", help="the export, e.g. distill-weights")
+    export.add_argument("run_dir", help="run directory, scored and aggregated")
+    export.add_argument("--out", required=True, help="output directory (replaced on rerun)")
+    export.set_defaults(handler=_export)
+
+
+# every subcommand, in the order --help lists them
+COMMANDS = (
+    _demo_command,
+    _score_command,
+    _submit_command,
+    _fit_command,
+    _aggregate_command,
+    _validate_command,
+    _report_command,
+    _partition_command,
+    _export_command,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="intermodal",
+        description="Per-sample and dataset-level multimodal interaction scores on Ray Data.",
     )
-    distill.add_argument("run_dir", help="run directory scored with lsmi and aggregated")
-    distill.add_argument("--out", required=True, help="output directory (replaced on rerun)")
-    distill.set_defaults(handler=_export_distill_weights)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(commands)
     return parser
 
 

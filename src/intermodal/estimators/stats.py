@@ -261,6 +261,43 @@ class ColumnSummaries:
 
 
 @dataclass(frozen=True)
+class BlockEstimates:
+    """Estimates made per block of rows and repeated on every row of it (PID BATCH's block
+    PID ``[P]``), kept by block id so that a block whose rows lie in several score files counts
+    once: ``block id → (values [P], rows)``. ``merge`` adds the rows of a block both sides
+    hold; ``moments`` are over blocks. ``BlockEstimates()`` is the identity."""
+
+    blocks: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, block_ids: np.ndarray, values: np.ndarray) -> BlockEstimates:
+        """From rows: their block ids ``[n]`` and the estimates each repeats ``[n, P]``."""
+        ids, first, rows = np.unique(block_ids, return_index=True, return_counts=True)
+        values = np.asarray(values, dtype=np.float64)
+        return cls(
+            {
+                block.item(): (values[index], int(count))
+                for block, index, count in zip(ids, first, rows, strict=True)
+            }
+        )
+
+    def merge(self, other: BlockEstimates) -> BlockEstimates:
+        merged = dict(self.blocks)
+        for block, (values, rows) in other.blocks.items():
+            merged[block] = (values, merged[block][1] + rows) if block in merged else (values, rows)
+        return BlockEstimates(merged)
+
+    def moments(self) -> Moments:
+        """Moments over blocks of ``[values..., rows]`` ``[P + 1]`` (in block-id order, so any
+        split of the rows gives the same numbers)."""
+        if not self.blocks:
+            return Moments.empty(0)
+        return Moments.of(
+            np.array([[*self.blocks[b][0], self.blocks[b][1]] for b in sorted(self.blocks)])
+        )
+
+
+@dataclass(frozen=True)
 class Keyed:
     """Mergeable statistics by key (any hashable: a pair, a target, a group): ``merge`` keeps
     every key and merges the values of keys both sides have. ``Keyed()`` is the identity."""

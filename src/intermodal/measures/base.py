@@ -228,6 +228,15 @@ class Measure:
         """Its section of the HTML report; None when the run has nothing of it."""
         return None
 
+    # --- exports -----------------------------------------------------------------------------
+
+    export_names: ClassVar[tuple[str, ...]] = ()  # the ``intermodal export`` names it offers
+
+    def export(self, name: str, run_dir: str, scores_file: str) -> RowExport:
+        """The export ``name`` (one of ``export_names``) of a run (``scores_file``: one of its
+        score files, to read the columns present); ValueError naming what is missing."""
+        raise ValueError(f"measure '{self.name}' offers no export '{name}'")
+
     # --- partitions --------------------------------------------------------------------------
 
     partition_names: ClassVar[tuple[str, ...]] = ()  # the ``--by`` values it offers
@@ -238,6 +247,20 @@ class Measure:
         """The rule of one of its ``partition_names`` for a run (``scores_file``: one of its
         score files, to read the columns present); ValueError naming what is missing."""
         raise ValueError(f"measure '{self.name}' offers no partition '{by}'")
+
+
+@dataclass(frozen=True)
+class RowExport:
+    """A per-sample table a measure offers to later jobs (``intermodal export <name>``): the
+    score columns it reads, and a pure function of a batch of them (a Ray Data stage; its
+    ``options`` travel to the workers) returning ``sample_id`` and its own columns. ``facts``
+    go to the summary file beside the output."""
+
+    name: str
+    columns: tuple[str, ...]  # score columns read, besides sample_id
+    transform: Callable[[pa.Table, Any], pa.Table]
+    options: Any
+    facts: dict
 
 
 @dataclass(frozen=True)

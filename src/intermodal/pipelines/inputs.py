@@ -17,6 +17,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from intermodal import storage
 from intermodal.operators.context import modality_arrays
+from intermodal.pipelines.formats import FORMATS, ShardFormat, detect_format
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, SOURCE_SHARD
 from intermodal.schemas.validation import InputSchemaError, schema_problems, validate_rows
@@ -35,33 +36,43 @@ class Shard:
     uri: str
     num_rows: int
     row_group_rows: tuple[int, ...]
+    format: str = "parquet"  # a key of ``formats.FORMATS``
+    version: str = ""  # changes with the shard's content (``ShardFacts.version``)
+
+    @property
+    def reader(self) -> ShardFormat:
+        return FORMATS[self.format]
 
 
 def inspect_shards(config: JobConfig, uri: str | None = None) -> list[Shard]:
     """Every shard's schema checked against the config before any work; raises
     :class:`InputSchemaError` naming each bad file and column."""
     uri = uri or config.input
+    kind_of_input = detect_format(uri) if config.input_format == "auto" else config.input_format
+    reader = FORMATS[kind_of_input]
     try:
-        uris = storage.list_parquet(uri)
+        uris = reader.shards(uri)
     except FileNotFoundError as error:
         raise InputSchemaError(f"input {error}") from None
     if not uris:
-        raise InputSchemaError(f"input {uri}: no Parquet files found")
+        raise InputSchemaError(f"input {uri}: no {kind_of_input} files found")
 
     def inspect(index_uri: tuple[int, str]) -> tuple[Shard, list[str], str]:
         index, shard_uri = index_uri
         try:
-            metadata = storage.parquet_file(shard_uri).metadata
+            facts = reader.facts(shard_uri)
         except Exception as error:  # pyarrow raises several types for corrupt files
-            return Shard(index, shard_uri, 0, ()), [f"cannot be read as Parquet: {error}"], ""
-        schema = metadata.schema.to_arrow_schema()
-        problems = schema_problems(schema, config)
-        groups = tuple(metadata.row_group(g).num_rows for g in range(metadata.num_row_groups))
+            problem = f"cannot be read as {kind_of_input}: {error}"
+            return Shard(index, shard_uri, 0, (), kind_of_input), [problem], ""
+        problems = schema_problems(facts.schema, config)
         kind = ""  # a shard with problems is reported with them
         if not problems:
-            id_type = schema.field(config.id_column).type
+            id_type = facts.schema.field(config.id_column).type
             kind = "integer" if pa.types.is_integer(id_type) else str(id_type)
-        return Shard(index, shard_uri, metadata.num_rows, groups), problems, kind
+        shard = Shard(
+            index, shard_uri, facts.num_rows, facts.group_rows, kind_of_input, facts.version
+        )
+        return shard, problems, kind
 
     with ThreadPoolExecutor(_IO_THREADS) as pool:
         results = list(pool.map(inspect, enumerate(uris)))
@@ -89,11 +100,10 @@ def _check_id_types(config: JobConfig, id_kinds: dict[str, str]) -> None:
 
 
 def fingerprint(shards: list[Shard]) -> str:
-    """Identity of the input: shard names, row counts and sizes."""
+    """Identity of the input: shard names, row counts and versions (sizes)."""
     digest = hashlib.sha256()
     for shard in shards:
-        fs, path = storage.filesystem(shard.uri)
-        digest.update(f"{shard.uri}\0{shard.num_rows}\0{fs.size(path)}\n".encode())
+        digest.update(f"{shard.uri}\0{shard.num_rows}\0{shard.version}\n".encode())
     return digest.hexdigest()
 
 
@@ -104,7 +114,8 @@ def duplicate_ids(config: JobConfig, shards: list[Shard]) -> pa.Array:
     one id per row: fine for hundreds of millions of integer ids."""
 
     def ids(shard: Shard) -> pa.ChunkedArray:
-        return storage.read_table(shard.uri, columns=[config.id_column]).column(0)
+        groups = list(range(len(shard.row_group_rows)))
+        return shard.reader.read_groups(shard.uri, groups, [config.id_column]).column(0)
 
     with ThreadPoolExecutor(_IO_THREADS) as pool:
         chunks = [chunk for column in pool.map(ids, shards) for chunk in column.chunks]
@@ -118,7 +129,7 @@ def _read_rows(shard: Shard, rows: np.ndarray, columns: list[str]) -> pa.Table:
     """Rows (sorted, within the shard) of a shard, reading only the row groups that hold them."""
     starts = np.cumsum((0, *shard.row_group_rows))
     groups = sorted(set(np.searchsorted(starts, rows, side="right") - 1))
-    table = storage.parquet_file(shard.uri).read_row_groups(groups, columns=columns)
+    table = shard.reader.read_groups(shard.uri, groups, columns)
     offsets = {g: int(sum(shard.row_group_rows[h] for h in groups if h < g)) for g in groups}
     group_of = np.searchsorted(starts, rows, side="right") - 1
     local = [offsets[g] + int(r - starts[g]) for g, r in zip(group_of, rows, strict=True)]
@@ -197,10 +208,8 @@ def read_shard(
     group, named by shard and group so a retried task overwrites rather than duplicates) and
     yield its valid rows with the shard's index in ``SOURCE_SHARD`` (the score writer files
     rows by shard, which is what ``resume`` counts)."""
-    parquet = storage.parquet_file(shard.uri)
     first_row = 0
-    for group in range(parquet.num_row_groups):
-        raw = parquet.read_row_group(group)
+    for group, raw in enumerate(shard.reader.iter_groups(shard.uri)):
         valid, rejects = validate_rows(raw, job, duplicates, shard.uri, first_row)
         first_row += raw.num_rows
         if rejects.num_rows:
@@ -209,6 +218,32 @@ def read_shard(
         if valid.num_rows:
             shard_index = pa.array(np.full(valid.num_rows, shard.index, np.int32))
             yield valid.append_column(SOURCE_SHARD, shard_index)
+
+
+def _read_task(shard: Shard, read: partial, limit: int | None) -> ReadTask:
+    metadata = BlockMetadata(
+        num_rows=shard.num_rows, size_bytes=None, exec_stats=None, input_files=(shard.uri,)
+    )
+    return ReadTask(read, metadata, per_task_row_limit=limit)
+
+
+class InputSource(Datasource):
+    """The input's rows as they are, unvalidated, one read task per shard (``partition
+    --with-input`` joins them to the scores), in any of the input formats."""
+
+    def __init__(self, shards: list[Shard]) -> None:
+        self.shards = shards
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
+    ) -> list[ReadTask]:
+        return [
+            _read_task(s, partial(s.reader.iter_groups, s.uri), per_task_row_limit)
+            for s in self.shards
+        ]
 
 
 class ShardSource(Datasource):
@@ -236,15 +271,10 @@ class ShardSource(Datasource):
         self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
     ) -> list[ReadTask]:
         return [
-            ReadTask(
+            _read_task(
+                shard,
                 partial(read_shard, shard, self.job, self.duplicates, self.rejects_uri),
-                BlockMetadata(
-                    num_rows=shard.num_rows,
-                    size_bytes=None,
-                    exec_stats=None,
-                    input_files=(shard.uri,),
-                ),
-                per_task_row_limit=per_task_row_limit,
+                per_task_row_limit,
             )
             for shard in self.shards
         ]

@@ -27,8 +27,9 @@ import ray
 
 from intermodal import storage
 from intermodal.cluster import ensure_ray
-from intermodal.measures import MEASURES
+from intermodal.measures import MEASURES, parse_config
 from intermodal.measures.base import CategoryRule
+from intermodal.pipelines.inputs import InputSource, inspect_shards
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.schemas.tables import SAMPLE_ID
 
@@ -351,12 +352,13 @@ def _with_input(rows: ray.data.Dataset, run_dir: str) -> ray.data.Dataset:
     """The input rows of the partitioned samples. The assignment (id, partition, value) is
     collected on the driver and broadcast to the tasks reading the input: about 20 bytes a
     row, where Ray's hash-shuffle join crashed its workers on a 2-CPU machine."""
-    config = storage.read_json(RunPaths(run_dir).manifest)["config"]
+    manifest = RunPaths(run_dir).manifest
+    config = parse_config(storage.read_json(manifest)["config"], manifest)
     lookup = pa.concat_tables(ray.get(rows.to_arrow_refs()))
-    return _read(config["input"]).map_batches(
+    return ray.data.read_datasource(InputSource(inspect_shards(config))).map_batches(
         join_stage,
         batch_format="pyarrow",
-        fn_kwargs={"lookup": lookup, "id_column": config["id_column"]},
+        fn_kwargs={"lookup": lookup, "id_column": config.id_column},
     )
 
 

@@ -7,6 +7,7 @@ import platform
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
 
@@ -17,7 +18,13 @@ import ray
 from intermodal import __version__, storage
 from intermodal.cluster import ensure_ray
 from intermodal.cluster.resources import actor_pool, check_compute
-from intermodal.measures import Measure, coalition_settings, job_measures
+from intermodal.measures import (
+    Measure,
+    coalition_settings,
+    job_measures,
+    load_config,
+    parse_config,
+)
 from intermodal.pipelines.artifacts import fit_measures, fitted
 from intermodal.pipelines.inputs import (
     NoValidRows,
@@ -310,6 +317,40 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
     if pending:
         stream_scores(plan, pending, paths, progress)
     return account(plan, paths, time.time() - started, progress)
+
+
+def score(
+    config: JobConfig | Mapping | str,
+    dataset: ray.data.Dataset | None = None,
+    progress: Progress = print,
+    restart: bool = False,
+) -> dict:
+    """``intermodal.score``: score a job from Python, as ``intermodal score`` does. ``config``
+    is a validated config, a mapping or a YAML path/URI; ``dataset`` a ``ray.data.Dataset`` to
+    score instead of ``config.input`` (``score_dataset``). Returns the manifest."""
+    if isinstance(config, Mapping):
+        config = parse_config(config)
+    elif not isinstance(config, JobConfig):
+        config = load_config(config)
+    if dataset is None:
+        return run_score(config, progress, restart)
+    return score_dataset(config, dataset, progress)
+
+
+def score_dataset(config: JobConfig, dataset: ray.data.Dataset, progress: Progress = print) -> dict:
+    """Score a ``ray.data.Dataset`` the caller already holds: its rows are written once to
+    ``<output>/input/`` as Parquet (shards are the unit of validation, row accounting and
+    resume), then scored as ``run_score`` scores that folder; ``config.input`` is not read.
+    A lazy dataset cannot be fingerprinted without running it, so every call writes the copy
+    anew and scores it from the start."""
+    input_uri = storage.join(config.output, "input")
+    storage.remove(input_uri)
+    ensure_ray()
+    progress(f"[score] writing the dataset to {input_uri}")
+    fs, path = storage.filesystem(input_uri)
+    dataset.write_parquet(path, filesystem=storage.arrow_filesystem(fs))
+    copied = config.model_copy(update={"input": input_uri, "input_format": "parquet"})
+    return run_score(copied, progress, restart=True)
 
 
 def _write_empty_tables(plan: ScorePlan, paths: RunPaths, n_scored: int, n_rejected: int) -> None:

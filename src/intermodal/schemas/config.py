@@ -178,6 +178,8 @@ class JobConfig(BaseModel):
 
     dataset: str  # a name for the manifest and tables
     input: SharedURI  # fsspec URI of a Parquet file, a directory of shards, or a glob
+    # parquet, arrow (Hugging Face save_to_disk) or lance; auto: from the URI (formats.py)
+    input_format: Literal["auto", "parquet", "arrow", "lance"] = "auto"
     output: SharedURI  # run directory URI
     id_column: str = "sample_id"
     label_column: str | None = "label"

@@ -29,13 +29,42 @@ class InputSchemaError(ValueError):
     """An input shard that cannot be read as configured; names the file and the column."""
 
 
-def _is_numeric_list(data_type: pa.DataType) -> bool:
-    list_like = pa.types.is_list(data_type) or pa.types.is_large_list(data_type)
-    list_like = list_like or pa.types.is_fixed_size_list(data_type)
-    if not list_like:
-        return False
-    value_type = data_type.value_type
-    return pa.types.is_floating(value_type) or pa.types.is_integer(value_type)
+def _is_list(data_type: pa.DataType) -> bool:
+    return (
+        pa.types.is_list(data_type)
+        or pa.types.is_large_list(data_type)
+        or pa.types.is_fixed_size_list(data_type)
+    )
+
+
+def _storage_type(data_type: pa.DataType) -> pa.DataType:
+    """The type an extension type (Ray's tensors, Arrow's ``fixed_shape_tensor``) stores; a
+    variable-shaped tensor stores ``struct<data: list, shape: list>``: its ``data``."""
+    if isinstance(data_type, pa.BaseExtensionType):
+        data_type = data_type.storage_type
+    if pa.types.is_struct(data_type) and data_type.get_field_index("data") >= 0:
+        data_type = data_type.field("data").type
+    return data_type
+
+
+def values_per_row(data_type: pa.DataType) -> tuple[pa.DataType, int | None] | None:
+    """For a modality column type: its leaf value type and, when the type fixes it, how many
+    values each row holds (a fixed-size list, nested fixed-size lists, a fixed-shape tensor);
+    None when the type holds no list of numbers."""
+    shape = getattr(data_type, "shape", None)  # Ray's and Arrow's fixed-shape tensors
+    data_type = _storage_type(data_type)
+    if not _is_list(data_type):
+        return None
+    fixed: int | None = 1
+    while _is_list(data_type):
+        fixed_size = pa.types.is_fixed_size_list(data_type)
+        fixed = fixed * data_type.list_size if fixed and fixed_size else None
+        data_type = data_type.value_type
+    if not (pa.types.is_floating(data_type) or pa.types.is_integer(data_type)):
+        return None
+    if shape is not None and None not in shape and -1 not in shape:
+        fixed = int(np.prod(shape))
+    return data_type, fixed
 
 
 def schema_problems(schema: pa.Schema, config: JobConfig) -> list[str]:
@@ -71,15 +100,16 @@ def schema_problems(schema: pa.Schema, config: JobConfig) -> list[str]:
         data_type = require(column, f"modality '{modality.name}'")
         if data_type is None:
             continue
-        if not _is_numeric_list(data_type):
+        layout = values_per_row(data_type)
+        if layout is None:
             problems.append(
-                f"column '{column}' (modality '{modality.name}') must be a list of "
-                f"numbers, got {data_type}"
+                f"column '{column}' (modality '{modality.name}') must be a list of numbers "
+                f"(flat or nested, or a Ray or Arrow tensor), got {data_type}"
             )
-        elif pa.types.is_fixed_size_list(data_type) and data_type.list_size != modality.size:
+        elif layout[1] is not None and layout[1] != modality.size:
             problems.append(
                 f"column '{column}' (modality '{modality.name}') holds "
-                f"{data_type.list_size} values per row; shape {modality.shape} needs "
+                f"{layout[1]} values per row; shape {modality.shape} needs "
                 f"{modality.size}"
             )
     return problems
@@ -109,11 +139,39 @@ def _mask(array: pa.Array) -> np.ndarray:
     return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def leaf_lists(column: pa.Array) -> pa.Array:
+    """Any modality column as one list per row of its leaf values, in row-major order: nested
+    lists are flattened, extension arrays (Ray's tensors, Arrow's ``fixed_shape_tensor``) read
+    through their storage, without copying the values. Row nulls are kept."""
+    row_null = column.is_null()
+    if isinstance(column, pa.ExtensionArray):
+        column = column.storage
+    if pa.types.is_struct(column.type):  # a variable-shaped tensor: struct<data, shape>
+        column = column.field("data")
+    if not _is_list(column.type.value_type):  # one level: already a list of leaves per row
+        return column
+    offsets = _offsets(column)
+    values = column.values
+    while _is_list(values.type):
+        offsets = _offsets(values)[offsets]
+        values = values.values
+    return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), values, mask=row_null)
+
+
+def _offsets(array: pa.Array) -> np.ndarray:
+    """Where each row of a list-like array starts and ends in ``array.values`` ``[n + 1]``."""
+    if pa.types.is_fixed_size_list(array.type):
+        size = array.type.list_size
+        return (array.offset + np.arange(len(array) + 1, dtype=np.int64)) * size
+    return np.asarray(array.offsets, dtype=np.int64)
+
+
 def _modality_matrix(
     column: pa.Array, size: int, name: str, problems: _RowProblems
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of a list column as ``[n_ok, size]`` float32 and the row indices they came from;
-    null, wrong-length and non-finite rows are recorded as problems."""
+    """Rows of a modality column as ``[n_ok, size]`` float32 and the row indices they came
+    from; null, wrong-length and non-finite rows are recorded as problems."""
+    column = leaf_lists(column)
     null = _mask(column.is_null())
     problems.add(null, name, "value is null")
     lengths = pc.list_value_length(column).fill_null(size).to_numpy()
