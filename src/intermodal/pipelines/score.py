@@ -357,9 +357,9 @@ def _write_empty_tables(plan: ScorePlan, paths: RunPaths, n_scored: int, n_rejec
     """An empty, schema-bearing file in ``scores/`` or ``rejects/`` when no row went there, so
     every reader (polars, duckdb, Ray) finds the table and its columns after every run."""
     config, first = plan.config, plan.shards[0]
-    input_schema = storage.parquet_file(first.uri).schema_arrow
     name = f"{shard_file_prefix(first.index)}empty.parquet"  # counted as 0 rows of a shard
     if n_scored == 0:
+        input_schema = first.reader.facts(first.uri).schema
         schema = scores_schema(
             config,
             plan.measures,
