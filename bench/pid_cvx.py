@@ -6,7 +6,7 @@ cells set to zero and the rest renormalised), per shape:
 * ours: ``intermodal.estimators.pid_cvx.pid_from_joint`` (one flat variable over the support,
   sparse marginal matrices), median seconds of ``--repeats`` calls, the whole call timed.
 * plain: paper 003 App. B.1 as the reference code states it (pliang279/PID ``synthetic/rus.py``,
-  re-stated here from REFERENCES.md, not copied): one dense non-negative ``[k1, k2]`` variable
+  re-stated here from the paper, not copied): one dense non-negative ``[k1, k2]`` variable
   ``Q_y`` per label, minimise ``Σ_y Σ rel_entr(Q_y, Σ_y' Q_y')`` (= −H_q(Y | X1, X2)), one scalar
   constraint per ``(x1, y)`` and per ``(x2, y)`` added in Python loops, ``problem.solve()`` with
   cvxpy's default solver choice. Construction + solve in a child process stopped after

@@ -1,4 +1,4 @@
-"""The package layout of DESIGN.md: each package imports only the packages its row allows
+"""The package layout of docs/architecture.md: each package imports only the packages its row allows
 (arrows point down the table). ``storage`` (fsspec helpers), ``rundir`` (the run directory's
 layout), ``progress`` (the progress callback) and the package root (``__version__``) import
 nothing above them and serve every layer. Ray stays out of the math: no ``estimators`` or

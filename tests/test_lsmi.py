@@ -82,7 +82,7 @@ def test_xor_is_pure_synergy() -> None:
 
 def test_or_matches_table_1_after_the_adjustment() -> None:
     raw = exact_pointwise(gate_rows(lambda a, b: a | b))
-    # raw values of REFERENCES.md: R 0.389, U −0.173, S 0.520
+    # the raw (unadjusted) values of paper 001's reference code for OR: R 0.389, U −0.173, S 0.520
     assert pytest.approx(0.389, abs=1e-3) == raw.R
     assert pytest.approx(-0.173, abs=1e-3) == raw.U1 and pytest.approx(raw.U1) == raw.U2
     assert pytest.approx(0.520, abs=1e-3) == raw.S

@@ -6,7 +6,7 @@ the marginal constraints of ``Δ_p``: rows ``q̃(x1_i, y) = p̂(y | x1_i) / m``,
 ``q̃(x2_j, y) = p̂(y | x2_j) / m`` with frozen classifiers ``p̂`` (the rows of the block stand for
 ``p(x)``). Training minimises ``I_q̃(Y; X1, X2)`` over the encoders (eqs. 21–25; equivalent to
 maximising the co-information, the BROJA optimum). Readout, per block, in nats (eqs. 27–33,
-written as in REFERENCES.md):
+written with the paper's symbols):
 
 - ``I1 = I_p(Y; X1)``, ``I2 = I_p(Y; X2)``, ``I12 = I_p(Y; X1, X2)`` — each the plug-in mutual
   information of the block's rows under a classifier, ``mean_i Σ_y p̂(y | x_i) log(p̂(y | x_i) /
