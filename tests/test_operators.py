@@ -8,13 +8,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-from intermodal.estimators.intershap import local_intershap
+from intermodal.estimators.intershap import intershap_columns, local_intershap
 from intermodal.measures import parse_config
 from intermodal.models.fcnn import build_fcnn
 from intermodal.operators.coalitions import CoalitionValues, naive_coalition_values
 from intermodal.pipelines.score_stage import ScoreOperator
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import intershap_columns, modality_type
+from intermodal.schemas.tables import modality_type
 
 NAMES = ["a", "b", "c"]
 DIMS = [6, 4, 8]

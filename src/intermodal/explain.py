@@ -27,19 +27,17 @@ from intermodal.estimators.intershap import (
     GlobalInterSHAP,
     explained_values,
     global_terms,
+    interaction_column,
+    interaction_pairs,
     intershap_table,
     summary_terms,
+    target_suffixes,
 )
 from intermodal.estimators.shapley import interaction_matrix, shapley_values
 from intermodal.estimators.stats import Moments
 from intermodal.models.protocol import MultimodalModel, as_multimodal
 from intermodal.operators.coalitions import CoalitionValues
-from intermodal.schemas.tables import (
-    PRED,
-    interaction_column,
-    interaction_pairs,
-    target_suffixes,
-)
+from intermodal.schemas.tables import PRED
 
 Target = Literal["predicted", "label", "all"]
 ArrayLike = Tensor | np.ndarray

@@ -7,12 +7,46 @@ model's behaviour is zero (a constant output) there is nothing to attribute: the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from intermodal.estimators.shapley import interaction_matrix, shapley_values
-from intermodal.schemas.tables import interaction_pairs, intershap_columns, target_suffixes
+
+
+def target_suffixes(target: str, num_classes: int) -> list[str]:
+    """Score column suffix per explained output: none for one output, ``__class<k>`` for
+    each class (``target: all``)."""
+    return [f"__class{k}" for k in range(num_classes)] if target == "all" else [""]
+
+
+def shapley_column(modality: str, suffix: str = "") -> str:
+    return f"shapley_{modality}{suffix}"
+
+
+def interaction_column(first: str, second: str, suffix: str = "") -> str:
+    return f"interaction_{first}__{second}{suffix}"
+
+
+def interaction_pairs(modalities: Sequence[object]) -> list[tuple[int, int]]:
+    """Upper triangle with the diagonal, in the order the score columns use."""
+    n = len(modalities)
+    return [(i, j) for i in range(n) for j in range(i, n)]
+
+
+def intershap_columns(modalities: Sequence[str], suffix: str = "") -> list[str]:
+    """Float columns of one explained output, in table order."""
+    return [
+        f"intershap_value_full{suffix}",
+        f"intershap_value_empty{suffix}",
+        *(shapley_column(m, suffix) for m in modalities),
+        *(
+            interaction_column(modalities[i], modalities[j], suffix)
+            for i, j in interaction_pairs(modalities)
+        ),
+        f"intershap_local{suffix}",
+    ]
 
 
 def _interaction_fraction(abs_matrices: np.ndarray) -> np.ndarray:
@@ -61,7 +95,7 @@ def global_intershap(matrices: np.ndarray) -> float:
 
 def upper_triangle_indices(n_modalities: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices of the upper triangle with the diagonal in the order of the
-    ``interaction_<a>__<b>`` score columns (``schemas.tables.interaction_pairs``)."""
+    ``interaction_<a>__<b>`` score columns (``interaction_pairs``)."""
     pairs = interaction_pairs(range(n_modalities))
     return np.array([i for i, _ in pairs]), np.array([j for _, j in pairs])
 

@@ -26,12 +26,15 @@ from intermodal.models.i2moe import I2MoE as I2MoEModel
 from intermodal.models.i2moe import expert_names
 from intermodal.operators.context import BatchContext, SharedModel
 from intermodal.schemas.config import JobConfig, Strict
-from intermodal.schemas.tables import (
-    I2MOE_PRED,
-    I2MOE_WEIGHT_PREFIX,
-    LABEL,
-    i2moe_weight_column,
-)
+from intermodal.schemas.tables import LABEL
+
+I2MOE_PRED = "i2moe_pred"  # score column: the class the I2MoE predicts
+I2MOE_WEIGHT_PREFIX = "i2moe_w_"
+
+
+def i2moe_weight_column(expert: str) -> str:
+    """Score column of one I2MoE expert's weight (``uni_<m>``, ``syn``, ``red``)."""
+    return f"{I2MOE_WEIGHT_PREFIX}{expert}"
 
 
 class I2MoEConfig(Strict):

@@ -25,11 +25,14 @@ from intermodal.models.intense import InTense as InTenseModel
 from intermodal.models.intense import term_members, term_names
 from intermodal.operators.context import BatchContext, SharedModel
 from intermodal.schemas.config import JobConfig, Strict
-from intermodal.schemas.tables import (
-    INTENSE_BIAS,
-    INTENSE_PRED,
-    intense_contribution_column,
-)
+
+INTENSE_BIAS = "intense_bias"  # score column: the predicted class's bias
+INTENSE_PRED = "intense_pred"  # score column: the class InTense predicts
+
+
+def intense_contribution_column(term: str) -> str:
+    """Score column of one InTense block's contribution (``M1``, ``M1xM2``, ...)."""
+    return f"intense_c_{term}"
 
 
 class InTenseConfig(Strict):

@@ -28,7 +28,16 @@ from intermodal.charts.figures import (
 )
 from intermodal.charts.html import Section, class_label, group_label, paragraph
 from intermodal.charts.run import RunData
-from intermodal.estimators.intershap import dataset_terms, explained_values, intershap_table
+from intermodal.estimators.intershap import (
+    dataset_terms,
+    explained_values,
+    interaction_column,
+    interaction_pairs,
+    intershap_columns,
+    intershap_table,
+    shapley_column,
+    target_suffixes,
+)
 from intermodal.measures.base import (
     BatchOperator,
     Measure,
@@ -38,14 +47,7 @@ from intermodal.measures.base import (
 )
 from intermodal.operators.context import BatchContext, SharedModel
 from intermodal.schemas.config import JobConfig, SharedURI, Strict
-from intermodal.schemas.tables import (
-    SAMPLE_ID,
-    interaction_column,
-    interaction_pairs,
-    intershap_columns,
-    shapley_column,
-    target_suffixes,
-)
+from intermodal.schemas.tables import SAMPLE_ID
 
 if TYPE_CHECKING:
     import shap

@@ -67,15 +67,17 @@ from intermodal.operators.context import (
     predicted_classes,
 )
 from intermodal.schemas.config import JobConfig, Strict
-from intermodal.schemas.tables import (
-    BATCH_BLOCK,
-    LABEL,
-    PID_TARGETS,
-    PID_TERMS,
-    SAMPLE_ID,
-    batch_column,
-    modality_pairs,
-)
+from intermodal.schemas.tables import LABEL, PID_TARGETS, PID_TERMS, SAMPLE_ID, modality_pairs
+
+BATCH_BLOCK = "pid_batch_block"  # score column: the row's scoring block
+
+
+def batch_column(term: str, first: str, second: str, target: str = "label") -> str:
+    """Score column of one PID BATCH term (R, U1, U2, S) of the pair (first, second), of the
+    labels (``pid_batch_...``) or of the model's predictions (``pid_batch_model_...``)."""
+    prefix = "pid_batch" if target == "label" else "pid_batch_model"
+    return f"{prefix}_{term}_{first}__{second}"
+
 
 BLOCK_ID_RANGE = 1 << 62  # block ids: a hash of the block's first sample id
 BLOCK_ID_SEED = 0x5EED

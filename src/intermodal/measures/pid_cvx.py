@@ -34,12 +34,12 @@ from intermodal.measures.base import (
 )
 from intermodal.operators.context import BatchContext, SharedModel
 from intermodal.schemas.config import JobConfig, Strict
-from intermodal.schemas.tables import (
-    PID_TERMS,
-    code_column,
-    modality_pairs,
-    modality_values,
-)
+from intermodal.schemas.tables import PID_TERMS, modality_pairs, modality_values
+
+
+def code_column(modality: str) -> str:
+    """Score column of a modality's PID codebook cell."""
+    return f"pid_code_{modality}"
 
 
 class PIDConfig(Strict):

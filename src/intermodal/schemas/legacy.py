@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from intermodal.schemas.tables import GLOBAL_SCHEMA, LABEL, PID_TERMS, PRED, lsmi_column
+from intermodal.schemas.tables import GLOBAL_SCHEMA, LABEL, PID_TERMS, PRED
 
 LEGACY_COLUMNS = ("measure", "term", "group_by", "group", "value", "n", "stderr")
 # the old measure names of the PID of the model's predictions
@@ -104,7 +104,7 @@ def _facts(measure: str, term: str, modalities: list[str], explained: str) -> di
             return _row(measure, "pid", pair["term"], modality_pair, "", target)
         if not pair["adjusted"]:  # the mean of lsmi_<T>_<a>__<b>
             return None
-        column = lsmi_column(pair["term"], *modality_pair)
+        column = "lsmi_{}_{}__{}".format(pair["term"], *modality_pair)  # the LSMI score column
         return _row(measure, "adjusted_mean", pair["term"], modality_pair, column, LABEL)
     if bracketed := BRACKETED.match(term):
         if bracketed["name"] != "relevance":  # I2MoE weights, InTense contributions: means
