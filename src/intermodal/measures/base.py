@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
+from dataclasses import fields as dataclass_fields
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 
 from intermodal.models.artifacts import artifact_folder
 from intermodal.models.training import FitWorkers, InlineWorkers
+from intermodal.progress import Progress
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import GLOBAL_SCHEMA
 
@@ -29,8 +31,7 @@ if TYPE_CHECKING:
     from intermodal.charts.run import RunData
     from intermodal.operators.context import BatchContext, SharedModel
 
-Progress = Callable[[str], None]
-__all__ = ["FitWorkers", "InlineWorkers"]  # the fit API measures use, from models
+__all__ = ["FitWorkers", "InlineWorkers", "Progress"]  # the fit API measures use
 # One operator call: a batch's context → the measure's own score columns, in field order.
 BatchOperator = Callable[["BatchContext"], dict[str, Any]]
 
@@ -53,6 +54,21 @@ class FitSample:
     minimum: int
     purpose: str
     labelled: bool = True
+
+
+Training = TypeVar("Training")
+
+
+def training_settings(kind: type[Training], *sections: BaseModel, **values: Any) -> Training:
+    """The one way a measure's settings become a training config: the dataclass ``kind``
+    (``ClassifierTraining``, ``KnifeConfig``, ``EncoderTraining``, ``FusionTrainConfig``...)
+    with each of its fields that a settings section has (later sections win), then
+    ``values``."""
+    names = {f.name for f in dataclass_fields(kind)}  # type: ignore[arg-type]
+    chosen: dict[str, Any] = {}
+    for section in sections:
+        chosen.update(section.model_dump(include=names))
+    return kind(**{**chosen, **values})
 
 
 class Partial(Protocol):

@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from intermodal import storage
-from intermodal.measures.base import FitSample, FitWorkers, Measure, Progress
+from intermodal.measures.base import (
+    FitSample,
+    FitWorkers,
+    Measure,
+    Progress,
+    training_settings,
+)
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.models.fusion_training import FusionTrainConfig, train_fusion_model
 from intermodal.models.training import CPU, fit_device
@@ -89,13 +95,8 @@ class FusionMeasure(Measure):
         progress(f"[{self.name}] training on {sample.num_rows} sampled rows")
         labels = torch.from_numpy(np.require(sample.column(LABEL).to_numpy(), np.int64, ["C", "W"]))
         torch.manual_seed(settings.seed)  # the initial weights
-        training = FusionTrainConfig(
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            seed=settings.seed,
-            warmup_epochs=self.warmup_epochs(job),
+        training = training_settings(
+            FusionTrainConfig, settings, warmup_epochs=self.warmup_epochs(job)
         )
         handle = workers.submit(
             fusion_part,

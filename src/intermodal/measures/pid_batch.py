@@ -14,7 +14,6 @@ Artifacts (``artifacts/pid_batch/``): ``classifiers.json`` (the digest of the ``
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ from intermodal.measures.base import (
     Progress,
     global_record,
     score_field,
+    training_settings,
 )
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.models.classifiers import (
@@ -189,14 +189,12 @@ class PIDBatch(Measure):
         progress(f"[pid_batch] fitting on {sample.num_rows} sampled rows")
         features = modality_arrays(job, sample)
         folds = fold_of(sample.column(SAMPLE_ID), settings.folds, settings.seed)
-        training = ClassifierTraining(**settings.classifier.model_dump(), seed=settings.seed)
+        training = training_settings(ClassifierTraining, settings.classifier, seed=settings.seed)
         targets = {"label": sample.column(LABEL).to_numpy()}
         if job.model is not None:
             progress("[pid_batch] model predictions of the sample (model PID)")
             targets["pred"] = _predictions(job, sample)
-        encoder_training = EncoderTraining(
-            **settings.model_dump(include={f.name for f in dataclasses.fields(EncoderTraining)})
-        )
+        encoder_training = training_settings(EncoderTraining, settings)
         shared_features = workers.share(features)
         classifiers, encoders = {}, {}
         trained = Classifiers({}, {})

@@ -16,7 +16,7 @@ import hashlib
 import itertools
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +28,7 @@ from torch import nn
 from intermodal import storage
 from intermodal.models.artifacts import artifact_folder, load_state, save_state
 from intermodal.models.training import FitWorkers, adam, fit_device
-from intermodal.progress import Heartbeat
+from intermodal.progress import Heartbeat, Progress
 from intermodal.schemas.config import Strict
 from intermodal.schemas.tables import modality_pairs
 
@@ -211,7 +211,7 @@ def train_folded(
     num_classes: int,
     config: ClassifierTraining,
     name: str = "classifier",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     device: torch.device | str = "cpu",
 ) -> FoldedMLP:
     """Train the ``n_folds`` models on ``features [n, d]`` and ``labels [n]``: model ``k`` on the
@@ -398,7 +398,7 @@ def train_key(
     n_folds: int,
     num_classes: int,
     training: ClassifierTraining,
-    progress: Callable[[str], None],
+    progress: Progress,
 ) -> FoldedMLP:
     """The fit part of one classifier: ``data`` is ``(features, labels, folds)``."""
     features, labels, folds = data

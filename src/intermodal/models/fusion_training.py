@@ -8,7 +8,7 @@ is plain minibatch Adam, seeded, reporting every ``progress.HEARTBEAT_SECONDS`` 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from intermodal.models.training import adam
-from intermodal.progress import Heartbeat, print_progress
+from intermodal.progress import Heartbeat, Progress, print_progress
 
 Model = TypeVar("Model", bound=nn.Module)
 Task = Literal["classification", "regression"]
@@ -54,7 +54,7 @@ def train_fusion_model(
     inputs: Mapping[str, Tensor],
     targets: Tensor,
     config: FusionTrainConfig = FusionTrainConfig(),
-    progress: Callable[[str], None] = print_progress,
+    progress: Progress = print_progress,
 ) -> Model:
     """Minimise ``model.training_loss`` over minibatches of ``inputs`` (``{modality: [N, d]}``)
     and ``targets`` ([N] class ids or values) with Adam; returns ``model`` in eval mode.

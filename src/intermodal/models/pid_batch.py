@@ -10,7 +10,6 @@ on ``I_q̃(Y; X1, X2)``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,7 @@ from torch import Tensor, nn
 
 from intermodal.estimators.pid_batch import coupling, log_kernel, union_information
 from intermodal.models.training import adam
-from intermodal.progress import Heartbeat
+from intermodal.progress import Heartbeat, Progress
 
 STANDARDISE_EPS = 1e-6
 
@@ -81,7 +80,7 @@ def train_encoders(
     p_y_x2: np.ndarray,
     config: EncoderTraining,
     name: str = "encoders",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[LabelEncoder, LabelEncoder]:
     """Encoders for features ``x1 [n, d1]``, ``x2 [n, d2]`` given the frozen (held-out)

@@ -102,7 +102,7 @@ def train_classifier(
     inputs: Mapping[str, np.ndarray],
     labels: np.ndarray,
     config: TrainConfig = TrainConfig(),
-    progress: Callable[[str], None] = print_progress,
+    progress: Progress = print_progress,
 ) -> TrainResult:
     """Train ``model(dict of [N, ...] tensors) -> logits`` with cross-entropy and Adam on a
     random split; reports per-epoch loss and validation accuracy through ``progress``."""

@@ -25,7 +25,9 @@ from intermodal.cluster import ensure_ray
 from intermodal.estimators.stats import ColumnSummaries
 from intermodal.measures import Measure, job_measures, parse_config
 from intermodal.measures.base import column_facts, global_record, global_table
-from intermodal.pipelines.run import Progress, RunPaths, ship_measures
+from intermodal.pipelines.run import ship_measures
+from intermodal.progress import Progress, print_progress
+from intermodal.rundir import RunPaths
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, PRED
 
@@ -144,7 +146,7 @@ def summary_records(measure: str, fields: list[pa.Field], summaries: ColumnSumma
     return records
 
 
-def run_aggregate(run_dir: str, progress: Progress = print) -> pa.Table:
+def run_aggregate(run_dir: str, progress: Progress = print_progress) -> pa.Table:
     """Merge the run's scores into ``global/<measure>.parquet``, one file per measure of the
     job; returns all of them as one table."""
     paths = RunPaths(run_dir)

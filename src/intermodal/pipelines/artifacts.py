@@ -22,7 +22,8 @@ from intermodal.measures.base import FitSample
 from intermodal.models.classifiers import prune_classifier_store
 from intermodal.pipelines.fit_parts import PartMemo, submit_part, threads_of
 from intermodal.pipelines.inputs import Shard, fingerprint, labelled_sample, sample_table
-from intermodal.pipelines.run import Progress, ship_measures
+from intermodal.pipelines.run import ship_measures
+from intermodal.progress import Progress, print_progress
 from intermodal.schemas.config import FitResources, JobConfig
 
 
@@ -127,7 +128,7 @@ def fit_measures(
     measures: list[Measure],
     shards: list[Shard],
     duplicates: pa.Array,
-    progress: Progress = print,
+    progress: Progress = print_progress,
     share_parts: bool = True,
 ) -> list[str]:
     """Fit and save the artifacts of ``measures``, side by side as Ray tasks; returns the names

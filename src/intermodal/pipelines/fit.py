@@ -12,11 +12,11 @@ from intermodal.cluster.resources import check_compute
 from intermodal.measures import job_measures
 from intermodal.pipelines.artifacts import fit_measures
 from intermodal.pipelines.inputs import duplicate_ids, inspect_shards
-from intermodal.pipelines.run import Progress
+from intermodal.progress import Progress, print_progress
 from intermodal.schemas.config import JobConfig
 
 
-def run_fit(config: JobConfig, progress: Progress = print) -> None:
+def run_fit(config: JobConfig, progress: Progress = print_progress) -> None:
     """``intermodal fit``: learn what the job's measures need into its run directory, whether
     or not earlier fits match."""
     shards = inspect_shards(config)

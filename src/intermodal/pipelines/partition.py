@@ -30,7 +30,8 @@ from intermodal.cluster import ensure_ray
 from intermodal.measures import MEASURES, parse_config
 from intermodal.measures.base import CategoryRule
 from intermodal.pipelines.inputs import InputSource, inspect_shards
-from intermodal.pipelines.run import Progress, RunPaths
+from intermodal.progress import Progress, print_progress
+from intermodal.rundir import RunPaths
 from intermodal.schemas.tables import SAMPLE_ID
 
 PARTITION = "partition"
@@ -237,7 +238,7 @@ def exact_cut_keys(
     by: str,
     quantiles: Sequence[float],
     collect_limit: int = 1 << 16,
-    progress: Progress = print,
+    progress: Progress = print_progress,
 ) -> tuple[int, list[tuple[int, int]]]:
     """The number of rows with a value and the ``(hi, lo)`` key of the first row above each
     quantile cut, exactly (see the module docstring)."""
@@ -413,7 +414,7 @@ def run_partition(
     rule: Rule,
     with_input: bool = False,
     collect_limit: int = 1 << 16,
-    progress: Progress = print,
+    progress: Progress = print_progress,
 ) -> pl.DataFrame:
     """Write ``OUT/partition=<name>/*.parquet`` (``sample_id``, the ``by`` column, and the
     input row's columns ``with_input``) and ``OUT/partitions.json``; returns the summary."""

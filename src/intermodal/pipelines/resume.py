@@ -23,7 +23,7 @@ from ray.data.datasource import Datasink
 
 from intermodal import storage
 from intermodal.pipelines.inputs import Shard, shard_file_prefix
-from intermodal.pipelines.run import RunPaths
+from intermodal.rundir import RunPaths
 from intermodal.schemas.tables import SAMPLE_ID, SOURCE_SHARD
 
 TEMPORARY_MARK = ".partial-"

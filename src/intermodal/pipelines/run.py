@@ -1,18 +1,16 @@
-"""The layout of a run directory, the progress callback every stage reports through, and how
-measures travel to Ray's workers."""
+"""How measures travel to Ray's workers."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 import ray
 
 from intermodal.measures import Measure
+from intermodal.progress import Progress
 from intermodal.rundir import RunPaths
 
-Progress = Callable[[str], None]
-__all__ = ["Progress", "RunPaths", "ship_measures"]
+__all__ = ["Progress", "RunPaths", "ship_measures"]  # until validation/ imports them directly
 
 
 def ship_measures(measures: list[Measure]) -> None:

@@ -39,8 +39,10 @@ from intermodal.pipelines.inputs import (
 )
 from intermodal.pipelines.preflight import PREFLIGHT_ROWS, check_model, check_model_on_workers
 from intermodal.pipelines.resume import ScoreSink, resume_key, scored_rows, shard_progress
-from intermodal.pipelines.run import Progress, RunPaths, ship_measures
+from intermodal.pipelines.run import ship_measures
 from intermodal.pipelines.score_stage import ScoreOperator, scores_schema
+from intermodal.progress import Progress, print_progress
+from intermodal.rundir import RunPaths
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import REJECT_SCHEMA
 
@@ -300,7 +302,9 @@ def account(plan: ScorePlan, paths: RunPaths, seconds: float, progress: Progress
     return manifest
 
 
-def run_score(config: JobConfig, progress: Progress = print, restart: bool = False) -> dict:
+def run_score(
+    config: JobConfig, progress: Progress = print_progress, restart: bool = False
+) -> dict:
     """Score every valid input row; returns the manifest written to the run directory.
 
     Four phases: plan (inspect, preflight, fit), the resume decision, stream (score the
@@ -322,7 +326,7 @@ def run_score(config: JobConfig, progress: Progress = print, restart: bool = Fal
 def score(
     config: JobConfig | Mapping | str,
     dataset: ray.data.Dataset | None = None,
-    progress: Progress = print,
+    progress: Progress = print_progress,
     restart: bool = False,
 ) -> dict:
     """``intermodal.score``: score a job from Python, as ``intermodal score`` does. ``config``
@@ -337,7 +341,9 @@ def score(
     return score_dataset(config, dataset, progress)
 
 
-def score_dataset(config: JobConfig, dataset: ray.data.Dataset, progress: Progress = print) -> dict:
+def score_dataset(
+    config: JobConfig, dataset: ray.data.Dataset, progress: Progress = print_progress
+) -> dict:
     """Score a ``ray.data.Dataset`` the caller already holds: its rows are written once to
     ``<output>/input/`` as Parquet (shards are the unit of validation, row accounting and
     resume), then scored as ``run_score`` scores that folder; ``config.input`` is not read.
