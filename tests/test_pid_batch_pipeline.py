@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 DIMS = {"x1": 8, "x2": 8, "x3": 2}
 TERMS = ("R", "U1", "U2", "S")
+SHARDS = ((0, 700), (700, 1300), (2000, 1000))  # (first row, rows)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,10 @@ def run(tmp_path_factory):
         "x3", pa.FixedSizeListArray.from_arrays(pa.array(noise), 2)
     )
     data = str(root / "data")
-    write_table_shards(table, data, n_shards=3)
+    (root / "data").mkdir()
+    # shards of 700, 1300 and 1000 rows: not multiples of the batch (500) or block (128) size
+    for index, (start, rows) in enumerate(SHARDS):
+        pq.write_table(table.slice(start, rows), f"{data}/part-{index}.parquet")
     config = parse_config(
         {
             "dataset": "batch_unit",
@@ -184,3 +190,29 @@ def test_model_pid_decomposes_the_predictions(tmp_path) -> None:
     # the predictions come from x1 alone: U1 carries them, U2 and R vanish
     assert values["U1"] > 0.8
     assert abs(values["U2"]) < 0.1 and abs(values["R"]) < 0.1
+
+
+def test_a_block_split_across_score_files_counts_once(run, tmp_path) -> None:
+    """A batch spanning two input shards is written to two score files, cutting a block in
+    two. Every score file of the run is cut inside a block, and the cut run aggregates to the
+    same global rows as the run itself (the one-pass value)."""
+    config, _, table = run
+    cut = tmp_path / "cut"
+    (cut / "scores").mkdir(parents=True)
+    shutil.copy(Path(config.output) / "manifest.json", cut / "manifest.json")
+    split_blocks = 0
+    for index, path in enumerate(sorted((Path(config.output) / "scores").glob("*.parquet"))):
+        scores = pq.read_table(path)
+        at = 37  # inside the file's first block (blocks hold 64 to 191 rows)
+        first, second = scores.slice(0, at), scores.slice(at)
+        pq.write_table(first, cut / "scores" / f"shard-{index:06d}-a-{first.num_rows}.parquet")
+        pq.write_table(second, cut / "scores" / f"shard-{index:06d}-b-{second.num_rows}.parquet")
+        shared = set(first.column("pid_batch_block").to_pylist())
+        split_blocks += len(shared & set(second.column("pid_batch_block").to_pylist()))
+    assert split_blocks >= 3
+    again = pl.from_arrow(run_aggregate(str(cut), progress=lambda _: None))
+    pid = pl.col("statistic") == "pid"
+    expected, got = (t.filter(pid).sort("target", "modalities", "term") for t in (table, again))
+    assert got["n"].to_list() == expected["n"].to_list()
+    np.testing.assert_allclose(got["value"], expected["value"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["stderr"], expected["stderr"], rtol=1e-9)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import torch
 from pydantic import Field
@@ -28,7 +27,7 @@ from intermodal.charts.figures import grouped_bars
 from intermodal.charts.html import Section, paragraph
 from intermodal.charts.run import RunData
 from intermodal.estimators.pid_batch import block_pid
-from intermodal.estimators.stats import Keyed, Moments
+from intermodal.estimators.stats import BlockEstimates, Keyed
 from intermodal.measures.base import (
     BatchOperator,
     FitSample,
@@ -333,36 +332,31 @@ class PIDBatch(Measure):
     # --- the dataset -------------------------------------------------------------------------
 
     def partial(self, job: JobConfig, scores: pa.Table, groups: Mapping[str, np.ndarray]) -> Keyed:
-        """Per target and pair, the moments over the rows' scoring blocks of the block
-        estimates (R, U1, U2, S) and the block size (rows share their block's estimate; a
-        block is never split across score files, and a file is summarised whole)."""
-        columns = [
-            batch_column(t, a, b, target)
-            for target in job.targets
-            for a, b in modality_pairs(job.modality_names)
-            for t in PID_TERMS
-        ]
-        frame = pl.from_arrow(scores.select([BATCH_BLOCK, *columns]))
-        assert isinstance(frame, pl.DataFrame)
-        per_block = frame.group_by(BATCH_BLOCK).agg(
-            pl.len().alias("rows"), *(pl.col(c).first() for c in columns)
+        """Per target and pair, each scoring block's estimates (R, U1, U2, S) and rows, kept
+        by block id: a batch that spans two input shards is written to two score files, and
+        its split block must count once."""
+        block_ids = scores.column(BATCH_BLOCK).to_numpy()
+        return Keyed(
+            {
+                (target, (a, b)): BlockEstimates.of(
+                    block_ids,
+                    np.column_stack(
+                        [scores.column(batch_column(t, a, b, target)).to_numpy() for t in PID_TERMS]
+                    ),
+                )
+                for target in job.targets
+                for a, b in modality_pairs(job.modality_names)
+            }
         )
-        merged = {}
-        for target in job.targets:
-            for a, b in modality_pairs(job.modality_names):
-                values = per_block.select(
-                    *(batch_column(t, a, b, target) for t in PID_TERMS), "rows"
-                ).to_numpy()
-                merged[(target, (a, b))] = Moments.of(values.astype(np.float64))
-        return Keyed(merged)
 
     def finalize(self, job: JobConfig, partial: Any, summaries: Any) -> list[dict]:
         """Per target (``label``, ``pred``) and pair ``a,b`` the terms R, U1, U2, S in bits:
         statistic ``pid``, the mean of the block estimates with its standard error across
         blocks; ``n`` is the rows scored."""
         records = []
-        items: dict[Any, Moments] = partial.items if partial is not None else {}
-        for (target, (a, b)), moments in sorted(items.items()):
+        items: dict[Any, BlockEstimates] = partial.items if partial is not None else {}
+        for (target, (a, b)), estimates in sorted(items.items()):
+            moments = estimates.moments()
             if moments.count == 0:
                 continue
             stderr = moments.stderr()
