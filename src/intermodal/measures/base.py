@@ -24,14 +24,15 @@ from intermodal.models.artifacts import artifact_folder
 from intermodal.models.training import FitWorkers, InlineWorkers
 from intermodal.progress import Progress
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import GLOBAL_SCHEMA
+from intermodal.schemas.tables import global_record, global_table
 
 if TYPE_CHECKING:
     from intermodal.charts.html import Section
     from intermodal.charts.run import RunData
     from intermodal.operators.context import BatchContext, SharedModel
 
-__all__ = ["FitWorkers", "InlineWorkers", "Progress"]  # the fit API measures use
+# what measures use from below, in one place
+__all__ = ["FitWorkers", "InlineWorkers", "Progress", "global_record", "global_table"]
 # One operator call: a batch's context → the measure's own score columns, in field order.
 BatchOperator = Callable[["BatchContext"], dict[str, Any]]
 
@@ -118,42 +119,6 @@ def column_facts(field: pa.Field) -> ColumnFacts:
     text = {key: metadata.get(name, b"").decode() for key, name in FACT_KEYS.items()}
     modalities = tuple(json.loads(text["modalities"])) if text["modalities"] else ()
     return ColumnFacts(text["term"], modalities, text["target"])
-
-
-def global_record(
-    measure: str,
-    statistic: str,
-    value: float,
-    n: int,
-    stderr: float | None = None,
-    group: tuple[str, str] = ("", ""),
-    *,
-    term: str = "",
-    modalities: Sequence[str] = (),
-    target: str = "",
-    column: str = "",
-) -> dict:
-    """One row of ``global/`` (``schemas.tables.GLOBAL_SCHEMA``): ``statistic`` of ``measure``
-    (``column``: the score column it summarises, if one); NaN standard errors (fewer than two
-    rows) are written as null."""
-    group_by, group_value = group
-    return {
-        "measure": measure,
-        "target": target,
-        "statistic": statistic,
-        "term": term,
-        "modalities": list(modalities),
-        "column": column,
-        "group_by": group_by,
-        "group": group_value,
-        "value": float(value),
-        "n": int(n),
-        "stderr": None if stderr is None or np.isnan(stderr) else float(stderr),
-    }
-
-
-def global_table(records: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
 
 
 class Measure:

@@ -220,19 +220,14 @@ def read_shard(
             yield valid.append_column(SOURCE_SHARD, shard_index)
 
 
-def _read_task(shard: Shard, read: partial, limit: int | None) -> ReadTask:
-    metadata = BlockMetadata(
-        num_rows=shard.num_rows, size_bytes=None, exec_stats=None, input_files=(shard.uri,)
-    )
-    return ReadTask(read, metadata, per_task_row_limit=limit)
-
-
-class InputSource(Datasource):
-    """The input's rows as they are, unvalidated, one read task per shard (``partition
-    --with-input`` joins them to the scores), in any of the input formats."""
+class _ShardTasks(Datasource):
+    """A Ray Data source of one read task per shard, ``read(shard)`` yielding its tables."""
 
     def __init__(self, shards: list[Shard]) -> None:
         self.shards = shards
+
+    def read(self, shard: Shard) -> Iterator[pa.Table]:
+        raise NotImplementedError
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -241,12 +236,29 @@ class InputSource(Datasource):
         self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
     ) -> list[ReadTask]:
         return [
-            _read_task(s, partial(s.reader.iter_groups, s.uri), per_task_row_limit)
-            for s in self.shards
+            ReadTask(
+                partial(self.read, shard),
+                BlockMetadata(
+                    num_rows=shard.num_rows,
+                    size_bytes=None,
+                    exec_stats=None,
+                    input_files=(shard.uri,),
+                ),
+                per_task_row_limit=per_task_row_limit,
+            )
+            for shard in self.shards
         ]
 
 
-class ShardSource(Datasource):
+class InputSource(_ShardTasks):
+    """The input's rows as they are, unvalidated (``partition --with-input`` joins them to
+    the scores), in any of the input formats."""
+
+    def read(self, shard: Shard) -> Iterator[pa.Table]:
+        return shard.reader.iter_groups(shard.uri)
+
+
+class ShardSource(_ShardTasks):
     """The input as a Ray Data source: one read task per shard (``read_shard``).
 
     One task per shard keeps the unit of work, of retry and of resumption the shard, and
@@ -257,24 +269,12 @@ class ShardSource(Datasource):
     def __init__(
         self, shards: list[Shard], job: JobConfig, duplicates: pa.Array, rejects_uri: str
     ) -> None:
-        self.shards = shards
+        super().__init__(shards)
         # the validated config object, not its dump: a worker need not know every measure
         # the job names to use it (a measure registered in the driver travels with the job)
         self.job = job
         self.duplicates = duplicates
         self.rejects_uri = rejects_uri
 
-    def estimate_inmemory_data_size(self) -> int | None:
-        return None
-
-    def get_read_tasks(
-        self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
-    ) -> list[ReadTask]:
-        return [
-            _read_task(
-                shard,
-                partial(read_shard, shard, self.job, self.duplicates, self.rejects_uri),
-                per_task_row_limit,
-            )
-            for shard in self.shards
-        ]
+    def read(self, shard: Shard) -> Iterator[pa.Table]:
+        return read_shard(shard, self.job, self.duplicates, self.rejects_uri)

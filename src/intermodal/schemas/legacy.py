@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from intermodal.schemas.tables import GLOBAL_SCHEMA, LABEL, PID_TERMS, PRED
+from intermodal.schemas.tables import LABEL, PID_TERMS, PRED, global_record, global_table
 
 LEGACY_COLUMNS = ("measure", "term", "group_by", "group", "value", "n", "stderr")
 # the old measure names of the PID of the model's predictions
@@ -56,17 +56,13 @@ def upgrade_legacy_global(table: pa.Table, config: Mapping[str, Any] | None = No
     for row in table.select(list(LEGACY_COLUMNS)).to_pylist():
         facts = _facts(row["measure"], row["term"], modalities, explained)
         if facts is not None:
+            group = (row["group_by"], row["group"])
             records.append(
-                {
-                    **facts,
-                    "group_by": row["group_by"],
-                    "group": row["group"],
-                    "value": row["value"],
-                    "n": row["n"],
-                    "stderr": row["stderr"],
-                }
+                global_record(
+                    **facts, value=row["value"], n=row["n"], stderr=row["stderr"], group=group
+                )
             )
-    return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
+    return global_table(records)
 
 
 def _row(
@@ -77,13 +73,14 @@ def _row(
     column: str = "",
     target: str = "",
 ) -> dict:
+    """The keyword arguments of ``global_record`` that say what a row is."""
     return {
         "measure": measure,
-        "target": target,
         "statistic": statistic,
         "term": term,
-        "modalities": list(modalities),
+        "modalities": modalities,
         "column": column,
+        "target": target,
     }
 
 

@@ -92,6 +92,42 @@ def modality_pairs(modalities: Sequence[str]) -> list[tuple[str, str]]:
     return list(combinations(modalities, 2))
 
 
+def global_record(
+    measure: str,
+    statistic: str,
+    value: float,
+    n: int,
+    stderr: float | None = None,
+    group: tuple[str, str] = ("", ""),
+    *,
+    term: str = "",
+    modalities: Sequence[str] = (),
+    target: str = "",
+    column: str = "",
+) -> dict:
+    """One row of ``global/`` (``GLOBAL_SCHEMA``): ``statistic`` of ``measure``
+    (``column``: the score column it summarises, if one); NaN standard errors (fewer than two
+    rows) are written as null."""
+    group_by, group_value = group
+    return {
+        "measure": measure,
+        "target": target,
+        "statistic": statistic,
+        "term": term,
+        "modalities": list(modalities),
+        "column": column,
+        "group_by": group_by,
+        "group": group_value,
+        "value": float(value),
+        "n": int(n),
+        "stderr": None if stderr is None or np.isnan(stderr) else float(stderr),
+    }
+
+
+def global_table(records: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
+
+
 def modality_type(size: int) -> pa.DataType:
     """The normalised Arrow type of a modality column: fixed-size list of float32."""
     return pa.list_(pa.float32(), size)
