@@ -1,13 +1,18 @@
 """LSMI (paper 001): per row and pair of modalities the pointwise redundancy, uniqueness and
 synergy R, U1, U2, S (nats) from KNIFE entropies h(x_m) and the pointwise mutual information of
 cross-fitted classifiers (or of the model's masked coalitions, ``classifiers: model``); for the
-dataset, the mean terms, the pair's adjustment constant and the adjusted means.
+dataset, the mean terms, the pair's adjustment constant and the adjusted means. The entropies
+are taken on each modality's label posterior (``entropy.space: posterior``, the default), the
+same space for every modality whatever its width, units or label-free features, or on its
+standardised features (``space: features``, the reference code's way).
 
 Artifacts (``artifacts/lsmi/``): ``entropy-<m>.npz`` (preprocessing arrays) and ``entropy.pt``
-(KNIFE state dicts by modality), ``classifiers.json`` (the digest of the ``FoldedMLP`` of each
-key ``<m>`` or ``<a>__<b>``, stored once per run in ``artifacts/classifiers/<digest>.pt``, where
-PID BATCH finds the ones it shares), ``prior.npz`` (``log p(y)``). Everything loads with weights
-only (``models.artifacts.load_state``) or ``np.load(allow_pickle=False)``.
+(KNIFE state dicts by modality), ``posterior.pt`` (with ``space: posterior`` and
+``classifiers: model``: the per-modality posteriors trained for the entropies),
+``classifiers.json`` (the digest of the ``FoldedMLP`` of each key ``<m>`` or ``<a>__<b>``,
+stored once per run in ``artifacts/classifiers/<digest>.pt``, where PID BATCH finds the ones
+it shares), ``prior.npz`` (``log p(y)``). Everything loads with weights only
+(``models.artifacts.load_state``) or ``np.load(allow_pickle=False)``.
 """
 
 from __future__ import annotations
@@ -27,8 +32,15 @@ from intermodal.charts.html import Section, paragraph
 from intermodal.charts.pid import pid_bars
 from intermodal.charts.run import RunData, modalities_literal
 from intermodal.estimators.knife import EntropyModel, KnifeConfig, fit_entropy_model
-from intermodal.estimators.lsmi import SHIFT_SIGNS, adjusted, adjustment, pointwise
+from intermodal.estimators.lsmi import (
+    SHIFT_SIGNS,
+    adjusted,
+    adjustment,
+    distillation_weights,
+    pointwise,
+)
 from intermodal.estimators.posterior_entropy import (
+    DEFAULT_RESOLUTION,
     PosteriorEntropyModel,
     fit_posterior_entropy_model,
 )
@@ -40,6 +52,7 @@ from intermodal.measures.base import (
     Measure,
     Needs,
     Progress,
+    RowExport,
     global_record,
     score_field,
 )
@@ -65,14 +78,13 @@ from intermodal.models.training import CPU, fit_device
 from intermodal.operators.context import BatchContext, SharedModel, modality_arrays
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.legacy import upgrade_legacy_global
-from intermodal.schemas.tables import (
-    LABEL,
-    PID_TERMS,
-    SAMPLE_ID,
-    PIDTerms,
-    lsmi_column,
-    modality_pairs,
-)
+from intermodal.schemas.tables import LABEL, PID_TERMS, SAMPLE_ID, PIDTerms, modality_pairs
+
+
+def lsmi_column(term: str, first: str, second: str) -> str:
+    """Score column of one LSMI term (``PID_TERMS``) of the pair (first, second)."""
+    return f"lsmi_{term}_{first}__{second}"
+
 
 ENCODE_CHUNK_ROWS = 4096
 
@@ -81,17 +93,17 @@ class LSMIEntropyConfig(Strict):
     """KNIFE h(x_m) per modality (mixture of Gaussians), on the modality's posterior
     coordinates or on its standardised features."""
 
-    # posterior: on the isometric log-ratio coordinates of each modality's label posterior
-    # p(· | x_m) (its cross-fitted classifier's, the fold models averaged; with classifiers:
-    # model one trained for this only): the same space R^(C-1) and units for every modality,
-    # so the per-row terms do not depend on widths, units or label-free features;
-    # features: on the standardised (optionally PCA-projected) features, as paper 001's
-    # reference code (comparable only across modalities of one width and kind)
+    # posterior: on the coordinates of each modality's label posterior p(· | x_m) in the
+    # probability simplex (its cross-fitted classifier's, the fold models averaged; with
+    # classifiers: model one trained for this only): the same space R^(C-1) and units for
+    # every modality, so widths, units and label-free features do not decide the per-row
+    # split; features: on the standardised (optionally PCA-projected) features, as paper
+    # 001's reference code (comparable only across modalities of one width and kind)
     space: Literal["posterior", "features"] = "posterior"
     # space posterior: std of the Gaussian noise the posterior coordinates are smoothed with
     # before KNIFE (distance between probability vectors): posteriors closer than this count
     # as one state, so a classifier's jitter around a state does not enter h
-    resolution: float = Field(default=0.2, gt=0)
+    resolution: float = Field(default=DEFAULT_RESOLUTION, gt=0)
     n_components: int = Field(default=5, ge=1)
     diagonal: bool = False
     # None: no PCA before KNIFE (space: features only)
@@ -121,7 +133,7 @@ class LSMIConfig(Strict):
 
 @dataclass
 class LSMIArtifacts:
-    entropy: dict[str, EntropyModel]
+    entropy: dict[str, EntropyModel | PosteriorEntropyModel]
     classifiers: dict[str, FoldedMLP]
     log_prior: np.ndarray  # [C]
     folds: int
@@ -163,7 +175,7 @@ def entropy_part(
     knife: KnifeConfig,
     progress: Progress,
     posterior: FoldedMLP | tuple[Any, ...] | None = None,
-    resolution: float = 0.2,
+    resolution: float = DEFAULT_RESOLUTION,
 ) -> EntropyModel | PosteriorEntropyModel:
     """The fit part of one modality's entropy model: KNIFE on its features (``posterior``
     None) or on the posterior coordinates of ``posterior``, the modality's cross-fitted
@@ -257,7 +269,8 @@ class LSMI(Measure):
             raise ValueError("measure 'lsmi' needs label_column (it decomposes i(x; label))")
         settings = self.options(job)
         components = settings.entropy.pca_components
-        if settings.features == "inputs" and components is not None:
+        on_features = settings.entropy.space == "features"
+        if settings.features == "inputs" and on_features and components is not None:
             too_narrow = [m.name for m in job.modalities if components > m.size]
             if too_narrow:
                 raise ValueError(
@@ -559,3 +572,43 @@ class LSMI(Measure):
             ),
             missing="the LSMI terms",
         )
+
+    export_names = ("distill-weights",)
+
+    def export(self, name: str, run_dir: str, scores_file: str) -> RowExport:
+        """``distill-weights`` (paper 001 §4.3.2): per sample and pair, the four LSMI terms
+        adjusted by the pair's dataset constant ``c`` (``R + c, U1 − c, U2 − c, S + c``, the
+        scale the run reports its means on), clipped at 0 (a negative pointwise term is
+        information the sample's modalities mislead about: nothing to distil) and divided by
+        their sum, so the four weights are ≥ 0 and sum to 1; 1/4 each where every term clips
+        to 0; null without a label."""
+        if name not in self.export_names:
+            return super().export(name, run_dir, scores_file)
+        pairs = score_pairs(scores_file)
+        constants = {pair: pair_constant(run_dir, pair) for pair in pairs}
+        return RowExport(
+            name=name,
+            columns=tuple(lsmi_column(t, a, b) for a, b in pairs for t in PID_TERMS),
+            transform=distillation_stage,
+            options=constants,
+            facts={
+                "normalisation": "max(adjusted term, 0) / sum over R, U1, U2, S; 1/4 each when "
+                "all are 0; null without a label",
+                "adjustment": {f"{a},{b}": constant for (a, b), constant in constants.items()},
+            },
+        )
+
+
+def weight_column(term: str, first: str, second: str) -> str:
+    """Column of one distillation weight: ``w_<term>_<a>__<b>`` (terms as in the scores)."""
+    return f"w_{term}_{first}__{second}"
+
+
+def distillation_stage(batch: pa.Table, constants: dict[tuple[str, str], float]) -> pa.Table:
+    """Score rows → ``sample_id`` and the distillation weights of every pair."""
+    columns: dict[str, pa.Array] = {SAMPLE_ID: batch.column(SAMPLE_ID)}
+    for pair, constant in constants.items():
+        weights = distillation_weights(adjusted_lsmi(batch, pair, constant))
+        for term, values in weights.items():
+            columns[weight_column(term, *pair)] = pa.array(values, pa.float64(), from_pandas=True)
+    return pa.table(columns)
