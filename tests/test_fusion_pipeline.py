@@ -106,10 +106,13 @@ def test_weights_and_contributions_match_the_saved_models_recomputed(scored_run)
     moe = _fresh(I2MoE(NAMES, [SIZE] * 3, hidden_dim=8), artifacts / "i2moe" / "model.pt")
     intense = _fresh(InTense(NAMES, [SIZE] * 3, hidden_dim=8), artifacts / "intense" / "model.pt")
     with torch.no_grad():
-        expected_weights = moe.interpret(inputs)["weights"].numpy()
+        interpreted = moe.interpret(inputs)
         logits = intense(inputs).numpy()
     weights = scores.select(pl.col("^i2moe_w_.*$")).to_numpy()
-    np.testing.assert_allclose(weights, expected_weights, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(weights, interpreted["weights"].numpy(), rtol=0, atol=1e-9)
+    expert_classes = interpreted["expert_logits"].argmax(dim=-1).numpy()
+    for index, expert in enumerate(["uni_M1", "uni_M2", "uni_M3", "syn", "red"]):
+        np.testing.assert_array_equal(scores[f"i2moe_pred_{expert}"], expert_classes[:, index])
     predicted = logits.argmax(axis=1)
     np.testing.assert_array_equal(scores["intense_pred"].to_numpy(), predicted)
     terms = ["M1", "M2", "M3", "M1xM2", "M1xM3", "M2xM3"]
@@ -207,6 +210,39 @@ def test_aggregate_equals_one_pass_over_the_scores(scored_run) -> None:
             assert (row["term"], row["modalities"]) == (term, term.split("x"))
             assert row["n"] == len(rows)
             assert row["value"] == pytest.approx(values.mean(), abs=1e-12)
+        labelled = rows.filter(pl.col("label").is_not_null())
+        label = labelled["label"].to_numpy()
+        analysis = table.filter(
+            pl.col("statistic").is_in(["expert_accuracy", "accuracy", "expert_agreement"])
+            & (pl.col("group_by") == group_by)
+            & (pl.col("group") == group)
+        )
+        if not len(label):  # the group of rows without a label has no expert analysis
+            assert analysis.is_empty()
+            continue
+        experts_right = np.column_stack([labelled[f"i2moe_pred_{e}"] == label for e in experts])
+        classes = np.column_stack([labelled[f"i2moe_pred_{e}"] for e in experts])
+        agree = (classes == classes[:, :1]).all(axis=1)
+        right = labelled["i2moe_pred"].to_numpy() == label
+        expected = {
+            ("expert_accuracy", e): experts_right[:, k].mean() for k, e in enumerate(experts)
+        }
+        expected[("accuracy", "")] = right.mean()
+        for cell, mask in zip(
+            ("agree_correct", "agree_wrong", "disagree_correct", "disagree_wrong"),
+            (agree & right, agree & ~right, ~agree & right, ~agree & ~right),
+            strict=True,
+        ):
+            expected[("expert_agreement", cell)] = mask.mean()
+        assert analysis.height == len(expected)
+        for (statistic, term), value in expected.items():
+            row = analysis.filter(
+                (pl.col("statistic") == statistic) & (pl.col("term") == term)
+            ).row(0, named=True)
+            assert (row["measure"], row["target"], row["n"]) == ("i2moe", "label", len(label))
+            assert row["value"] == pytest.approx(value, abs=1e-12)
+        shares = analysis.filter(pl.col("statistic") == "expert_agreement")["value"]
+        assert shares.sum() == pytest.approx(1.0, abs=1e-12)
     artifacts = Path(config.output) / "artifacts" / "intense" / "model.pt"
     intense = _fresh(InTense(NAMES, [SIZE] * 3, hidden_dim=8), artifacts)
     relevance = table.filter(pl.col("statistic") == "relevance")
@@ -258,8 +294,10 @@ def test_report_draws_the_expert_weights_and_the_relevance(scored_run) -> None:
     assert [alt for _, alt in images] == [
         "I2MoE: share of samples each expert leads",
         "I2MoE expert weights per sample",
+        "I2MoE: accuracy of each expert alone and of the mixture (labelled rows)",
         "InTense relevance per term",
         "InTense mean contribution to the predicted logit",
     ]
     for data, _ in images:
         assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
+    assert "Experts agree on a row when every expert predicts the same class" in page

@@ -4,12 +4,14 @@ expert weights after real training on HD-XOR."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from intermodal import progress
+from intermodal.estimators.experts import AGREEMENT_CELLS, expert_indicators
 from intermodal.models.fusion_training import FusionTrainConfig, train_fusion_model
 from intermodal.models.i2moe import (
     I2MoE,
@@ -290,3 +292,21 @@ def test_state_dict_round_trip(tmp_path) -> None:
     fresh.load_state_dict(torch.load(tmp_path / "i2moe.pt", weights_only=True))
     with torch.no_grad():
         torch.testing.assert_close(fresh(random_inputs()), model(random_inputs()))
+
+
+def test_expert_indicators_count_every_row_in_one_agreement_cell() -> None:
+    experts = np.array([[0, 0, 0], [1, 0, 1], [1, 1, 1], [0, 1, 1]])
+    predicted = np.array([0, 1, 0, 0])
+    labels = np.array([0, 1, 1, 1])
+    rows = expert_indicators(experts, predicted, labels)
+    # each expert right; the mixture right; agree_correct, agree_wrong, disagree_correct,
+    # disagree_wrong
+    expected = [
+        [1, 1, 1, 1, 1, 0, 0, 0],
+        [1, 0, 1, 1, 0, 0, 1, 0],
+        [1, 1, 1, 0, 0, 1, 0, 0],
+        [0, 1, 1, 0, 0, 0, 0, 1],
+    ]
+    np.testing.assert_array_equal(rows, expected)
+    assert (rows[:, -4:].sum(axis=1) == 1).all()
+    assert AGREEMENT_CELLS == ("agree_correct", "agree_wrong", "disagree_correct", "disagree_wrong")

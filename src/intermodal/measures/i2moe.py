@@ -1,13 +1,16 @@
 """I2MoE (paper 002): an interpretable mixture of experts trained on a sample of labelled
 rows (``measures.fusion``); per row the weight of each expert (``uni_<m>`` per modality,
-``syn``, ``red``; non-negative, summing to 1) and the class it predicts; for the dataset, each
-expert's mean weight (and, as for every score column, its quantiles).
+``syn``, ``red``; non-negative, summing to 1), the class each expert predicts on its own and
+the class the mixture predicts; for the dataset, each expert's mean weight (and, as for every
+score column, its quantiles), each expert's accuracy and how often the experts agree and the
+mixture is right (paper 002 §6.2, ``estimators.experts``).
 
 Artifacts (``artifacts/i2moe/``): ``model.pt``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -20,7 +23,9 @@ from intermodal import storage
 from intermodal.charts.figures import box_plots, grouped_bars
 from intermodal.charts.html import Section, paragraph
 from intermodal.charts.run import RunData
-from intermodal.measures.base import BatchOperator, CategoryRule, score_field
+from intermodal.estimators.experts import AGREEMENT_CELLS, expert_indicators
+from intermodal.estimators.stats import Keyed, grouped_moments
+from intermodal.measures.base import BatchOperator, CategoryRule, global_record, score_field
 from intermodal.measures.fusion import FusionMeasure, fusion_inputs
 from intermodal.models.i2moe import I2MoE as I2MoEModel
 from intermodal.models.i2moe import expert_names
@@ -30,6 +35,11 @@ from intermodal.schemas.tables import LABEL
 
 I2MOE_PRED = "i2moe_pred"  # score column: the class the I2MoE predicts
 I2MOE_WEIGHT_PREFIX = "i2moe_w_"
+
+
+def i2moe_expert_pred_column(expert: str) -> str:
+    """Score column of the class one expert predicts on its own."""
+    return f"{I2MOE_PRED}_{expert}"
 
 
 def i2moe_weight_column(expert: str) -> str:
@@ -125,6 +135,10 @@ class I2MoE(FusionMeasure):
                 for expert in self.experts(job)
             ),
             pa.field(I2MOE_PRED, pa.int64(), nullable=False),
+            *(
+                pa.field(i2moe_expert_pred_column(expert), pa.int64(), nullable=False)
+                for expert in self.experts(job)
+            ),
         ]
 
     def operator(self, job: JobConfig, shared: SharedModel) -> BatchOperator:
@@ -140,9 +154,63 @@ class I2MoE(FusionMeasure):
                 for index, expert in enumerate(model.expert_names)
             }
             columns[I2MOE_PRED] = result["logits"].argmax(dim=-1).cpu().numpy()
+            expert_classes = result["expert_logits"].argmax(dim=-1).cpu().numpy()
+            for index, expert in enumerate(model.expert_names):
+                columns[i2moe_expert_pred_column(expert)] = expert_classes[:, index]
             return columns
 
         return score
+
+    def partial(
+        self, job: JobConfig, scores: pa.Table, groups: Mapping[str, np.ndarray]
+    ) -> Keyed | None:
+        """Per group, the moments of the expert indicators (``estimators.experts``) over the
+        labelled rows: their means are the accuracies and the agreement shares."""
+        if job.label_column is None:
+            return None
+        labels = scores.column(LABEL)
+        labelled = labels.is_valid().to_numpy(zero_copy_only=False)
+        experts = np.column_stack(
+            [scores.column(i2moe_expert_pred_column(e)).to_numpy() for e in self.experts(job)]
+        )
+        rows = expert_indicators(
+            experts[labelled],
+            scores.column(I2MOE_PRED).to_numpy()[labelled],
+            labels.fill_null(-1).to_numpy()[labelled],
+        )
+        return Keyed(grouped_moments(rows, {k: v[labelled] for k, v in groups.items()}))
+
+    def finalize(self, job: JobConfig, partial: Keyed | None, summaries: Any) -> list[dict]:
+        """Per group, over labelled rows: ``expert_accuracy`` of each expert (term the expert),
+        ``accuracy`` of the mixture, and ``expert_agreement`` with terms ``agree_correct``,
+        ``agree_wrong``, ``disagree_correct``, ``disagree_wrong`` (shares summing to 1)."""
+        if partial is None:
+            return []
+        experts = self.experts(job)
+        statistics = [
+            *(("expert_accuracy", expert) for expert in experts),
+            ("accuracy", ""),
+            *(("expert_agreement", cell) for cell in AGREEMENT_CELLS),
+        ]
+        records = []
+        for group, moments in sorted(partial.items.items()):
+            if moments.count == 0:
+                continue
+            stderr = moments.stderr()
+            records += [
+                global_record(
+                    self.name,
+                    statistic,
+                    moments.mean[index],
+                    moments.count,
+                    stderr[index],
+                    group,
+                    term=term,
+                    target=LABEL,
+                )
+                for index, (statistic, term) in enumerate(statistics)
+            ]
+        return records
 
     def report(self, run: RunData) -> Section | None:
         # the mean of each weight column, its term the expert
@@ -172,7 +240,30 @@ class I2MoE(FusionMeasure):
             experts, shares, "I2MoE: share of samples each expert leads", "share"
         )
         figure = box_plots(panels, "I2MoE expert weights per sample", "weight")
-        return Section("I2MoE", paragraph(text) + leaders + figure)
+        return Section("I2MoE", paragraph(text) + leaders + figure + self._experts(run))
+
+    def _experts(self, run: RunData) -> str:
+        """Each expert's accuracy on its own next to the mixture's, and the agreement shares
+        (paper 002 §6.2), over the labelled rows."""
+        accuracy = run.terms(self.name, "expert_accuracy")
+        if not accuracy:
+            return ""
+        mixture = run.terms(self.name, "accuracy")
+        names = [*accuracy, "mixture"]
+        values = [*accuracy.values(), mixture.get("", np.nan)]
+        bars = grouped_bars(
+            names,
+            {"accuracy": (values, [None] * len(names))},
+            "I2MoE: accuracy of each expert alone and of the mixture (labelled rows)",
+            "accuracy",
+        )
+        shares = run.terms(self.name, "expert_agreement")
+        text = paragraph(
+            "Experts agree on a row when every expert predicts the same class on its own: "
+            + ", ".join(f"{cell.replace('_', ' ')} {share:.1%}" for cell, share in shares.items())
+            + " of the labelled rows (the mixture correct or wrong)."
+        )
+        return bars + text
 
     def partition_rule(
         self, by: str, run_dir: str, scores_file: str, pair: tuple[str, str] | None
