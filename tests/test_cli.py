@@ -132,10 +132,27 @@ def test_validate_i2moe_puts_each_expected_expert_first(tmp_path, capsys) -> Non
     table = pl.read_parquet(tmp_path / "validation.parquet")
     for experiment in ("hdxor_synergy", "hdxor_uniqueness"):
         rows = table.filter(pl.col("experiment") == experiment)
-        weights = rows.filter(pl.col("truth").is_null())
+        weights = rows.filter(pl.col("term").is_in(["uni_1", "uni_2", "syn", "red"]))
         assert weights["term"].to_list() == ["uni_1", "uni_2", "syn", "red"]
         assert weights["estimate"].sum() == pytest.approx(1.0, abs=1e-9)  # mean weights
+        accuracies = rows.filter(pl.col("term").str.starts_with("accuracy_"))
+        assert accuracies["term"].to_list() == [
+            "accuracy_uni_1",
+            "accuracy_uni_2",
+            "accuracy_syn",
+            "accuracy_red",
+            "accuracy_mixture",
+        ]
+        assert accuracies["estimate"].is_between(0, 1).all()
     checks = table.filter(pl.col("truth").is_not_null())
-    assert checks["term"].to_list() == ["syn_largest", "uni_1_largest"]
-    assert checks["estimate"].to_list() == [1.0, 1.0]
+    assert checks["term"].to_list() == [
+        "syn_largest",
+        "uni_1_largest",
+        "agreement_shares_sum_to_1",
+        "syn_accuracy_at_least_0.9",
+        "uni_accuracy_near_chance",
+        "agreement_shares_sum_to_1",
+    ]
+    leading = checks.filter(pl.col("term").str.ends_with("_largest"))
+    assert leading["estimate"].to_list() == [1.0, 1.0]
     assert "validation: i2moe (mean expert weight" in capsys.readouterr().out

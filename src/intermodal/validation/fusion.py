@@ -19,6 +19,7 @@ from __future__ import annotations
 from itertools import combinations
 
 import polars as pl
+import pyarrow as pa
 
 from intermodal import storage
 from intermodal.measures import parse_config
@@ -51,6 +52,8 @@ HDXOR_DIMS = [100, 100]
 # the model's expert names on HD-XOR (modalities m0, m1) → the suite's terms
 I2MOE_TERMS = {"uni_m0": "uni_1", "uni_m1": "uni_2", "syn": "syn", "red": "red"}
 I2MOE_LEADER = {"hdxor_synergy": "syn", "hdxor_uniqueness": "uni_1"}
+SYNERGY_EXPERT_ACCURACY = 0.9  # the synergy expert alone on XOR data (paper 002 §6.2)
+CHANCE_MARGIN = 0.1  # a uniqueness expert on XOR data: within this of 0.5
 
 
 def _job(
@@ -142,11 +145,10 @@ def run_intense_suite(
     return write_validation(out, rows)
 
 
-def _mean_weights(
+def _i2moe_run(
     out: str, experiment: str, n_samples: int, seed: int, progress: Progress
-) -> dict[str, float]:
-    """Mean I2MoE weight per suite term (``uni_1``, ``uni_2``, ``syn``, ``red``) of one HD-XOR
-    experiment, through the pipeline."""
+) -> pa.Table:
+    """The global table of I2MoE on one HD-XOR experiment, through the pipeline."""
     setting = experiment.removeprefix("hdxor_")
     spec = HDXORSpec(setting=setting, n_samples=n_samples, dims=HDXOR_DIMS, seed=seed)
     table = generate(spec).select(["sample_id", "label", *spec.modality_names])
@@ -159,8 +161,39 @@ def _mean_weights(
     settings = {"fit_rows": n_samples, "seed": seed}
     run_uri = storage.join(out, "runs", experiment)
     job = _job("i2moe", experiment, data_uri, run_uri, modalities, settings)
-    weights = overall_terms(run_job(job, progress), "i2moe", "mean")  # term: the expert
-    return {term: weights[expert] for expert, term in I2MOE_TERMS.items()}
+    return run_job(job, progress)
+
+
+def _expert_analysis(experiment: str, table: pa.Table) -> list[dict]:
+    """Paper 002 §6.2 on the run: each expert's accuracy alone and the mixture's (estimates),
+    whether the agreement shares sum to 1, and on synergy data whether the synergy expert alone
+    is at least ``SYNERGY_EXPERT_ACCURACY`` accurate while each uniqueness expert stays within
+    ``CHANCE_MARGIN`` of chance (one bit of XOR is no better than a coin)."""
+    accuracy = overall_terms(table, "i2moe", "expert_accuracy")
+    mixture = overall_terms(table, "i2moe", "accuracy")[""]
+    shares = overall_terms(table, "i2moe", "expert_agreement")
+    rows = [
+        *(
+            validation_row("i2moe", experiment, f"accuracy_{term}", accuracy[expert])
+            for expert, term in I2MOE_TERMS.items()
+        ),
+        validation_row("i2moe", experiment, "accuracy_mixture", mixture),
+        check_row(
+            "i2moe", experiment, "agreement_shares_sum_to_1", abs(sum(shares.values()) - 1) < 1e-9
+        ),
+    ]
+    if experiment == "hdxor_synergy":
+        chance = all(abs(accuracy[f"uni_{m}"] - 0.5) <= CHANCE_MARGIN for m in ("m0", "m1"))
+        rows += [
+            check_row(
+                "i2moe",
+                experiment,
+                f"syn_accuracy_at_least_{SYNERGY_EXPERT_ACCURACY}",
+                accuracy["syn"] >= SYNERGY_EXPERT_ACCURACY,
+            ),
+            check_row("i2moe", experiment, "uni_accuracy_near_chance", chance),
+        ]
+    return rows
 
 
 def run_i2moe_suite(
@@ -171,14 +204,18 @@ def run_i2moe_suite(
     progress: Progress = print,
 ) -> pl.DataFrame:
     """Run the I2MoE experiments (default: both) and write ``out/validation.parquet``: the
-    mean weight of every expert, then whether the expected expert leads."""
-    rows = []
+    mean weight of every expert and whether the expected expert leads, then the expert
+    analysis of each (``_expert_analysis``)."""
+    rows, analysis = [], []
     for experiment in chosen_experiments(experiments, I2MOE_EXPERIMENTS):
-        weights = _mean_weights(out, experiment, n_samples, seed, progress)
+        table = _i2moe_run(out, experiment, n_samples, seed, progress)
+        means = overall_terms(table, "i2moe", "mean")  # term: the expert
+        weights = {term: means[expert] for expert, term in I2MOE_TERMS.items()}
         rows += [
             validation_row("i2moe", experiment, term, value) for term, value in weights.items()
         ]
         leader = I2MOE_LEADER[experiment]
         largest = max(weights, key=weights.get)
         rows.append(check_row("i2moe", experiment, f"{leader}_largest", largest == leader))
-    return write_validation(out, rows)
+        analysis += _expert_analysis(experiment, table)
+    return write_validation(out, rows + analysis)
