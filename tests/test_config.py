@@ -159,7 +159,11 @@ def test_settings_wider_than_a_modality_fail_before_any_fitting() -> None:
     with pytest.raises(ConfigError, match=r"pid_cvx.pca_components = 8 exceeds .*\['x'"):
         parse_config({**MINIMAL, "measures": ["pid_cvx"], "pid_cvx": {"pca_components": 8}})
     with pytest.raises(ConfigError, match=r"lsmi.entropy.pca_components = 8 exceeds"):
-        parse_config({**MINIMAL, "measures": ["lsmi"], "lsmi": {"entropy": {"pca_components": 8}}})
+        entropy = {"space": "features", "pca_components": 8}
+        parse_config({**MINIMAL, "measures": ["lsmi"], "lsmi": {"entropy": entropy}})
+    with pytest.raises(ConfigError, match=r"needs entropy.space: features"):
+        entropy = {"pca_components": 2}
+        parse_config({**MINIMAL, "measures": ["lsmi"], "lsmi": {"entropy": entropy}})
 
 
 def test_a_job_is_validated_against_the_registry_it_is_given() -> None:

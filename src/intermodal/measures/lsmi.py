@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from intermodal import storage
 from intermodal.charts.figures import histograms
@@ -113,6 +113,14 @@ class LSMIEntropyConfig(Strict):
     # (docs/benchmarks.md, "Fit speed")
     batch_size: int = Field(default=1024, ge=1)
     lr: float = Field(default=1e-2, gt=0)
+
+    @model_validator(mode="after")
+    def _pca_only_on_features(self) -> LSMIEntropyConfig:
+        if self.pca_components is not None and self.space != "features":
+            raise ValueError(
+                "entropy.pca_components projects the features: it needs entropy.space: features"
+            )
+        return self
 
 
 class LSMIConfig(Strict):

@@ -33,6 +33,8 @@ class ShardFacts:
 
 
 class ShardFormat(Protocol):
+    title: str  # how messages name the format
+
     def shards(self, uri: str) -> list[str]: ...
 
     def facts(self, shard: str) -> ShardFacts: ...
@@ -43,6 +45,8 @@ class ShardFormat(Protocol):
 
 
 class ParquetFormat:
+    title = "Parquet"
+
     def shards(self, uri: str) -> list[str]:
         return storage.list_parquet(uri)
 
@@ -64,6 +68,8 @@ class ParquetFormat:
 
 
 class ArrowFormat:
+    title = "Arrow IPC"
+
     def shards(self, uri: str) -> list[str]:
         fs, path = storage.filesystem(uri)
         if fs.isdir(path):
@@ -114,6 +120,8 @@ def _lance():  # imported where used: an optional extra
 
 
 class LanceFormat:
+    title = "Lance"
+
     def shards(self, uri: str) -> list[str]:
         dataset = _lance().dataset(uri)
         return [f"{uri}#{fragment.fragment_id}" for fragment in dataset.get_fragments()]

@@ -55,14 +55,14 @@ def inspect_shards(config: JobConfig, uri: str | None = None) -> list[Shard]:
     except FileNotFoundError as error:
         raise InputSchemaError(f"input {error}") from None
     if not uris:
-        raise InputSchemaError(f"input {uri}: no {kind_of_input} files found")
+        raise InputSchemaError(f"input {uri}: no {reader.title} files found")
 
     def inspect(index_uri: tuple[int, str]) -> tuple[Shard, list[str], str]:
         index, shard_uri = index_uri
         try:
             facts = reader.facts(shard_uri)
         except Exception as error:  # pyarrow raises several types for corrupt files
-            problem = f"cannot be read as {kind_of_input}: {error}"
+            problem = f"cannot be read as {reader.title}: {error}"
             return Shard(index, shard_uri, 0, (), kind_of_input), [problem], ""
         problems = schema_problems(facts.schema, config)
         kind = ""  # a shard with problems is reported with them
