@@ -46,7 +46,7 @@ def test_one_row_per_statistic_with_typed_columns(run) -> None:
     }
     assert statistics == {
         "intershap": {"intershap"},
-        "pid_cvx": {"pid"},
+        "pid_cvx": {"pid", "codes_information", "feature_information"},
         "lsmi": {"adjusted_mean", "adjustment"},
         "pid_batch": {"pid"},
     }

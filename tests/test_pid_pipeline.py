@@ -74,7 +74,8 @@ def _job(data: str, out: str, measures: list[str], weights: str | None, **extra)
             "measures": measures,
             **({"model": model} if weights else {}),
             "intershap": {"background_size": 8},
-            "pid_cvx": {"n_clusters": 6, "fit_rows": 2000},
+            # short patience: these tests are about the pipeline, not the encoders' fit
+            "pid_cvx": {"n_clusters": 6, "fit_rows": 2000, "encoders": {"patience": 2}},
             "compute": {"batch_size": 500},
             **extra,
         }
@@ -111,9 +112,11 @@ def test_global_pid_equals_one_pass_over_the_scores(tmp_path) -> None:
     scores = _scores(out)
     assert scores["pid_code_x1"].dtype == pl.Int32
     assert "intershap_local" in scores.columns and "pred" in scores.columns
-    table = _global(out)
-    assert set(table["measure"]) == {"pid_cvx"}
-    assert set(table["target"]) == {"label", "pred"} and set(table["statistic"]) == {"pid"}
+    everything = _global(out)
+    assert set(everything["measure"]) == {"pid_cvx"}
+    assert set(everything["statistic"]) == {"pid", "codes_information", "feature_information"}
+    table = everything.filter(pl.col("statistic") == "pid")
+    assert set(table["target"]) == {"label", "pred"}
     checked = 0
     for target in ("label", "pred"):
         for pair in combinations(DIMS, 2):
@@ -135,6 +138,23 @@ def test_global_pid_equals_one_pass_over_the_scores(tmp_path) -> None:
     label_n = table.filter((pl.col("target") == "label") & (pl.col("group_by") == ""))["n"]
     model_n = table.filter((pl.col("target") == "pred") & (pl.col("group_by") == ""))
     assert set(label_n) == {6000 - 40} and set(model_n["n"]) == {6000}
+    # I of the codes beside it, per group; a classifier's I of the features, whole data only
+    codes = everything.filter(pl.col("statistic") == "codes_information")
+    assert codes.height == 2 * 3 * 3
+    for row in codes.iter_rows(named=True):
+        same = table.filter(
+            (pl.col("target") == row["target"])
+            & (pl.col("modalities") == row["modalities"])
+            & (pl.col("group") == row["group"])
+            & (pl.col("term") == "I")
+        )
+        assert row["value"] == same["value"].item() and row["n"] == same["n"].item()
+    features = everything.filter(pl.col("statistic") == "feature_information")
+    assert features.height == 2 * 3 and set(features["group_by"]) == {""}
+    # a fifth of the labelled rows of the 2,000 sampled (40 of the 6,000 rows have no label)
+    (held_out,) = set(features["n"])
+    assert round(0.2 * (2000 - 40)) <= held_out <= round(0.2 * 2000)
+    assert features["stderr"].is_not_null().all()
 
 
 def test_codes_are_the_saved_codebooks_cells(tmp_path) -> None:
@@ -158,6 +178,7 @@ def test_pid_without_a_model_finds_xor_synergy(tmp_path) -> None:
     table = run_aggregate(out, progress=lambda _: None)
     overall = pl.from_arrow(table).filter(pl.col("group_by") == "")
     assert set(overall["measure"]) == {"pid_cvx"} and set(overall["target"]) == {"label"}
+    overall = overall.filter(pl.col("statistic") == "pid")
     values = {
         (term, tuple(pair)): value
         for term, pair, value in overall.select("term", "modalities", "value").iter_rows()
@@ -200,7 +221,8 @@ def test_codebooks_are_reused_until_their_settings_change(tmp_path) -> None:
     assert any("reused" in message for message in messages)
     assert not any(message.startswith("[fit]") for message in messages)
     messages.clear()
-    refit = _job(data, out, ["pid_cvx"], None, pid_cvx={"n_clusters": 5, "fit_rows": 2000})
+    changed = {"n_clusters": 5, "fit_rows": 2000, "encoders": {"patience": 2}}
+    refit = _job(data, out, ["pid_cvx"], None, pid_cvx=changed)
     run_score(refit, progress=messages.append)
     assert _codebook_lines(messages) == 3
     assert pq.read_table(f"{out}/scores").column("pid_code_x1").to_numpy().max() < 5

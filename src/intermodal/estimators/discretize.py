@@ -22,6 +22,11 @@ Fitting is two passes over one bounded, uniform sample of the stream:
   sample gets one bin. Bins are half-open ``[e_i, e_{i+1})`` except the last, which is closed
   (as ``np.histogram``); values outside the range fall into the first or last bin.
 
+PID CVX's default codebooks (``models.pid_codes``) are k-means codebooks of the same kind in a
+learned space: after the standardiser, an optional ReLU layer (``hidden_weight``,
+``hidden_bias``) and a projection (``components``, then a trained encoder's matrix rather than
+principal axes) map rows to the few values k-means clustered.
+
 ``Codebook.assign`` works through a batch in chunks of rows, so the ``[chunk, k]`` distance
 block bounds its memory whatever the batch size. ``to_arrays``/``from_arrays`` give plain arrays
 for ``np.savez`` (no pickle).
@@ -40,6 +45,7 @@ MAX_BINS = 100
 N_RESTARTS = 3
 ASSIGN_CHUNK_ROWS = 65_536
 KINDS = ("kmeans", "histogram")
+ARRAY_FIELDS = ("mean", "scale", "components", "centers", "edges", "hidden_weight", "hidden_bias")
 
 
 @dataclass(frozen=True)
@@ -75,13 +81,18 @@ def _projected(
     mean: np.ndarray | None,
     scale: np.ndarray | None,
     components: np.ndarray | None,
+    hidden: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """``rows [n, d]`` centred, scaled and projected by whichever of the three are set."""
+    """``rows [n, d]`` centred, scaled, passed through ``relu(rows @ W.T + b)`` for
+    ``hidden = (W, b)`` and projected, by whichever of these are set."""
     rows = np.asarray(rows, dtype=np.float64)
     if mean is not None:
         rows = rows - mean
     if scale is not None:
         rows = rows / scale
+    if hidden is not None:
+        weight, bias = hidden
+        rows = np.maximum(rows @ weight.T + bias, 0.0)
     if components is not None:
         rows = rows @ components.T
     return rows
@@ -90,7 +101,8 @@ def _projected(
 @dataclass(frozen=True)
 class Codebook:
     """A fitted codebook. ``kind == "kmeans"``: rows are centred by ``mean [d]`` (if set), divided
-    by ``scale [d]`` (if set), projected on ``components [p, d]`` (if set) and given the id of
+    by ``scale [d]`` (if set), mapped to ``relu(rows @ hidden_weight.T + hidden_bias)``
+    ``[n, h]`` (if set), projected on ``components [p, d or h]`` (if set) and given the id of
     the nearest of ``centers [k, d']``. ``kind == "histogram"``: scalars get their bin in
     ``edges [bins + 1]``."""
 
@@ -100,10 +112,14 @@ class Codebook:
     components: np.ndarray | None = None
     centers: np.ndarray | None = None
     edges: np.ndarray | None = None
+    hidden_weight: np.ndarray | None = None
+    hidden_bias: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if (self.hidden_weight is None) != (self.hidden_bias is None):
+            raise ValueError("hidden_weight and hidden_bias come together")
         if self.kind == "kmeans" and self.centers is None:
             raise ValueError("a kmeans codebook needs centers")
         if self.kind == "histogram" and self.edges is None:
@@ -120,13 +136,16 @@ class Codebook:
         """Feature dimension ``d`` of the rows ``assign`` accepts."""
         if self.kind == "histogram":
             return 1
+        if self.hidden_weight is not None:
+            return self.hidden_weight.shape[1]
         if self.components is not None:
             return self.components.shape[1]
         return self.centers.shape[1]
 
     def transform(self, rows: np.ndarray) -> np.ndarray:
         """Rows ``[n, d]`` in the space of ``centers``, ``[n, d']`` float64."""
-        return _projected(rows, self.mean, self.scale, self.components)
+        hidden = None if self.hidden_weight is None else (self.hidden_weight, self.hidden_bias)
+        return _projected(rows, self.mean, self.scale, self.components, hidden)
 
     def assign(self, batch: np.ndarray, chunk_rows: int = ASSIGN_CHUNK_ROWS) -> np.ndarray:
         """Code ids ``[n]`` int64 in ``[0, n_codes)`` of ``batch [n, d]``, ``chunk_rows`` rows at
@@ -150,7 +169,7 @@ class Codebook:
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The set fields as arrays (``kind`` as a 0-d string array), for ``np.savez``."""
         arrays = {"kind": np.array(self.kind)}
-        for name in ("mean", "scale", "components", "centers", "edges"):
+        for name in ARRAY_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = value
@@ -170,6 +189,8 @@ class Codebook:
             components=field("components"),
             centers=field("centers"),
             edges=field("edges"),
+            hidden_weight=field("hidden_weight"),
+            hidden_bias=field("hidden_bias"),
         )
 
 

@@ -1,20 +1,30 @@
 """``demo``: HD-XOR synergy and uniqueness (M = 2), the XOR function and a trained early-fusion
 FCNN, each scored (InterSHAP and exact PID of labels and predictions) and aggregated into its
-own run directory, then one summary table."""
+own run directory, then one summary table.
+
+Each run's PID is of the inputs its model reads, named in the column ``pid_on``: the XOR
+function's rows are the clean bit columns ``m<i>_bits`` (one or two 0/1 values per modality),
+the FCNN's the high-dimensional features ``m<i>`` (200 and 100 values). ``labels_I_codes/
+features`` puts what the PID codes keep about the label, ``I(code_0, code_1; y)``, next to a
+held-out classifier's estimate of ``I(x_0, x_1; y)`` on the same inputs (bits)."""
 
 from __future__ import annotations
 
 import polars as pl
+import pyarrow as pa
 
 from intermodal import storage
+from intermodal.measures.pid_cvx import CODES_INFORMATION, FEATURE_INFORMATION
 from intermodal.models.training import TrainConfig
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.report import write_combined_report
+from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, PRED
 from intermodal.synthetic.hdxor import HDXORSpec
 from intermodal.validation.experiments import (
     fcnn_job,
     headline,
+    overall_terms,
     pid_headline,
     run_job,
     split_hdxor,
@@ -26,6 +36,24 @@ DEMO_SETTINGS = ("synergy", "uniqueness")
 DEMO_MEASURES = ("intershap", "pid_cvx")
 PID_MEASURE = DEMO_MEASURES[1]  # of the labels and of the model's predictions
 DEMO_TRAINING = TrainConfig(epochs=30, batch_size=256, lr=1e-3)
+
+
+def pid_inputs(job: JobConfig) -> str:
+    """What a run's PID is computed on: its modalities' input columns and sizes,
+    ``m0_bits, m1_bits (1 + 1 values)``."""
+    columns = ", ".join(m.source_column for m in job.modalities)
+    sizes = " + ".join(str(m.size) for m in job.modalities)
+    return f"{columns} ({sizes} values)"
+
+
+def information_headline(table: pa.Table, pair: tuple[str, str]) -> str:
+    """``I(codes; label)/I(features; label)`` of one pair over the whole dataset, bits, as
+    ``0.83/0.79``."""
+    values = [
+        overall_terms(table, PID_MEASURE, statistic, LABEL, pair)[""]
+        for statistic in (CODES_INFORMATION, FEATURE_INFORMATION)
+    ]
+    return "/".join(f"{value:.2f}" for value in values)
 
 
 def run_demo(
@@ -61,8 +89,10 @@ def run_demo(
                     "val_acc": accuracy,
                     "intershap_global_%": round(100 * scores["global"], 1),
                     "local_mean_%": round(100 * scores["local_mean"], 1),
+                    "pid_on": pid_inputs(job),
                     "pid_labels": pid_headline(table, PID_MEASURE, LABEL, pair),
                     "pid_model": pid_headline(table, PID_MEASURE, PRED, pair),
+                    "labels_I_codes/features": information_headline(table, pair),
                 }
             )
     return pl.DataFrame(rows)
