@@ -156,3 +156,13 @@ def test_validate_i2moe_puts_each_expected_expert_first(tmp_path, capsys) -> Non
     leading = checks.filter(pl.col("term").str.ends_with("_largest"))
     assert leading["estimate"].to_list() == [1.0, 1.0]
     assert "validation: i2moe (mean expert weight" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_validate_lsmi_gaussian_mixture_matches_the_exact_density(tmp_path) -> None:
+    args = ["validate", "lsmi", "--out", str(tmp_path), "--samples", "8000"]
+    assert main([*args, "--experiment=gmm_rho_0.4"]) == 0
+    table = pl.read_parquet(tmp_path / "validation.parquet")
+    assert table["term"].to_list() == ["R", "U1", "U2", "S"]
+    assert table["abs_error"].max() < 0.02  # against the grid integral of the true density

@@ -14,7 +14,8 @@ Latent generative data (Table 2), following the released generator rather than t
   ``zc`` block ``C`` shared by both modalities;
 * a label vector ``[n, latent_dim]`` per setting: ``zc`` (DR), ``z1`` (DU1), ``z2`` (DU2),
   ``z1 ⊙ z2 / √1.5`` (DS: elementwise products, scaled to the same variance as the others), and
-  for ``setting="mixed"`` the weighted sum ``Σ mix[s] · vector[s]``;
+  for ``setting="mixed"`` the weighted sum ``Σ mix[s] · vector[s]`` (:func:`share_mix` turns
+  the paper's mixed data sets, a share of each latent's dimensions, into such weights);
 * score = label vector @ ``m`` with a fixed random Gaussian ``m`` [latent_dim], cut at its
   empirical quantiles into ``n_classes`` balanced classes. The released generator thresholds
   ``sigmoid(mean(f(vector)))``; for a linear ``f`` that mean is one linear projection and the
@@ -198,3 +199,15 @@ def generate_latent(spec: LatentSpec) -> pa.Table:
         _fixed_size_list(x2),
     ]
     return pa.Table.from_arrays(columns, names=["sample_id", "label", "x1", "x2"])
+
+
+def share_mix(shares: dict[Interaction, float]) -> dict[Interaction, float]:
+    """``LatentSpec.mix`` weights of a data set of paper 003's mixed kind (§4.1, App. C.3):
+    ``y = f(z1*, z2*, zc*)`` builds the label from a share of each latent's dimensions (``z*``
+    is half of them). Here the label vector is a weighted sum of the pure ones, each of the
+    same variance per dimension, so a latent that enters with a share ``s`` of its dimensions
+    is its label vector (``DU1`` for z1, ``DU2`` for z2, ``DR`` for zc) weighted by ``√s``:
+    the share ``s`` of the score variance that all of its dimensions would bring."""
+    if min(shares.values(), default=0.0) < 0 or sum(shares.values()) <= 0:
+        raise ValueError(f"shares must be non-negative with a positive sum: {shares}")
+    return {name: float(np.sqrt(share)) for name, share in shares.items()}

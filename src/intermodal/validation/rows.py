@@ -4,6 +4,9 @@ against truth 1), and ``OUT/validation.parquet``."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 import polars as pl
 
 from intermodal import storage
@@ -44,3 +47,19 @@ def write_validation(out: str, rows: list[dict]) -> pl.DataFrame:
     fs.makedirs(path, exist_ok=True)
     storage.write_table(table.to_arrow(), storage.join(out, "validation.parquet"))
     return table
+
+
+def monotone(
+    values: Sequence[float], increasing: bool = True, strict: bool = True, margin: float = 0.0
+) -> bool:
+    """Whether ``values`` (in the order the claim lists them) rise (``increasing``) or fall
+    at every step: by more than ``margin`` (``strict``; a margin keeps numerical noise from
+    counting as a rise), or by at least ``-margin`` when ``strict`` is False (ties and dips
+    within the margin allowed). One value: True."""
+    steps = [b - a if increasing else a - b for a, b in itertools.pairwise(values)]
+    return all(step > margin if strict else step >= -margin for step in steps)
+
+
+def spread(values: Sequence[float]) -> float:
+    """``max − min`` of ``values``: how far from flat a quantity is across settings."""
+    return float(max(values) - min(values))
