@@ -121,6 +121,19 @@ def column_facts(field: pa.Field) -> ColumnFacts:
     return ColumnFacts(text["term"], modalities, text["target"])
 
 
+def require_float_features(job: JobConfig, measure: str, reads: str) -> None:
+    """ValueError when a modality is not a fixed-size float vector, which ``reads`` (what the
+    measure computes on them) needs: one line naming the modalities and the way out."""
+    others = [f"{m.name} ({m.kind})" for m in job.modalities if not m.float_features]
+    if others:
+        raise ValueError(
+            f"measure '{measure}' {reads}, which needs fixed-size float modalities; "
+            f"{', '.join(others)} are not: score them through the model's encoder features "
+            "(intershap, or lsmi with features: encoder), or give this measure float "
+            "features of them (e.g. embeddings written by your encoder)"
+        )
+
+
 class Measure:
     """Base of every measure. Subclasses set ``name`` (and ``section``/``settings`` when they
     have settings) and override what they do; the defaults mean "nothing to do"."""

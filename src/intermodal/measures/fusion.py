@@ -17,6 +17,7 @@ from intermodal.measures.base import (
     FitWorkers,
     Measure,
     Progress,
+    require_float_features,
     training_settings,
 )
 from intermodal.models.artifacts import load_state, save_state
@@ -68,6 +69,7 @@ class FusionMeasure(Measure):
     def check(self, job: JobConfig) -> None:
         if job.label_column is None:
             raise ValueError(f"measure '{self.name}' needs label_column (it trains on labels)")
+        require_float_features(job, self.name, "trains its fusion model on the modality values")
 
     def build(self, job: JobConfig) -> nn.Module:
         """An untrained model over the configured modalities (flattened inputs)."""

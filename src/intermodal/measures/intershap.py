@@ -110,6 +110,12 @@ class InterSHAP(Measure):
             raise ValueError("measure 'intershap' needs a model")
         if self.options(job).target == "label" and job.label_column is None:
             raise ValueError("intershap.target 'label' needs label_column")
+        others = [m.name for m in job.modalities if not m.float_features]
+        if self.options(job).masking == "mean" and others:
+            raise ValueError(
+                f"intershap.masking 'mean' averages rows, which {others} (integer or variable "
+                "length) have no meaning for: use masking background or zeros"
+            )
 
     def needs(self, job: JobConfig) -> Needs:
         return Needs(model=True, coalitions=True)

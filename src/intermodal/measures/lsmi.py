@@ -54,6 +54,7 @@ from intermodal.measures.base import (
     Progress,
     RowExport,
     global_record,
+    require_float_features,
     score_field,
 )
 from intermodal.models.artifacts import load_state, save_state
@@ -75,7 +76,7 @@ from intermodal.models.classifiers import (
 )
 from intermodal.models.protocol import MultimodalModel, build_model
 from intermodal.models.training import CPU, fit_device
-from intermodal.operators.context import BatchContext, SharedModel, modality_arrays
+from intermodal.operators.context import BatchContext, SharedModel, as_tensors, modality_arrays
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.legacy import upgrade_legacy_global
 from intermodal.schemas.tables import LABEL, PID_TERMS, SAMPLE_ID, PIDTerms, modality_pairs
@@ -158,23 +159,16 @@ def lsmi_features(
     its ``encode(name, x)`` flattened, in chunks of ``ENCODE_CHUNK_ROWS`` rows."""
     if model is None:
         return values
-    features = {}
-    n_rows = len(next(iter(values.values())))
+    n_rows = len(values[job.modalities[0].name])
     n_chunks = max(1, -(-n_rows // ENCODE_CHUNK_ROWS))
+    chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in job.modalities}
     with torch.no_grad():
-        for m in job.modalities:
-            chunks = [
-                model.encode(
-                    m.name, torch.from_numpy(np.array(chunk)).to(device).view(-1, *m.shape)
-                )
-                .reshape(len(chunk), -1)
-                .float()
-                .cpu()
-                .numpy()
-                for chunk in np.array_split(values[m.name], n_chunks)
-            ]
-            features[m.name] = np.concatenate(chunks)
-    return features
+        for rows in np.array_split(np.arange(n_rows), n_chunks):
+            inputs = as_tensors(job, {key: array[rows] for key, array in values.items()}, device)
+            for name, x in inputs.items():
+                encoded = model.encode(name, x).reshape(len(rows), -1)  # type: ignore[union-attr]
+                chunks[name].append(encoded.float().cpu().numpy())
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
 def entropy_part(
@@ -276,6 +270,8 @@ class LSMI(Measure):
         if job.label_column is None:
             raise ValueError("measure 'lsmi' needs label_column (it decomposes i(x; label))")
         settings = self.options(job)
+        if settings.features == "inputs":
+            require_float_features(job, self.name, "fits its classifiers on the modality values")
         components = settings.entropy.pca_components
         on_features = settings.entropy.space == "features"
         if settings.features == "inputs" and on_features and components is not None:

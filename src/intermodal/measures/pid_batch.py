@@ -35,6 +35,7 @@ from intermodal.measures.base import (
     Measure,
     Progress,
     global_record,
+    require_float_features,
     score_field,
     training_settings,
 )
@@ -148,6 +149,7 @@ class PIDBatch(Measure):
     def check(self, job: JobConfig) -> None:
         if job.label_column is None:
             raise ValueError("measure 'pid_batch' needs label_column")
+        require_float_features(job, self.name, "trains its encoders on the modality values")
 
     def fields(self, job: JobConfig) -> list[pa.Field]:
         pairs = modality_pairs(job.modality_names)

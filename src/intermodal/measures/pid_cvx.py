@@ -41,6 +41,7 @@ from intermodal.measures.base import (
     Measure,
     Progress,
     global_record,
+    require_float_features,
     training_settings,
 )
 from intermodal.models.pid_codes import (
@@ -133,6 +134,7 @@ class PIDCVX(Measure):
     def check(self, job: JobConfig) -> None:
         if job.model is None and job.label_column is None:
             raise ValueError("measure 'pid_cvx' needs label_column or a model to predict with")
+        require_float_features(job, self.name, "clusters the modality values")
         components = self.options(job).pca_components
         too_narrow = [m.name for m in job.modalities if components and components > m.size]
         if too_narrow:

@@ -1,9 +1,12 @@
 """The multimodal model protocol and how a configured model is built.
 
 A model exposes ``modalities``, ``encode(name, x) -> embedding`` per modality and
-``fuse(embeddings) -> logits``. Masking happens at the input (a missing modality is replaced
-by background inputs before ``encode``), so encoder outputs of real and background rows are
-computed once and only ``fuse`` runs per coalition. A plain ``forward(inputs) -> logits``
+``fuse(embeddings) -> logits``. A modality's input ``x`` is a ``[n, *shape]`` tensor of its
+``dtype``, or for a modality with a variable first axis ``{"values": [n, max_length, ...],
+"mask": [n, max_length] bool}`` (``ModalityInput``), whose tensors travel together wherever
+rows are masked. Masking happens at the input (a missing modality is replaced by background
+inputs before ``encode``), so encoder outputs of real and background rows are computed once
+and only ``fuse`` runs per coalition. A plain ``forward(inputs) -> logits``
 module is wrapped with identity encoders.
 
 A model whose ``fuse`` starts with one ``Linear`` over the concatenated embeddings may declare
@@ -22,14 +25,30 @@ import fsspec
 import torch
 from torch import Tensor, nn
 
+# one modality's batch: a tensor, or named tensors of the same rows (values and their mask)
+ModalityInput = Tensor | dict[str, Tensor]
+
+
+def batch_rows(x: ModalityInput) -> int:
+    """Rows of one modality's batch."""
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def map_rows(function: Callable[[Tensor], Tensor], x: ModalityInput) -> ModalityInput:
+    """``function`` applied to each tensor of a modality's batch (row selection, repetition):
+    a variable-length modality's values and mask stay row-aligned."""
+    if isinstance(x, dict):
+        return {key: function(tensor) for key, tensor in x.items()}
+    return function(x)
+
 
 @runtime_checkable
 class MultimodalModel(Protocol):
     modalities: Sequence[str]
 
-    def encode(self, name: str, x: Tensor) -> Tensor: ...
+    def encode(self, name: str, x: ModalityInput) -> ModalityInput: ...
 
-    def fuse(self, embeddings: Mapping[str, Tensor]) -> Tensor: ...
+    def fuse(self, embeddings: Mapping[str, ModalityInput]) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -68,10 +87,10 @@ class ForwardModel(nn.Module):
         self.module = module
         self.modalities = tuple(modalities)
 
-    def encode(self, name: str, x: Tensor) -> Tensor:
+    def encode(self, name: str, x: ModalityInput) -> ModalityInput:
         return x
 
-    def fuse(self, embeddings: Mapping[str, Tensor]) -> Tensor:
+    def fuse(self, embeddings: Mapping[str, ModalityInput]) -> Tensor:
         return self.module(dict(embeddings))
 
     def first_layer_split(self) -> FirstLayerSplit | None:

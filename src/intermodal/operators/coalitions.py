@@ -23,8 +23,11 @@ from torch.nn import functional
 from intermodal.estimators.coalitions import full_coalition, membership
 from intermodal.models.protocol import (
     FirstLayerSplit,
+    ModalityInput,
     MultimodalModel,
+    batch_rows,
     declared_first_layer_split,
+    map_rows,
 )
 
 # Fused rows per ``fuse`` call: large enough for efficient matmuls, small enough that the
@@ -39,17 +42,24 @@ SHORT_CLASS_AXIS = 32
 
 
 def _masked_rows(
-    real: Mapping[str, Tensor], background: Mapping[str, Tensor], masks: Tensor
-) -> dict[str, Tensor]:
+    real: Mapping[str, ModalityInput], background: Mapping[str, ModalityInput], masks: Tensor
+) -> dict[str, ModalityInput]:
     """Inputs (or embeddings) of every (coalition, sample, background row) triple:
     ``[n_coalitions * B * K, ...]``, the real row where ``masks[c, m]`` says modality m is
-    present, the background row elsewhere: one ``torch.where`` (one allocation) per modality."""
-    rows = {}
+    present, the background row elsewhere: one ``torch.where`` (one allocation) per tensor.
+    The tensors of a structured input (values and mask) are chosen together."""
+
+    def choose(present: Tensor, x: Tensor, b: Tensor) -> Tensor:
+        present = present.view(-1, 1, 1, *(1,) * (x.dim() - 1))
+        return torch.where(present, x[None, :, None], b[None, None]).reshape(-1, *x.shape[1:])
+
+    rows: dict[str, ModalityInput] = {}
     for position, (name, x) in enumerate(real.items()):
-        extra = (1,) * (x.dim() - 1)
-        present = masks[:, position].view(-1, 1, 1, *extra)
-        chosen = torch.where(present, x[None, :, None], background[name][None, None])
-        rows[name] = chosen.reshape(-1, *x.shape[1:])
+        present, b = masks[:, position], background[name]
+        if isinstance(x, dict):
+            rows[name] = {key: choose(present, x[key], b[key]) for key in x}  # type: ignore[index]
+        else:
+            rows[name] = choose(present, x, b)  # type: ignore[arg-type]
     return rows
 
 
@@ -138,7 +148,7 @@ class CoalitionValues:
     forces the general path: for benchmarks and tests)."""
 
     def __init__(
-        self, model: MultimodalModel, background: Mapping[str, Tensor], split: bool = True
+        self, model: MultimodalModel, background: Mapping[str, ModalityInput], split: bool = True
     ) -> None:
         self.model = model
         self.names = list(model.modalities)
@@ -146,24 +156,26 @@ class CoalitionValues:
         with torch.no_grad():
             self.background = {m: model.encode(m, background[m]) for m in self.names}
             declared = declared_first_layer_split(model) if split else None
-            self.split = None if declared is None else BlockSplitLayer(declared, self.background)
+            self.split = None
+            if declared is not None:
+                self.split = BlockSplitLayer(declared, _tensors(self.background))
             empty = torch.softmax(model.fuse(self.background).double(), dim=-1).mean(dim=0)
         self.empty = empty  # v(∅) does not depend on the sample: computed once
         self.present = torch.as_tensor(membership(self.n_modalities), device=empty.device)
 
     @torch.no_grad()
-    def __call__(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        n = len(next(iter(inputs.values())))
+    def __call__(self, inputs: Mapping[str, ModalityInput]) -> Tensor:
+        n = batch_rows(next(iter(inputs.values())))
         real = {m: self.model.encode(m, inputs[m]) for m in self.names}
         full = full_coalition(self.n_modalities)
-        n_background = len(next(iter(self.background.values())))
+        n_background = batch_rows(next(iter(self.background.values())))
         values = torch.empty(
             n, full + 1, len(self.empty), dtype=torch.float64, device=self.empty.device
         )
         values[:, 0] = self.empty
         values[:, full] = torch.softmax(self.model.fuse(real).double(), dim=-1)
         if self.split is not None:
-            self.split.masked_values(real, self.present[1:full], values[:, 1:full])
+            self.split.masked_values(_tensors(real), self.present[1:full], values[:, 1:full])
             return values
         per_chunk = max(1, MAX_FUSE_ROWS // (n * n_background))
         for start in range(1, full, per_chunk):
@@ -173,16 +185,29 @@ class CoalitionValues:
         return values
 
 
+def _tensors(embeddings: Mapping[str, ModalityInput]) -> dict[str, Tensor]:
+    """Embeddings the split first layer can read: one tensor per modality."""
+    structured = [m for m, e in embeddings.items() if not isinstance(e, Tensor)]
+    if structured:
+        raise ValueError(
+            f"first_layer_split() needs one embedding tensor per modality; encode() returned "
+            f"named tensors for {structured}"
+        )
+    return dict(embeddings)  # type: ignore[arg-type]
+
+
 @torch.no_grad()
 def naive_coalition_values(
-    model: MultimodalModel, inputs: Mapping[str, Tensor], background: Mapping[str, Tensor]
+    model: MultimodalModel,
+    inputs: Mapping[str, ModalityInput],
+    background: Mapping[str, ModalityInput],
 ) -> Tensor:
     """Reference: mask at the input and run the whole model (``encode`` and ``fuse``) once per
     coalition on all (sample, background row) pairs. Used to check ``CoalitionValues`` and to
     measure what caching the encoders saves."""
     names = list(model.modalities)
-    n = len(inputs[names[0]])
-    n_background = len(background[names[0]])
+    n = batch_rows(inputs[names[0]])
+    n_background = batch_rows(background[names[0]])
     columns = []
     for coalition in range(1 << len(names)):
         present = [bool(coalition >> m & 1) for m in range(len(names))]
@@ -192,10 +217,10 @@ def naive_coalition_values(
             continue
         masked = {}
         for m, here in zip(names, present, strict=True):
-            x, b = inputs[m], background[m]
-            masked[m] = (
-                x.repeat_interleave(n_background, 0) if here else b.repeat(n, *(1,) * (b.dim() - 1))
-            )
+            if here:
+                masked[m] = map_rows(lambda x: x.repeat_interleave(n_background, 0), inputs[m])
+            else:
+                masked[m] = map_rows(lambda b: b.repeat(n, *(1,) * (b.dim() - 1)), background[m])
         logits = model.fuse({m: model.encode(m, x) for m, x in masked.items()})
         probabilities = torch.softmax(logits.double(), dim=-1)
         columns.append(probabilities.view(n, n_background, -1).mean(dim=1))

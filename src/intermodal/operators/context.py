@@ -18,36 +18,62 @@ import pyarrow.compute as pc
 import torch
 
 from intermodal.estimators.coalitions import full_coalition
-from intermodal.models.protocol import MultimodalModel, build_model
+from intermodal.models.protocol import ModalityInput, MultimodalModel, build_model
 from intermodal.operators.coalitions import CoalitionValues
 from intermodal.operators.device import select_device
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import LABEL, modality_values
+from intermodal.schemas.tables import LABEL, length_column, mask_key, modality_values
 
 
 def modality_arrays(job: JobConfig, rows: pa.Table) -> dict[str, np.ndarray]:
-    """``{modality: [n, size] float32}`` of normalised rows (zero-copy where possible)."""
-    return {m.name: modality_values(rows.column(m.name), m.size) for m in job.modalities}
+    """``{modality: [n, size]}`` of normalised rows in each modality's dtype (zero-copy where
+    possible), and for a variable-length modality its ``[n, max_length]`` bool step mask under
+    ``mask_key(modality)``."""
+    arrays = {}
+    for m in job.modalities:
+        arrays[m.name] = modality_values(rows.column(m.name), m.size)
+        if m.variable:
+            steps = rows.column(length_column(m.name)).to_numpy()
+            arrays[mask_key(m.name)] = np.arange(m.max_length or 0) < steps[:, None]
+    return arrays
 
 
-@torch.no_grad()
-def predicted_classes(model: MultimodalModel, inputs: Mapping[str, torch.Tensor]) -> np.ndarray:
-    """``[n]`` int64: the class the model predicts from every modality."""
-    logits = model.fuse({m: model.encode(m, x) for m, x in inputs.items()})
-    return logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
+def zero_arrays(job: JobConfig) -> dict[str, np.ndarray]:
+    """One row of ``modality_arrays`` of zeros; a variable-length modality has no steps (an
+    all-False mask, its values the pad value)."""
+    arrays = {}
+    for m in job.modalities:
+        arrays[m.name] = np.full((1, m.size), m.pad_value if m.variable else 0, m.dtype)
+        if m.variable:
+            arrays[mask_key(m.name)] = np.zeros((1, m.max_length or 0), bool)
+    return arrays
 
 
 def as_tensors(
-    job: JobConfig, columns: Mapping[str, np.ndarray], device: torch.device
-) -> dict[str, torch.Tensor]:
-    """``{modality: [n, size]}`` arrays as the model's input tensors ``[n, *shape]``."""
-    return {
-        # Arrow buffers are read-only; torch wants writable memory (copies only then)
-        m.name: torch.from_numpy(np.require(columns[m.name], requirements=["C", "W"]))
-        .view(-1, *m.shape)
-        .to(device)
-        for m in job.modalities
-    }
+    job: JobConfig, arrays: Mapping[str, np.ndarray], device: torch.device
+) -> dict[str, ModalityInput]:
+    """``modality_arrays`` as the model's inputs: ``[n, *tensor_shape]`` tensors, and for a
+    variable-length modality ``{"values": [n, max_length, ...], "mask": [n, max_length]}``."""
+    inputs: dict[str, ModalityInput] = {}
+    for m in job.modalities:
+        values = _tensor(arrays[m.name], device).view(-1, *m.tensor_shape)
+        if m.variable:
+            inputs[m.name] = {"values": values, "mask": _tensor(arrays[mask_key(m.name)], device)}
+        else:
+            inputs[m.name] = values
+    return inputs
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    # Arrow buffers are read-only; torch wants writable memory (copies only then)
+    return torch.from_numpy(np.require(array, requirements=["C", "W"])).to(device)
+
+
+@torch.no_grad()
+def predicted_classes(model: MultimodalModel, inputs: Mapping[str, ModalityInput]) -> np.ndarray:
+    """``[n]`` int64: the class the model predicts from every modality."""
+    logits = model.fuse({m: model.encode(m, x) for m, x in inputs.items()})
+    return logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
 
 
 class SharedModel:
@@ -95,11 +121,11 @@ class BatchContext:
 
     @cached_property
     def values(self) -> dict[str, np.ndarray]:
-        """``{modality: [B, size] float32}``."""
+        """``modality_arrays`` of the batch: ``{modality: [B, size]}`` (and step masks)."""
         return modality_arrays(self.job, self.batch)
 
     @cached_property
-    def inputs(self) -> dict[str, torch.Tensor]:
+    def inputs(self) -> dict[str, ModalityInput]:
         """The model's input tensors on the actor's device."""
         return as_tensors(self.job, self.values, self.shared.device)
 

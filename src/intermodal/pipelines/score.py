@@ -25,6 +25,7 @@ from intermodal.measures import (
     load_config,
     parse_config,
 )
+from intermodal.operators.context import zero_arrays
 from intermodal.pipelines.artifacts import fit_measures, fitted
 from intermodal.pipelines.inputs import (
     NoValidRows,
@@ -97,7 +98,7 @@ def background_inputs(
     """The rows that stand in for masked modalities: K sampled rows, their mean, or zeros."""
     settings = coalition_settings(config)
     if settings.masking == "zeros":
-        return {m.name: np.zeros((1, m.size), np.float32) for m in config.modalities}
+        return zero_arrays(config)
     if settings.background_uri is not None:
         shards = inspect_shards(config, settings.background_uri)
         duplicates = pa.array([], duplicates.type)

@@ -50,28 +50,96 @@ def _shared_uri(uri: str | None) -> str | None:
 SharedURI = Annotated[str, AfterValidator(_shared_uri)]
 
 
+# the tensor types a modality may be given to the model as (numpy / torch names)
+ModalityDtype = Literal["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8"]
+
+
 class ModalityConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
     column: str | None = None  # input column; defaults to the name
-    shape: list[int] = Field(min_length=1)  # the model's per-sample tensor shape
+    # the model's per-sample tensor shape; a leading null makes the first axis variable
+    # (a sequence of steps, e.g. token ids), padded to max_length with a mask beside it
+    shape: list[int | None] = Field(min_length=1)
+    dtype: ModalityDtype = "float32"  # the tensor type the model receives
+    max_length: int | None = Field(default=None, ge=1)  # steps of a variable first axis
+    pad_value: float = 0  # what fills the steps after a row's end
+    truncate: bool = False  # a row longer than max_length: cut (true) or rejected (false)
 
     @property
     def source_column(self) -> str:
         return self.column or self.name
 
     @property
+    def variable(self) -> bool:
+        """Whether the first axis varies from row to row (``shape: [null, ...]``)."""
+        return self.shape[0] is None
+
+    @property
+    def step_size(self) -> int:
+        """Values per step of the first axis (1 for ``[null]``; ``prod(shape)`` if fixed)."""
+        return _product(self.shape[1:]) if self.variable else self.size
+
+    @property
+    def tensor_shape(self) -> list[int]:
+        """The per-row shape of the tensor the model receives (``max_length`` steps if
+        variable)."""
+        first = self.max_length if self.variable else self.shape[0]
+        return [int(first or 0), *(int(extent or 0) for extent in self.shape[1:])]
+
+    @property
     def size(self) -> int:
-        size = 1
-        for extent in self.shape:
-            size *= extent
-        return size
+        """Values per row of the model's tensor (padded to ``max_length`` if variable)."""
+        return _product(self.tensor_shape)
+
+    @property
+    def float_features(self) -> bool:
+        """Whether the modality is a fixed-size float vector, what the estimators that fit on
+        features (k-means, KNIFE, the measures' own networks) read."""
+        return self.dtype.startswith("float") and not self.variable
+
+    @property
+    def kind(self) -> str:
+        """How messages name the modality's type: ``float32``, ``int64, variable length``."""
+        return f"{self.dtype}, variable length" if self.variable else self.dtype
 
     @field_validator("shape")
     @classmethod
-    def _positive(cls, shape: list[int]) -> list[int]:
-        if any(extent <= 0 for extent in shape):
+    def _positive(cls, shape: list[int | None]) -> list[int | None]:
+        if any(extent is None for extent in shape[1:]):
+            raise ValueError(f"only the first axis may be null (variable), got {shape}")
+        if any(extent is not None and extent <= 0 for extent in shape):
             raise ValueError(f"every extent must be positive, got {shape}")
         return shape
+
+    @model_validator(mode="after")
+    def _padding(self) -> ModalityConfig:
+        if self.variable != (self.max_length is not None):
+            raise ValueError(
+                "a variable first axis (shape: [null, ...]) needs max_length, and max_length "
+                f"needs one; got shape {self.shape}, max_length {self.max_length}"
+            )
+        if self.truncate and not self.variable:
+            raise ValueError("truncate applies to a variable first axis (shape: [null, ...])")
+        if not self.dtype.startswith("float"):
+            low, high = _integer_range(self.dtype)
+            if self.pad_value != int(self.pad_value) or not low <= self.pad_value <= high:
+                raise ValueError(f"pad_value {self.pad_value} is not a {self.dtype} value")
+        return self
+
+
+def _product(extents: list[int | None]) -> int:
+    size = 1
+    for extent in extents:
+        size *= extent or 0
+    return size
+
+
+def _integer_range(dtype: str) -> tuple[int, int]:
+    """The smallest and largest value of an integer ``ModalityDtype``."""
+    bits = int(dtype.removeprefix("u").removeprefix("int"))
+    if dtype.startswith("u"):
+        return 0, 2**bits - 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
 class ModelConfig(Strict):

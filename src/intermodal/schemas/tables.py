@@ -3,7 +3,9 @@
 Input: ``<id_column>`` (int64 or string, unique), one column per modality holding its values
 (any numeric list, nested list or tensor layout; the config gives the per-sample shape), an
 optional ``<label_column>`` (int64 in [0, num_classes)) and optional group columns; after
-validation every modality is a fixed-size float32 list (``normalised_input_schema``).
+validation every modality is a fixed-size list of its ``dtype`` (float32 by default), padded
+to ``max_length`` steps when its first axis is variable, with its rows' lengths in
+``<modality>.length`` (``normalised_input_schema``).
 
 Scores: ``sample_id``, ``label``, group columns, ``pred`` (the model's class with every
 modality, absent without a model), then each measure's own columns, which its module names
@@ -128,29 +130,42 @@ def global_table(records: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(records, schema=GLOBAL_SCHEMA)
 
 
-def modality_type(size: int) -> pa.DataType:
-    """The normalised Arrow type of a modality column: fixed-size list of float32."""
-    return pa.list_(pa.float32(), size)
+def modality_type(size: int, dtype: str = "float32") -> pa.DataType:
+    """The normalised Arrow type of a modality column: fixed-size list of its dtype."""
+    return pa.list_(pa.from_numpy_dtype(np.dtype(dtype)), size)
+
+
+def length_column(modality: str) -> str:
+    """The normalised column of a variable-length modality's row lengths (in steps); the dot
+    keeps it apart from any modality's name."""
+    return f"{modality}.length"
+
+
+def mask_key(modality: str) -> str:
+    """The key of a variable-length modality's ``[n, max_length]`` bool step mask beside its
+    values in modality arrays (``operators.context.modality_arrays``)."""
+    return f"{modality}.mask"
 
 
 def normalised_input_schema(
-    modalities: Sequence[tuple[str, int]],
+    modality_fields: Sequence[pa.Field],
     id_type: pa.DataType,
     label: bool,
     group_fields: Sequence[pa.Field] = (),
 ) -> pa.Schema:
     """The layout operators receive after validation, whatever the input's column names and
-    list types: ``sample_id``, ``label``, group columns, then one fixed-size float32 list per
-    modality ``(name, size)``, named after the modality."""
+    list types: ``sample_id``, ``label``, group columns, then each modality's fields (its
+    fixed-size list named after it, and ``length_column`` if variable)."""
     fields = [pa.field(SAMPLE_ID, id_type, nullable=False)]
     if label:
         fields.append(pa.field(LABEL, pa.int64()))
-    fields += [*group_fields, *(pa.field(name, modality_type(size)) for name, size in modalities)]
+    fields += [*group_fields, *modality_fields]
     return pa.schema(fields)
 
 
 def modality_values(column: pa.ChunkedArray | pa.Array, size: int) -> np.ndarray:
-    """A normalised modality column as a ``[n, size]`` float32 array (zero-copy when possible)."""
+    """A normalised modality column as a ``[n, size]`` array of its dtype (zero-copy when
+    possible)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, size)

@@ -2,7 +2,8 @@
 
 Schema problems (a missing column, a column of the wrong type, a fixed-size list of the wrong
 length) stop the job before it starts. Row problems (null or duplicate ids, null modality
-values, wrong vector length in a variable-length list, NaN/inf, labels out of range) send the
+values, wrong vector length in a variable-length list, a sequence longer than max_length,
+values the modality's dtype cannot hold, labels out of range) send the
 row to ``rejects/`` with a reason naming the column; every input row ends in exactly one of
 scores and rejects.
 """
@@ -15,11 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from intermodal.schemas.config import JobConfig
+from intermodal.schemas.config import JobConfig, ModalityConfig
 from intermodal.schemas.tables import (
     LABEL,
     REJECT_SCHEMA,
     SAMPLE_ID,
+    length_column,
     modality_type,
     normalised_input_schema,
 )
@@ -106,7 +108,7 @@ def schema_problems(schema: pa.Schema, config: JobConfig) -> list[str]:
                 f"column '{column}' (modality '{modality.name}') must be a list of numbers "
                 f"(flat or nested, or a Ray or Arrow tensor), got {data_type}"
             )
-        elif layout[1] is not None and layout[1] != modality.size:
+        elif layout[1] is not None and not modality.variable and layout[1] != modality.size:
             problems.append(
                 f"column '{column}' (modality '{modality.name}') holds "
                 f"{layout[1]} values per row; shape {modality.shape} needs "
@@ -166,30 +168,100 @@ def _offsets(array: pa.Array) -> np.ndarray:
     return np.asarray(array.offsets, dtype=np.int64)
 
 
-def _modality_matrix(
-    column: pa.Array, size: int, name: str, problems: _RowProblems
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of a modality column as ``[n_ok, size]`` float32 and the row indices they came
-    from; null, wrong-length and non-finite rows are recorded as problems."""
+@dataclass
+class ModalityRows:
+    """The valid rows of one modality column: ``values`` ``[n_ok, size]`` of the modality's
+    dtype (padded with ``pad_value`` after each row's end when its first axis is variable),
+    ``rows`` the batch rows they came from, ``steps`` each row's length in steps (variable
+    first axis only, else None)."""
+
+    values: np.ndarray
+    rows: np.ndarray
+    steps: np.ndarray | None
+
+
+def _cast(values: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """The input's ``values`` as ``dtype``, which of them that type cannot hold (non-finite,
+    out of range, or not whole numbers for an integer type), and how a reason names them."""
+    target = np.dtype(dtype)
+    if target.kind == "f":  # a value too large for the type becomes inf: checked after the cast
+        with np.errstate(over="ignore"):
+            cast = values.astype(target, copy=False)
+        return cast, ~np.isfinite(cast), "NaN/inf values"
+    info = np.iinfo(target)
+    with np.errstate(invalid="ignore"):
+        bad = (values < info.min) | (values > info.max)
+        if values.dtype.kind == "f":
+            bad |= ~np.isfinite(values) | (values != np.floor(values))
+    return np.where(bad, 0, values).astype(target), bad, f"values that are not {dtype}"
+
+
+def _modality_rows(
+    column: pa.Array, modality: ModalityConfig, problems: _RowProblems
+) -> ModalityRows:
+    """Rows of a modality column in the model's layout; null, wrong-length, too long (unless
+    truncated), null-element and unrepresentable rows are recorded as problems."""
+    name, size = modality.source_column, modality.size
     column = leaf_lists(column)
     null = _mask(column.is_null())
     problems.add(null, name, "value is null")
-    lengths = pc.list_value_length(column).fill_null(size).to_numpy()
-    wrong = ~null & (lengths != size)
-    problems.add(wrong, name, [f"expected {size} values, got {n}" for n in lengths[wrong]])
+    lengths = pc.list_value_length(column).fill_null(0).to_numpy()
+    if modality.variable:
+        step, limit = modality.step_size, modality.max_length or 0
+        ragged = ~null & (lengths % step != 0)
+        problems.add(
+            ragged, name, [f"{n} values are not whole steps of {step}" for n in lengths[ragged]]
+        )
+        too_long = ~null & ~ragged & (lengths // step > limit) & (not modality.truncate)
+        problems.add(
+            too_long,
+            name,
+            [f"{n // step} steps exceed max_length {limit}" for n in lengths[too_long]],
+        )
+        wrong = ragged | too_long
+    else:
+        wrong = ~null & (lengths != size)
+        problems.add(wrong, name, [f"expected {size} values, got {n}" for n in lengths[wrong]])
     shaped = ~null & ~wrong
-    flat = column.filter(pa.array(shaped)).flatten()
-    missing = _mask(flat.is_null()).reshape(-1, size)  # null elements read as NaN below
-    matrix = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, size)
     rows = np.flatnonzero(shaped)
-    for count, what in (
-        (missing.sum(axis=1), "null values"),
-        ((~np.isfinite(matrix) & ~missing).sum(axis=1), "NaN/inf values"),
-    ):
+    flat = column.filter(pa.array(shaped)).flatten()
+    missing = _mask(flat.is_null())  # null elements read as NaN below
+    values, unrepresentable, what = _cast(flat.to_numpy(zero_copy_only=False), modality.dtype)
+    unrepresentable &= ~missing
+    if modality.variable:
+        kept_lengths = lengths[rows]
+        row_of_value = np.repeat(np.arange(len(rows)), kept_lengths)
+
+        def per_row(flags: np.ndarray) -> np.ndarray:
+            return np.bincount(row_of_value, weights=flags, minlength=len(rows)).astype(int)
+    else:
+
+        def per_row(flags: np.ndarray) -> np.ndarray:
+            return flags.reshape(-1, size).sum(axis=1)
+
+    for count, reason in ((per_row(missing), "null values"), (per_row(unrepresentable), what)):
         flagged = np.zeros(problems.n_rows, dtype=bool)
         flagged[rows] = count > 0
-        problems.add(flagged, name, [f"{n} {what}" for n in count[count > 0]])
-    return matrix, rows
+        problems.add(flagged, name, [f"{n} {reason}" for n in count[count > 0]])
+    if not modality.variable:
+        return ModalityRows(values.reshape(-1, size), rows, None)
+    # scatter each row's values after its start in a padded [n_ok, size] matrix
+    starts = np.concatenate([[0], np.cumsum(kept_lengths)[:-1]])
+    within = np.arange(len(values)) - np.repeat(starts, kept_lengths)
+    kept = within < size  # beyond max_length: truncated (longer rows were rejected otherwise)
+    matrix = np.full((len(rows), size), modality.pad_value, dtype=modality.dtype)
+    good = kept & ~missing & ~unrepresentable
+    matrix[row_of_value[good], within[good]] = values[good]
+    steps = np.minimum(kept_lengths // modality.step_size, modality.max_length or 0)
+    return ModalityRows(matrix, rows, steps.astype(np.int32))
+
+
+def modality_fields(modality: ModalityConfig) -> list[pa.Field]:
+    """A modality's normalised columns: its values, and its row lengths if variable."""
+    fields = [pa.field(modality.name, modality_type(modality.size, modality.dtype))]
+    if modality.variable:
+        fields.append(pa.field(length_column(modality.name), pa.int32()))
+    return fields
 
 
 def validate_rows(
@@ -202,7 +274,7 @@ def validate_rows(
     """Split a raw input batch into (valid rows in the normalised layout, rejects).
 
     The normalised layout: ``sample_id``, ``label`` (when configured), the group columns, then
-    one fixed-size float32 list column per modality named after the modality."""
+    each modality's fields (``modality_fields``)."""
     n = batch.num_rows
     problems = _RowProblems(n)
     ids = batch.column(config.id_column).combine_chunks()
@@ -225,12 +297,12 @@ def validate_rows(
             [f"label {v} outside [0, {config.num_classes})" for v in values[out_of_range]],
         )
 
-    matrices = {}
-    for modality in config.modalities:
-        column = batch.column(modality.source_column).combine_chunks()
-        matrices[modality.name] = _modality_matrix(
-            column, modality.size, modality.source_column, problems
+    modalities = {
+        modality.name: _modality_rows(
+            batch.column(modality.source_column).combine_chunks(), modality, problems
         )
+        for modality in config.modalities
+    }
 
     keep = ~problems.bad
     keep_array = pa.array(keep)
@@ -240,11 +312,14 @@ def validate_rows(
     for group in config.group_columns:
         valid[group] = batch.column(group).combine_chunks().filter(keep_array)
     for modality in config.modalities:
-        matrix, rows = matrices[modality.name]
-        kept = matrix[keep[rows]]
+        found = modalities[modality.name]
+        kept = keep[found.rows]
         valid[modality.name] = pa.FixedSizeListArray.from_arrays(
-            pa.array(kept.reshape(-1)), type=modality_type(modality.size)
+            pa.array(found.values[kept].reshape(-1)),
+            type=modality_type(modality.size, modality.dtype),
         )
+        if found.steps is not None:
+            valid[length_column(modality.name)] = pa.array(found.steps[kept])
 
     bad_rows = np.flatnonzero(problems.bad)
     rejects = pa.table(
@@ -260,7 +335,7 @@ def validate_rows(
         schema=REJECT_SCHEMA,
     )
     schema = normalised_input_schema(
-        [(m.name, m.size) for m in config.modalities],
+        [field for m in config.modalities for field in modality_fields(m)],
         ids.type,
         label=labels is not None,
         group_fields=[batch.schema.field(group) for group in config.group_columns],

@@ -1,0 +1,170 @@
+"""Modalities the model receives as other tensor types than float32 vectors: a dtype, and a
+variable first axis padded to max_length with a mask beside it (token ids of different
+lengths). Rows that do not fit are rejected with a reason; measures that fit on float features
+refuse such modalities before any work."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from intermodal.measures import parse_config
+from intermodal.operators.context import as_tensors, modality_arrays, zero_arrays
+from intermodal.pipelines.score import run_score
+from intermodal.schemas.config import ConfigError
+from intermodal.schemas.tables import length_column
+from intermodal.schemas.validation import validate_rows
+from intermodal.synthetic.hdxor import write_table_shards
+from intermodal.synthetic.tokens import MARKER, TokenXORSpec, generate_token_xor
+
+TEXT = {"name": "text", "shape": [None], "dtype": "int64", "max_length": 4, "pad_value": 0}
+
+
+FLAG = {"name": "flag", "shape": [1]}
+MODEL = {"name": "xor", "factory": "intermodal.synthetic.tokens:token_xor_model"}
+
+
+def _job(text: dict, **settings) -> object:
+    """A job of the modality ``text`` beside ``FLAG``, explaining the token XOR model."""
+    return parse_config(
+        {
+            "dataset": "types",
+            "input": "unused",
+            "output": "unused",
+            "num_classes": 2,
+            "label_column": None,
+            "modalities": [text, FLAG],
+            "model": MODEL,
+            "measures": ["intershap"],
+            "intershap": {"target": "predicted"},
+            **settings,
+        }
+    )
+
+
+def _validate(job, column: pa.Array) -> tuple[pa.Table, list[dict]]:
+    """Validated rows of a batch whose modality column ``text`` is ``column``."""
+    n = len(column)
+    flag = pa.array([[1.0]] * n, pa.list_(pa.float32()))
+    batch = pa.table({"sample_id": pa.array(range(n), pa.int64()), "text": column, "flag": flag})
+    valid, rejects = validate_rows(batch, job, pa.array([], pa.int64()), "f.parquet", 0)
+    return valid, rejects.select(["row_index", "columns", "reason"]).to_pylist()
+
+
+def test_token_lists_are_padded_with_their_lengths_and_too_long_rows_rejected() -> None:
+    job = _job(TEXT)
+    tokens = pa.array([[5, 6], [7, 8, 9, 10], [1, 2, 3, 4, 5], None, []], pa.list_(pa.int64()))
+    valid, rejects = _validate(job, tokens)
+    assert valid.schema.field("text").type == pa.list_(pa.int64(), 4)
+    assert valid.column("text").to_pylist() == [[5, 6, 0, 0], [7, 8, 9, 10], [0, 0, 0, 0]]
+    assert valid.column(length_column("text")).to_pylist() == [2, 4, 0]
+    assert rejects == [
+        {"row_index": 2, "columns": "text", "reason": "5 steps exceed max_length 4"},
+        {"row_index": 3, "columns": "text", "reason": "value is null"},
+    ]
+    arrays = modality_arrays(job, valid)
+    inputs = as_tensors(job, arrays, torch.device("cpu"))
+    assert inputs["text"]["mask"].tolist() == [
+        [True, True, False, False],
+        [True, True, True, True],
+        [False, False, False, False],
+    ]
+    assert inputs["text"]["values"].dtype == torch.int64
+
+
+def test_truncation_keeps_the_first_steps_and_steps_may_have_a_shape() -> None:
+    truncated = _job({**TEXT, "truncate": True})
+    valid, rejects = _validate(truncated, pa.array([[1, 2, 3, 4, 5, 6]], pa.list_(pa.int64())))
+    assert rejects == []
+    assert valid.column("text").to_pylist() == [[1, 2, 3, 4]]
+    assert valid.column(length_column("text")).to_pylist() == [4]
+    pairs = _job({"name": "text", "shape": [None, 2], "max_length": 2, "pad_value": -1})
+    flat = pa.array([[0.5, 1.5], [1, 2, 3, 4], [1.0, 2.0, 3.0]], pa.list_(pa.float64()))
+    valid, rejects = _validate(pairs, flat)
+    assert valid.column("text").to_pylist() == [[0.5, 1.5, -1, -1], [1, 2, 3, 4]]
+    assert rejects == [
+        {"row_index": 2, "columns": "text", "reason": "3 values are not whole steps of 2"}
+    ]
+    nested = pa.array([[[0.5, 1.5]], [[1, 2], [3, 4]]], pa.list_(pa.list_(pa.float32(), 2)))
+    valid, _ = _validate(pairs, nested)
+    assert valid.column("text").to_pylist() == [[0.5, 1.5, -1, -1], [1, 2, 3, 4]]
+    assert valid.column(length_column("text")).to_pylist() == [1, 2]
+
+
+def test_values_the_dtype_cannot_hold_are_rejected_with_a_reason() -> None:
+    small = _job({"name": "text", "shape": [3], "dtype": "uint8"})
+    column = pa.array([[1, 2, 3], [1, 256, 3], [1.5, 2, 3], [-1, 0, 0]], pa.list_(pa.float64()))
+    valid, rejects = _validate(small, column)
+    assert valid.column("text").to_pylist() == [[1, 2, 3]]
+    assert [r["reason"] for r in rejects] == ["1 values that are not uint8"] * 3
+    half = _job({"name": "text", "shape": [2], "dtype": "float16"})
+    valid, rejects = _validate(half, pa.array([[1.0, 70000.0], [1.0, 2.0]], pa.list_(pa.float32())))
+    assert valid.column("text").to_pylist() == [[1.0, 2.0]]
+    assert rejects[0]["reason"] == "1 NaN/inf values"  # beyond float16's range
+
+
+def test_the_zero_baseline_of_a_sequence_has_no_steps() -> None:
+    arrays = zero_arrays(_job({**TEXT, "pad_value": 3}))
+    assert arrays["text"].tolist() == [[3, 3, 3, 3]] and arrays["text.mask"].tolist() == [[0] * 4]
+    assert arrays["flag"].tolist() == [[0.0]] and arrays["flag"].dtype == np.float32
+
+
+def test_settings_that_cannot_hold_are_refused_in_one_line() -> None:
+    cases = {
+        "only the first axis may be null": {"name": "t", "shape": [2, None], "max_length": 2},
+        "needs max_length": {"name": "t", "shape": [None]},
+        "truncate applies to a variable first axis": {"name": "t", "shape": [2], "truncate": True},
+        "pad_value 0.5 is not a int64 value": {**TEXT, "pad_value": 0.5},
+    }
+    for message, modality in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            _job(modality)
+    for measure, reads in {
+        "pid_cvx": "clusters the modality values",
+        "pid_batch": "trains its encoders",
+        "i2moe": "trains its fusion model",
+        "lsmi": "fits its classifiers",
+    }.items():
+        with pytest.raises(ConfigError, match=rf"'{measure}' {reads}.*text \(int64, variable"):
+            _job(TEXT, measures=[measure], label_column="label")
+    with pytest.raises(ConfigError, match="masking 'mean' averages rows"):
+        _job(TEXT, intershap={"masking": "mean"})
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_token_ids_score_as_the_same_information_in_a_float_column(tmp_path) -> None:
+    """InterSHAP of a model that reads token ids through their mask (padded with the marker
+    token itself, so a model that saw the padding would be wrong) equals InterSHAP of the same
+    rows with the text's bit given as a float: every row's scores, and the predictions equal
+    the labels."""
+    table = generate_token_xor(TokenXORSpec(n_samples=600, max_tokens=12, seed=4))
+    data = tmp_path / "data"
+    write_table_shards(table, str(data), n_shards=2)
+    tokens = {"name": "text", "shape": [None], "dtype": "int64", "max_length": 12}
+    layouts = {
+        "tokens": {**tokens, "pad_value": MARKER},
+        "bit": {"name": "text", "column": "text_bit", "shape": [1]},
+    }
+    scores = {}
+    for layout, text in layouts.items():
+        job = {
+            "dataset": "tokens",
+            "input": str(data),
+            "output": str(tmp_path / layout),
+            "num_classes": 2,
+            "modalities": [text, FLAG],
+            "model": MODEL,
+            "measures": ["intershap"],
+            "intershap": {"background_size": 16},
+        }
+        manifest = run_score(parse_config(job), progress=lambda _: None)
+        assert manifest["rows"]["scored"] == 600
+        scores[layout] = pl.read_parquet(tmp_path / layout / "scores").sort("sample_id")
+    assert scores["tokens"]["pred"].to_list() == scores["tokens"]["label"].to_list()
+    assert scores["tokens"].equals(scores["bit"])
+    written = pq.read_schema(next((tmp_path / "tokens" / "scores").glob("*.parquet")))
+    assert "text.length" not in written.names  # the normalised layout stays internal
