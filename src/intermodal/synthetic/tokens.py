@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from intermodal.models.protocol import ModalityInput
-
+# one modality's batch as the model receives it (``models.protocol.ModalityInput``)
+ModalityInput = torch.Tensor | dict[str, torch.Tensor]
 MARKER = 1  # the token whose presence is the text bit (0 is left for padding)
 MODALITIES = ("text", "flag")
 
