@@ -135,6 +135,19 @@ def test_settings_that_cannot_hold_are_refused_in_one_line() -> None:
         _job(TEXT, intershap={"masking": "mean"})
 
 
+def _token_job(data, output, text: dict, **model) -> dict:
+    return {
+        "dataset": "tokens",
+        "input": str(data),
+        "output": str(output),
+        "num_classes": 2,
+        "modalities": [text, FLAG],
+        "model": {**MODEL, **model},
+        "measures": ["intershap"],
+        "intershap": {"background_size": 16},
+    }
+
+
 @pytest.mark.usefixtures("ray_session")
 def test_token_ids_score_as_the_same_information_in_a_float_column(tmp_path) -> None:
     """InterSHAP of a model that reads token ids through their mask (padded with the marker
@@ -151,16 +164,7 @@ def test_token_ids_score_as_the_same_information_in_a_float_column(tmp_path) -> 
     }
     scores = {}
     for layout, text in layouts.items():
-        job = {
-            "dataset": "tokens",
-            "input": str(data),
-            "output": str(tmp_path / layout),
-            "num_classes": 2,
-            "modalities": [text, FLAG],
-            "model": MODEL,
-            "measures": ["intershap"],
-            "intershap": {"background_size": 16},
-        }
+        job = _token_job(data, tmp_path / layout, text)
         manifest = run_score(parse_config(job), progress=lambda _: None)
         assert manifest["rows"]["scored"] == 600
         scores[layout] = pl.read_parquet(tmp_path / layout / "scores").sort("sample_id")
@@ -168,3 +172,47 @@ def test_token_ids_score_as_the_same_information_in_a_float_column(tmp_path) -> 
     assert scores["tokens"].equals(scores["bit"])
     written = pq.read_schema(next((tmp_path / "tokens" / "scores").glob("*.parquet")))
     assert "text.length" not in written.names  # the normalised layout stays internal
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_preprocessing_runs_where_rows_are_read_and_rejects_the_rows_it_fails_on(
+    tmp_path,
+) -> None:
+    """Text as strings, tokenized by ``model.preprocess``: rows it raises on are rejected with
+    its error, every other row scores exactly as from the token-id column; a function that fails
+    on every row stops the job before Ray starts, in one line."""
+    table = generate_token_xor(TokenXORSpec(n_samples=400, max_tokens=12, seed=5))
+    strings = table.column("text_string").to_pylist()
+    strings[7], strings[300] = "4 x 9", "12 3.5"
+    table = table.set_column(table.schema.get_field_index("text_string"), "text_string", [strings])
+    data = tmp_path / "data"
+    write_table_shards(table, str(data), n_shards=2)
+    tokens = {"name": "text", "shape": [None], "dtype": "int64", "max_length": 12}
+    split = "intermodal.synthetic.tokens:split_token_text"
+    from_ids = _token_job(data, tmp_path / "ids", tokens)
+    from_text = _token_job(
+        data, tmp_path / "text", {**tokens, "column": "text_string"}, preprocess=split
+    )
+    manifests = [
+        run_score(parse_config(job), progress=lambda _: None) for job in (from_ids, from_text)
+    ]
+    assert manifests[1]["rows"]["scored"] == 398
+    rejects = pl.read_parquet(tmp_path / "text" / "rejects").sort("row_index")
+    assert rejects["columns"].to_list() == ["model.preprocess"] * 2
+    assert rejects["reason"].to_list() == [
+        "model.preprocess raised ValueError: invalid literal for int() with base 10: 'x'",
+        "model.preprocess raised ValueError: invalid literal for int() with base 10: '3.5'",
+    ]
+    ids = pl.read_parquet(tmp_path / "ids" / "scores").filter(~pl.col("sample_id").is_in([7, 300]))
+    text = pl.read_parquet(tmp_path / "text" / "scores")
+    assert text.sort("sample_id").equals(ids.sort("sample_id"))
+
+    broken = _token_job(
+        data,
+        tmp_path / "broken",
+        {**tokens, "column": "text_string"},
+        preprocess=split,
+        preprocess_kwargs={"separator": ","},
+    )
+    with pytest.raises(ValueError, match=r"model.preprocess '.*split_token_text' failed on each"):
+        run_score(parse_config(broken), progress=lambda _: None)

@@ -25,6 +25,8 @@ import fsspec
 import torch
 from torch import Tensor, nn
 
+from intermodal.schemas.validation import first_line
+
 # one modality's batch: a tensor, or named tensors of the same rows (values and their mask)
 ModalityInput = Tensor | dict[str, Tensor]
 
@@ -125,12 +127,6 @@ def import_factory(entrypoint: str) -> Any:
         raise ValueError(
             f"model.factory '{entrypoint}': '{module_name}' has no '{attribute}'"
         ) from None
-
-
-def first_line(error: BaseException) -> str:
-    """An exception's message cut to its first line (torch's run to dozens)."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def load_state_dict(uri: str) -> dict[str, Tensor]:

@@ -4,23 +4,32 @@ streamed read-and-validate stage that sends bad rows to ``rejects/``."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from intermodal import storage
+from intermodal.models.protocol import import_factory
 from intermodal.operators.context import modality_arrays
 from intermodal.pipelines.formats import FORMATS, ShardFormat, detect_format
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, SOURCE_SHARD
-from intermodal.schemas.validation import InputSchemaError, schema_problems, validate_rows
+from intermodal.schemas.validation import (
+    InputSchemaError,
+    Preprocess,
+    schema_problems,
+    validate_rows,
+)
 
 # Driver threads for per-shard footer and id reads (I/O bound, object stores like many).
 _IO_THREADS = 16
@@ -28,6 +37,20 @@ _IO_THREADS = 16
 
 class NoValidRows(InputSchemaError):
     """Every row of the sampled input failed validation."""
+
+
+def job_preprocess(job: JobConfig) -> Preprocess | None:
+    """The job's ``model.preprocess`` with its kwargs bound (imported once per process), or
+    None."""
+    if job.model is None or job.model.preprocess is None:
+        return None
+    return _preprocess(job.model.preprocess, json.dumps(job.model.preprocess_kwargs))
+
+
+@cache
+def _preprocess(entrypoint: str, kwargs: str) -> Preprocess:
+    function = import_factory(entrypoint)
+    return partial(function, **json.loads(kwargs)) if kwargs != "{}" else function
 
 
 @dataclass(frozen=True)
@@ -155,16 +178,33 @@ def sample_table(
         # draw only what is missing, so invalid rows are replaced without biasing the sample
         draw = np.sort(order[position : position + n_rows - have])
         position += len(draw)
-        for index, shard in enumerate(shards):
-            mine = draw[(draw >= starts[index]) & (draw < starts[index + 1])] - starts[index]
-            if len(mine):
-                raw = _read_rows(shard, mine, columns)
-                valid, _ = validate_rows(raw, config, duplicates, shard.uri, 0)
-                collected.append(valid)
-                have += valid.num_rows
+        within = [draw[(draw >= start) & (draw < end)] - start for start, end in pairwise(starts)]
+        reads = [(shard, rows) for shard, rows in zip(shards, within, strict=True) if len(rows)]
+        for valid in _valid_rows(config, reads, columns, duplicates):
+            collected.append(valid)
+            have += valid.num_rows
     if have == 0:
         raise NoValidRows("no valid row to draw a sample from")
     return pa.concat_tables(collected)
+
+
+def _read_valid(
+    config: JobConfig, shard: Shard, rows: np.ndarray, columns: list[str], duplicates: pa.Array
+) -> pa.Table:
+    raw = _read_rows(shard, rows, columns)
+    return validate_rows(raw, config, duplicates, shard.uri, 0, job_preprocess(config))[0]
+
+
+def _valid_rows(
+    config: JobConfig, reads: list[tuple[Shard, np.ndarray]], columns: list[str], duplicates
+) -> list[pa.Table]:
+    """The valid rows of each (shard, rows) read. With ``model.preprocess`` and Ray up, each
+    read is a Ray task: the user's preprocessing (decoding, tokenizing) runs on the cluster,
+    not on the driver (before Ray starts, the preflight's few rows do run here)."""
+    if job_preprocess(config) is None or not ray.is_initialized():
+        return [_read_valid(config, shard, rows, columns, duplicates) for shard, rows in reads]
+    task = ray.remote(_read_valid)
+    return ray.get([task.remote(config, shard, rows, columns, duplicates) for shard, rows in reads])
 
 
 def labelled_sample(
@@ -210,7 +250,9 @@ def read_shard(
     rows by shard, which is what ``resume`` counts)."""
     first_row = 0
     for group, raw in enumerate(shard.reader.iter_groups(shard.uri)):
-        valid, rejects = validate_rows(raw, job, duplicates, shard.uri, first_row)
+        valid, rejects = validate_rows(
+            raw, job, duplicates, shard.uri, first_row, job_preprocess(job)
+        )
         first_row += raw.num_rows
         if rejects.num_rows:
             name = f"{shard_file_prefix(shard.index)}group-{group:06d}.parquet"

@@ -17,11 +17,31 @@ import pyarrow as pa
 import ray
 import torch
 
-from intermodal.models.protocol import build_model, first_line
+from intermodal.models.protocol import build_model
 from intermodal.operators.context import as_tensors, modality_arrays
+from intermodal.pipelines.inputs import Shard, job_preprocess
 from intermodal.schemas.config import JobConfig
+from intermodal.schemas.validation import PREPROCESS_COLUMN, first_line, validate_rows
 
 PREFLIGHT_ROWS = 4  # rows of the input the model is tried on
+
+
+def check_preprocess(job: JobConfig, shard: Shard) -> None:
+    """ValueError with one line when ``model.preprocess`` fails on every one of the first rows
+    of the first shard: a broken function stops the job here instead of rejecting every row.
+    A few rows it cannot read (a corrupt image) are rejected later, each with its reason."""
+    preprocess = job_preprocess(job)
+    if preprocess is None:
+        return
+    first = next(shard.reader.iter_groups(shard.uri)).slice(0, PREFLIGHT_ROWS)
+    no_duplicates = pa.array([], first.schema.field(job.id_column).type)
+    valid, rejects = validate_rows(first, job, no_duplicates, shard.uri, 0, preprocess)
+    failed = [r for r in rejects.column("columns").to_pylist() if PREPROCESS_COLUMN in r]
+    if valid.num_rows == 0 and len(failed) == first.num_rows > 0:
+        raise ValueError(
+            f"model.preprocess '{job.model.preprocess}' failed on each of the first "  # type: ignore[union-attr]
+            f"{first.num_rows} rows of {shard.uri}: {rejects.column('reason')[0].as_py()}"
+        )
 
 
 def check_model(job: JobConfig, rows: pa.Table) -> None:

@@ -38,7 +38,12 @@ from intermodal.pipelines.inputs import (
     sample_table,
     shard_file_prefix,
 )
-from intermodal.pipelines.preflight import PREFLIGHT_ROWS, check_model, check_model_on_workers
+from intermodal.pipelines.preflight import (
+    PREFLIGHT_ROWS,
+    check_model,
+    check_model_on_workers,
+    check_preprocess,
+)
 from intermodal.pipelines.resume import ScoreSink, resume_key, scored_rows, shard_progress
 from intermodal.pipelines.run import ship_measures
 from intermodal.pipelines.score_stage import ScoreOperator, scores_schema
@@ -207,6 +212,7 @@ def plan_score(config: JobConfig, progress: Progress) -> ScorePlan:
     background = None
     try:
         if config.model is not None:  # a broken model fails here, not in an actor
+            check_preprocess(config, shards[0])
             check_model(config, sample_table(config, shards, PREFLIGHT_ROWS, 0, duplicates))
         ensure_ray()
         check_compute(config.compute)  # a setting the cluster cannot satisfy: refuse, not wait

@@ -142,11 +142,18 @@ def _integer_range(dtype: str) -> tuple[int, int]:
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
+ENTRYPOINT = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # package.module:function
+
+
 class ModelConfig(Strict):
     name: str  # recorded in the manifest and the demo tables
-    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:function
+    factory: str = Field(pattern=ENTRYPOINT)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: SharedURI | None = None  # URI of a state_dict, loaded with weights_only=True
+    # run on every batch of raw modality columns where rows are read (decode images, tokenize
+    # text), before the row checks: returns each modality's values (docs/usage.md)
+    preprocess: str | None = Field(default=None, pattern=ENTRYPOINT)
+    preprocess_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
 class ActorRange(Strict):

@@ -10,7 +10,9 @@ scores and rejects.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +31,12 @@ from intermodal.schemas.tables import (
 
 class InputSchemaError(ValueError):
     """An input shard that cannot be read as configured; names the file and the column."""
+
+
+# the user's model.preprocess with its kwargs bound: raw modality columns (modality name →
+# Arrow array of the batch) → each modality's values (``preprocessed_column`` reads them)
+Preprocess = Callable[[dict[str, pa.Array]], Mapping[str, Any]]
+PREPROCESS_COLUMN = "model.preprocess"  # how rejects name the step that failed
 
 
 def _is_list(data_type: pa.DataType) -> bool:
@@ -102,6 +110,8 @@ def schema_problems(schema: pa.Schema, config: JobConfig) -> list[str]:
         data_type = require(column, f"modality '{modality.name}'")
         if data_type is None:
             continue
+        if config.model is not None and config.model.preprocess is not None:
+            continue  # any type: model.preprocess turns it into the modality's values
         layout = values_per_row(data_type)
         if layout is None:
             problems.append(
@@ -125,6 +135,7 @@ class _RowProblems:
 
     def __post_init__(self) -> None:
         self.bad = np.zeros(self.n_rows, dtype=bool)
+        self.not_preprocessed = np.zeros(self.n_rows, dtype=bool)  # their values are null
         self.columns: dict[int, list[str]] = {}
         self.reasons: dict[int, list[str]] = {}
 
@@ -204,7 +215,7 @@ def _modality_rows(
     name, size = modality.source_column, modality.size
     column = leaf_lists(column)
     null = _mask(column.is_null())
-    problems.add(null, name, "value is null")
+    problems.add(null & ~problems.not_preprocessed, name, "value is null")
     lengths = pc.list_value_length(column).fill_null(0).to_numpy()
     if modality.variable:
         step, limit = modality.step_size, modality.max_length or 0
@@ -246,7 +257,7 @@ def _modality_rows(
     if not modality.variable:
         return ModalityRows(values.reshape(-1, size), rows, None)
     # scatter each row's values after its start in a padded [n_ok, size] matrix
-    starts = np.concatenate([[0], np.cumsum(kept_lengths)[:-1]])
+    starts = np.cumsum(kept_lengths) - kept_lengths
     within = np.arange(len(values)) - np.repeat(starts, kept_lengths)
     kept = within < size  # beyond max_length: truncated (longer rows were rejected otherwise)
     matrix = np.full((len(rows), size), modality.pad_value, dtype=modality.dtype)
@@ -254,6 +265,81 @@ def _modality_rows(
     matrix[row_of_value[good], within[good]] = values[good]
     steps = np.minimum(kept_lengths // modality.step_size, modality.max_length or 0)
     return ModalityRows(matrix, rows, steps.astype(np.int32))
+
+
+def preprocessed_column(value: Any, n_rows: int, modality: str) -> pa.Array:
+    """One modality's output of ``model.preprocess`` as a column of ``n_rows`` rows: an Arrow
+    array, an array or tensor ``[n, *shape]`` (numpy, or anything ``np.asarray`` reads), or a
+    sequence of per-row arrays of any length (token ids)."""
+    if isinstance(value, pa.ChunkedArray):
+        value = value.combine_chunks()
+    if not isinstance(value, pa.Array):
+        if isinstance(value, list | tuple):
+            value = pa.array([np.asarray(row).reshape(-1) for row in value])
+        else:
+            array = np.asarray(value)
+            if array.ndim < 2:
+                raise ValueError(
+                    f"model.preprocess returned {array.shape} for modality '{modality}': "
+                    "expected [rows, *shape] or one array per row"
+                )
+            per_row = int(np.prod(array.shape[1:]))
+            value = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), per_row)
+    if len(value) != n_rows:
+        raise ValueError(
+            f"model.preprocess returned {len(value)} rows of modality '{modality}' for a batch "
+            f"of {n_rows}"
+        )
+    return value
+
+
+def _preprocess_rows(
+    preprocess: Preprocess, raw: dict[str, pa.Array], n_rows: int
+) -> dict[str, pa.Array]:
+    """``preprocess`` of a batch, its outputs as columns."""
+    output = preprocess(raw)
+    missing = sorted(set(raw) - set(output))
+    if missing:
+        raise ValueError(f"model.preprocess returned no values for modalities {missing}")
+    return {name: preprocessed_column(output[name], n_rows, name) for name in raw}
+
+
+def _preprocessed(
+    preprocess: Preprocess, raw: dict[str, pa.Array], problems: _RowProblems
+) -> dict[str, pa.Array]:
+    """The batch's modality columns after ``preprocess``. When it raises on the batch, it runs
+    row by row: a row it raises on is rejected with the error and its values are null."""
+    try:
+        return _preprocess_rows(preprocess, raw, problems.n_rows)
+    except Exception:  # the user's code: find the rows it fails on
+        pass
+    rows: list[dict[str, pa.Array] | None] = []
+    for row in range(problems.n_rows):
+        try:
+            rows.append(
+                _preprocess_rows(preprocess, {k: v.slice(row, 1) for k, v in raw.items()}, 1)
+            )
+        except Exception as error:
+            rows.append(None)
+            reason = f"{type(error).__name__}: {first_line(error)}"
+            flagged = np.zeros(problems.n_rows, dtype=bool)
+            flagged[row] = True
+            problems.add(flagged, PREPROCESS_COLUMN, f"model.preprocess raised {reason}")
+            problems.not_preprocessed[row] = True
+    done = [row for row in rows if row is not None]
+    columns = {}
+    for name in raw:
+        value_type = done[0][name].type if done else pa.list_(pa.float32())
+        columns[name] = pa.concat_arrays(
+            [pa.nulls(1, value_type) if row is None else row[name].cast(value_type) for row in rows]
+        )
+    return columns
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (torch's run to dozens)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def modality_fields(modality: ModalityConfig) -> list[pa.Field]:
@@ -270,8 +356,10 @@ def validate_rows(
     duplicate_ids: pa.Array,
     source_file: str,
     first_row_index: int,
+    preprocess: Preprocess | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """Split a raw input batch into (valid rows in the normalised layout, rejects).
+    """Split a raw input batch into (valid rows in the normalised layout, rejects); with
+    ``preprocess`` (the job's ``model.preprocess``) the modality columns are its outputs.
 
     The normalised layout: ``sample_id``, ``label`` (when configured), the group columns, then
     each modality's fields (``modality_fields``)."""
@@ -297,12 +385,10 @@ def validate_rows(
             [f"label {v} outside [0, {config.num_classes})" for v in values[out_of_range]],
         )
 
-    modalities = {
-        modality.name: _modality_rows(
-            batch.column(modality.source_column).combine_chunks(), modality, problems
-        )
-        for modality in config.modalities
-    }
+    raw = {m.name: batch.column(m.source_column).combine_chunks() for m in config.modalities}
+    if preprocess is not None:
+        raw = _preprocessed(preprocess, raw, problems)
+    modalities = {m.name: _modality_rows(raw[m.name], m, problems) for m in config.modalities}
 
     keep = ~problems.bad
     keep_array = pa.array(keep)

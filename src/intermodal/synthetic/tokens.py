@@ -37,8 +37,9 @@ class TokenXORSpec:
 
 
 def generate_token_xor(spec: TokenXORSpec) -> pa.Table:
-    """``sample_id``, ``label``, ``text`` (list<int64>), ``flag`` and ``text_bit`` (list<float>
-    of one value each)."""
+    """``sample_id``, ``label``, ``text`` (list<int64>), ``text_string`` (the same ids as one
+    string, space-separated: text to preprocess), ``flag`` and ``text_bit`` (list<float> of
+    one value each)."""
     rng = np.random.default_rng(spec.seed)
     text_bit = rng.integers(0, 2, spec.n_samples)
     flag_bit = rng.integers(0, 2, spec.n_samples)
@@ -55,10 +56,20 @@ def generate_token_xor(spec: TokenXORSpec) -> pa.Table:
             "sample_id": pa.array(np.arange(spec.n_samples), pa.int64()),
             "label": pa.array(text_bit ^ flag_bit, pa.int64()),
             "text": pa.array(texts, pa.list_(pa.int64())),
+            "text_string": pa.array([" ".join(map(str, tokens)) for tokens in texts]),
             "flag": pa.array(flag_bit[:, None].astype(np.float32).tolist(), one_value),
             "text_bit": pa.array(text_bit[:, None].astype(np.float32).tolist(), one_value),
         }
     )
+
+
+def split_token_text(columns: dict[str, pa.Array], separator: str = " ") -> dict[str, object]:
+    """A ``model.preprocess``: the ``text`` modality's strings split at ``separator`` into
+    token ids (one int64 array per row; a token that is not an integer raises), the other
+    modalities as they are."""
+    texts = columns["text"].to_pylist()
+    tokens = [np.array([int(t) for t in text.split(separator)], np.int64) for text in texts]
+    return {**columns, "text": tokens}
 
 
 class TokenXORModel(torch.nn.Module):
