@@ -46,9 +46,9 @@ def test_one_row_per_statistic_with_typed_columns(run) -> None:
     }
     assert statistics == {
         "intershap": {"intershap"},
-        "pid_cvx": {"pid", "codes_information", "feature_information"},
+        "pid_cvx": {"pid", "codes_information", "feature_information", "alpha"},
         "lsmi": {"adjusted_mean", "adjustment"},
-        "pid_batch": {"pid"},
+        "pid_batch": {"pid", "alpha"},
     }
     intershap = table.filter(pl.col("statistic") == "intershap")
     assert set(intershap["term"]) == {

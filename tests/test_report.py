@@ -80,6 +80,8 @@ def test_report_of_every_measure(run) -> None:
         "Per-sample LSMI of (x1, x2), raw",
         "PID BATCH of (x1, x2)",
     ]
+    # the model's PID agreement with the labels' beside each PID's bars
+    assert page.count("<th>α total</th>") == 2
     for data, _ in images:
         assert base64.b64decode(data).startswith(PNG_SIGNATURE)
     assert page.count("<img") == len(images)  # no image outside the embedded ones

@@ -46,6 +46,8 @@ def test_every_score_column_is_documented_and_every_documented_column_exists(tar
             "measures": list(MEASURES),
             "model": {"name": "m", "factory": "intermodal.models.fcnn:build_fcnn"},
             "intershap": {"target": target},
+            # the model's coalitions: lsmi then also writes the columns an ensemble reads
+            "lsmi": {"classifiers": "model"},
         }
     )
     fields = scores_schema(

@@ -132,10 +132,13 @@ def _partition(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from intermodal.export import run_export
+    from intermodal.export import run_export, summary_uri
 
-    summary = run_export(args.name, args.run_dir, args.out)
-    _print_table(f"{args.name} of {args.run_dir} (mean per column) → {args.out}", summary)
+    reads = [tuple(part.split(",")) for part in args.reads or ()]
+    summary = run_export(args.name, args.run_dirs, args.out, reads=reads)
+    runs = ", ".join(args.run_dirs)
+    _print_table(f"{args.name} of {runs} (mean per column) → {args.out}", summary)
+    print(f"\nsummary: {summary_uri(args.out, args.name)}")
 
 
 Commands = argparse._SubParsersAction  # what add_subparsers returns
@@ -296,10 +299,23 @@ def _export_command(commands: Commands) -> None:
         "scores, and OUT.<name>.json beside OUT (the run, the export's facts, the mean of every "
         "column). distill-weights (lsmi): w_<term>_<a>__<b> for R, U1, U2, S of every LSMI "
         "pair, the adjusted terms clipped at 0 and divided by their sum (1/4 each when all are "
-        "0, null without a label; paper 001 §4.3.2). docs/schema.md lists every export.",
+        "0, null without a label; paper 001 §4.3.2). ensemble (lsmi, two or more runs of the "
+        "same input scored with lsmi.classifiers: model): per sample each model's weight from "
+        "the interactions it can use (u1 + r/2, u2 + r/2, s; paper 001 §4.3.3), the ensemble's "
+        "class probabilities and class; the summary compares it on held-out rows with each "
+        "model, the plain average and global weights. docs/schema.md lists every export.",
     )
     export.add_argument("name", metavar="NAME", help="the export, e.g. distill-weights")
-    export.add_argument("run_dir", help="run directory, scored and aggregated")
+    export.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, scored and aggregated"
+    )
+    export.add_argument(
+        "--reads",
+        action="append",
+        metavar="A[,B]",
+        help="the modalities each run's model reads, once per run in run order (ensemble; "
+        "default: every modality)",
+    )
     export.add_argument("--out", required=True, help="output directory (replaced on rerun)")
     export.set_defaults(handler=_export)
 

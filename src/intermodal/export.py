@@ -7,6 +7,8 @@ measures' business (``docs/schema.md`` lists them)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,35 +34,46 @@ def summary_uri(out: str, name: str) -> str:
 
 
 def run_export(
-    name: str, run_dir: str, out: str, progress: Progress = print_progress
+    name: str,
+    run_dirs: str | Sequence[str],
+    out: str,
+    progress: Progress = print_progress,
+    reads: Sequence[Sequence[str]] = (),
 ) -> pl.DataFrame:
-    """Write export ``name`` of the run at ``run_dir`` to ``OUT`` and its summary beside it;
+    """Write export ``name`` of the run(s) at ``run_dirs`` to ``OUT`` and its summary beside
+    it (``reads``: the modalities each run's model reads, for exports of several runs);
     returns the summary's table (per written float column: mean, rows, null rows)."""
     offered = export_names()
     if name not in offered:
         raise ValueError(f"no export '{name}'; the measures offer: {', '.join(offered)}")
-    paths = RunPaths(run_dir)
-    files = storage.list_parquet(paths.scores)
-    if not files:
-        raise ValueError(f"{paths.scores}: no score files")
-    export = offered[name].export(name, run_dir, files[0])
+    runs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
+    first_files = []
+    for run_dir in runs:
+        files = storage.list_parquet(RunPaths(run_dir).scores)
+        if not files:
+            raise ValueError(f"{RunPaths(run_dir).scores}: no score files")
+        first_files.append(files[0])
+    export = offered[name].export(name, runs, first_files, reads)
     if storage.holds_files(out):
         if not storage.exists(summary_uri(out, name)):
             raise ValueError(f"--out {out}: not empty and not a {name} output")
         storage.remove(out)
     ensure_ray()
-    progress(f"[export] {name} of {run_dir} → {out}")
-    scores_fs, scores_path = storage.filesystem(paths.scores)
-    rows = (
-        ray.data.read_parquet(scores_path, filesystem=storage.arrow_filesystem(scores_fs))
-        .select_columns([SAMPLE_ID, *export.columns])
-        .map_batches(export.transform, batch_format="pyarrow", fn_args=(export.options,))
-    )
+    progress(f"[export] {name} of {', '.join(runs)} → {out}")
+    if export.rows is not None:
+        source = ray.data.from_arrow(export.rows)
+    else:
+        scores_fs, scores_path = storage.filesystem(RunPaths(runs[0]).scores)
+        source = ray.data.read_parquet(
+            scores_path, filesystem=storage.arrow_filesystem(scores_fs)
+        ).select_columns([SAMPLE_ID, *export.columns])
+    rows = source.map_batches(export.transform, batch_format="pyarrow", fn_args=(export.options,))
     fs, path = storage.filesystem(out)
     rows.write_parquet(path, filesystem=storage.arrow_filesystem(fs))
     summary = written_summary(out)
+    where = {"run_dir": runs[0]} if len(runs) == 1 else {"run_dirs": runs}
     storage.write_json(
-        {"export": name, "run_dir": run_dir, **export.facts, "columns": summary.to_dicts()},
+        {"export": name, **where, **export.facts, "columns": summary.to_dicts()},
         summary_uri(out, name),
     )
     return summary

@@ -4,9 +4,10 @@ LSMI draw alike."""
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 
 from intermodal.charts.figures import TERM_COLOURS, stacked_bars
-from intermodal.charts.html import group_label
+from intermodal.charts.html import group_label, html_table, paragraph
 from intermodal.charts.run import RunData
 from intermodal.schemas.tables import PID_TARGETS, PID_TERMS
 
@@ -36,3 +37,26 @@ def pid_bars(
         title = f"{measure} of ({a}, {b}){title_note}"
         figures.append(stacked_bars(labels, segments, title, unit, TERM_COLOURS))
     return figures
+
+
+def agreement_table(run: RunData, measure: str, statistic: str) -> str:
+    """The PID agreement rows (``statistic`` of ``measure``, paper 003 eq. 6) of the whole
+    dataset as a table, one row per pair: α of each term and their sum; ``""`` without any."""
+    rows = run.rows(measure, "", statistic)
+    if rows.is_empty():
+        return ""
+    table = (
+        rows.with_columns(
+            pl.col("modalities").list.join(", ").alias("pair"),
+            ("α " + pl.col("term")).alias("term"),
+        )
+        .pivot(on="term", index="pair", values="value")
+        .sort("pair")
+    )
+    text = (
+        "PID agreement of the model with the dataset (paper 003 eq. 6): each term of the "
+        "model's PID weighted by that term's share of the labels' PID, α_I = Î_label · I_model, "
+        "and their sum α (α total); higher where the model carries the interactions the "
+        "labels need."
+    )
+    return paragraph(text) + html_table(table)

@@ -226,9 +226,17 @@ class Measure:
 
     export_names: ClassVar[tuple[str, ...]] = ()  # the ``intermodal export`` names it offers
 
-    def export(self, name: str, run_dir: str, scores_file: str) -> RowExport:
-        """The export ``name`` (one of ``export_names``) of a run (``scores_file``: one of its
-        score files, to read the columns present); ValueError naming what is missing."""
+    def export(
+        self,
+        name: str,
+        run_dirs: Sequence[str],
+        scores_files: Sequence[str],
+        reads: Sequence[Sequence[str]] = (),
+    ) -> RowExport:
+        """The export ``name`` (one of ``export_names``) of the runs ``run_dirs`` (most exports
+        take one; ``scores_files``: one score file of each, to read the columns present;
+        ``reads``: the modalities each run's model reads, in run order, where the user said);
+        ValueError naming what is missing."""
         raise ValueError(f"measure '{self.name}' offers no export '{name}'")
 
     # --- partitions --------------------------------------------------------------------------
@@ -248,13 +256,16 @@ class RowExport:
     """A per-sample table a measure offers to later jobs (``intermodal export <name>``): the
     score columns it reads, and a pure function of a batch of them (a Ray Data stage; its
     ``options`` travel to the workers) returning ``sample_id`` and its own columns. ``facts``
-    go to the summary file beside the output."""
+    go to the summary file beside the output. An export of several runs prepares its ``rows``
+    on the driver (the runs' columns joined on ``sample_id``); the stage then reads those
+    instead of a run's scores."""
 
     name: str
     columns: tuple[str, ...]  # score columns read, besides sample_id
     transform: Callable[[pa.Table, Any], pa.Table]
     options: Any
     facts: dict
+    rows: pa.Table | None = None
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,14 @@ it shares), ``prior.npz`` (``log p(y)``). Everything loads with weights only
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from pydantic import Field, model_validator
 
@@ -31,6 +33,13 @@ from intermodal.charts.figures import histograms
 from intermodal.charts.html import Section, paragraph
 from intermodal.charts.pid import pid_bars
 from intermodal.charts.run import RunData, modalities_literal
+from intermodal.estimators.ensemble import (
+    ROLES,
+    accuracy,
+    ensemble_probabilities,
+    global_weights,
+    interaction_weights,
+)
 from intermodal.estimators.knife import EntropyModel, KnifeConfig, fit_entropy_model
 from intermodal.estimators.lsmi import (
     SHIFT_SIGNS,
@@ -79,12 +88,28 @@ from intermodal.models.training import CPU, fit_device
 from intermodal.operators.context import BatchContext, SharedModel, as_tensors, modality_arrays
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.legacy import upgrade_legacy_global
-from intermodal.schemas.tables import LABEL, PID_TERMS, SAMPLE_ID, PIDTerms, modality_pairs
+from intermodal.schemas.tables import (
+    LABEL,
+    PID_TERMS,
+    PRED,
+    SAMPLE_ID,
+    PIDTerms,
+    modality_pairs,
+)
 
 
-def lsmi_column(term: str, first: str, second: str) -> str:
-    """Score column of one LSMI term (``PID_TERMS``) of the pair (first, second)."""
-    return f"lsmi_{term}_{first}__{second}"
+def lsmi_column(term: str, first: str, second: str, target: str = LABEL) -> str:
+    """Score column of one LSMI term (``PID_TERMS``) of the pair (first, second), of the label
+    (``lsmi_<T>_<a>__<b>``) or, with ``classifiers: model``, of the model's predicted class
+    standing in for it (``lsmi_pred_<T>_<a>__<b>``)."""
+    prefix = "lsmi" if target == LABEL else f"lsmi_{target}"
+    return f"{prefix}_{term}_{first}__{second}"
+
+
+def probability_column(class_index: int) -> str:
+    """Score column of the model's probability of a class with every modality
+    (``classifiers: model``)."""
+    return f"lsmi_proba_{class_index}"
 
 
 ENCODE_CHUNK_ROWS = 4096
@@ -293,12 +318,26 @@ class LSMI(Measure):
         return Needs(model=from_model or settings.features == "encoder", coalitions=from_model)
 
     def fields(self, job: JobConfig) -> list[pa.Field]:
-        return [
+        pairs = modality_pairs(job.modality_names)
+        fields = [
             # null where the label is null
             score_field(lsmi_column(term, a, b), pa.float64(), True, term, (a, b), LABEL)
-            for a, b in modality_pairs(job.modality_names)
+            for a, b in pairs
             for term in PID_TERMS
         ]
+        if self.options(job).classifiers == "model":
+            # what an ensemble of runs reads (export ensemble): the model's class
+            # probabilities and the terms of the class it predicts, on every row
+            fields += [
+                score_field(probability_column(c), pa.float64(), False, target=PRED)
+                for c in range(job.num_classes)
+            ]
+            fields += [
+                score_field(lsmi_column(term, a, b, PRED), pa.float64(), False, term, (a, b), PRED)
+                for a, b in pairs
+                for term in PID_TERMS
+            ]
+        return fields
 
     # --- fitting -----------------------------------------------------------------------------
 
@@ -447,10 +486,9 @@ class LSMI(Measure):
         bits = {name: 1 << index for index, name in enumerate(job.modality_names)}
 
         def log_probabilities(
-            context: BatchContext, features: dict[str, np.ndarray]
+            context: BatchContext, features: dict[str, np.ndarray], labels: np.ndarray
         ) -> dict[str, np.ndarray]:
-            """``log p(y | ·)`` of each row's label per classifier key."""
-            labels = context.labels
+            """``log p(y | ·)`` of each row's ``labels`` per classifier key."""
             if settings.classifiers == "model":
                 rows = np.arange(len(labels))
                 floor = np.exp(LOG_PROBABILITY_FLOOR)
@@ -475,18 +513,31 @@ class LSMI(Measure):
             entropy = {
                 name: model.entropy(features[name]) for name, model in artifacts.entropy.items()
             }
-            log_p = log_probabilities(context, features)
-            prior = artifacts.log_prior[context.labels]
-            columns = {}
-            for a, b in modality_pairs(job.modality_names):
-                terms = pointwise(
-                    entropy[a], entropy[b], log_p[a], log_p[b], log_p[key_name((a, b))], prior
-                )
+
+            def terms_of(labels: np.ndarray) -> dict[tuple[str, str], PIDTerms]:
+                log_p = log_probabilities(context, features, labels)
+                prior = artifacts.log_prior[labels]
+                return {
+                    (a, b): pointwise(
+                        entropy[a], entropy[b], log_p[a], log_p[b], log_p[key_name((a, b))], prior
+                    )
+                    for a, b in modality_pairs(job.modality_names)
+                }
+
+            columns: dict[str, Any] = {}
+            for (a, b), terms in terms_of(context.labels).items():
                 for term, values in zip(PID_TERMS, terms, strict=True):
                     # rows without a label were scored with a placeholder class: null
                     columns[lsmi_column(term, a, b)] = pa.array(
                         values, pa.float64(), mask=~context.labelled
                     )
+            if settings.classifiers == "model":
+                full = context.coalitions[:, (1 << len(job.modality_names)) - 1]
+                for c in range(job.num_classes):
+                    columns[probability_column(c)] = full[:, c].astype(np.float64)
+                for (a, b), terms in terms_of(context.predictions).items():
+                    for term, values in zip(PID_TERMS, terms, strict=True):
+                        columns[lsmi_column(term, a, b, PRED)] = values
             return columns
 
         return score
@@ -577,17 +628,28 @@ class LSMI(Measure):
             missing="the LSMI terms",
         )
 
-    export_names = ("distill-weights",)
+    export_names = ("distill-weights", "ensemble")
 
-    def export(self, name: str, run_dir: str, scores_file: str) -> RowExport:
+    def export(
+        self,
+        name: str,
+        run_dirs: Sequence[str],
+        scores_files: Sequence[str],
+        reads: Sequence[Sequence[str]] = (),
+    ) -> RowExport:
+        if name == "ensemble":
+            return ensemble_export(run_dirs, scores_files, reads)
+        if len(run_dirs) != 1:
+            raise ValueError(f"export {name} reads one run, got {len(run_dirs)}")
+        return self._distillation(name, run_dirs[0], scores_files[0])
+
+    def _distillation(self, name: str, run_dir: str, scores_file: str) -> RowExport:
         """``distill-weights`` (paper 001 §4.3.2): per sample and pair, the four LSMI terms
         adjusted by the pair's dataset constant ``c`` (``R + c, U1 − c, U2 − c, S + c``, the
         scale the run reports its means on), clipped at 0 (a negative pointwise term is
         information the sample's modalities mislead about: nothing to distil) and divided by
         their sum, so the four weights are ≥ 0 and sum to 1; 1/4 each where every term clips
         to 0; null without a label."""
-        if name not in self.export_names:
-            return super().export(name, run_dir, scores_file)
         pairs = score_pairs(scores_file)
         constants = {pair: pair_constant(run_dir, pair) for pair in pairs}
         return RowExport(
@@ -616,3 +678,183 @@ def distillation_stage(batch: pa.Table, constants: dict[tuple[str, str], float])
         for term, values in weights.items():
             columns[weight_column(term, *pair)] = pa.array(values, pa.float64(), from_pandas=True)
     return pa.table(columns)
+
+
+# the rows an ensemble's comparison splits by sample id: fold FIT_FOLD fits the global weights,
+# the other fold is where every ensemble and model is evaluated
+HELD_OUT_SEED = 0
+FIT_FOLD = 0
+
+
+@dataclass(frozen=True)
+class EnsembleOptions:
+    """What the ensemble stage needs: each model's role, the reference run's predicted-class
+    term columns and the pair's constant, the number of classes."""
+
+    roles: tuple[str, ...]
+    term_columns: tuple[str, ...]
+    constant: float
+    num_classes: int
+
+
+def ensemble_probability_column(model: int, class_index: int) -> str:
+    """Column of the joined rows: model ``model``'s probability of a class."""
+    return f"p{model}_{class_index}"
+
+
+def _role(reads: Sequence[str], pair: tuple[str, str], run_dir: str) -> str:
+    """The role (``estimators.ensemble.ROLES``) of a model reading ``reads`` of ``pair``."""
+    chosen = set(reads) & set(pair)
+    if chosen == set(pair):
+        return "both"
+    if chosen:
+        return ROLES[pair.index(next(iter(chosen)))]
+    raise ValueError(f"{run_dir}: --reads {','.join(reads)} names neither of {pair}")
+
+
+def same_input(run_dirs: Sequence[str]) -> None:
+    """ValueError naming the runs when they did not score the same input (fingerprints)."""
+    fingerprints = {
+        run: storage.read_json(storage.join(run, "manifest.json"))["input"]["fingerprint"]
+        for run in run_dirs
+    }
+    if len(set(fingerprints.values())) > 1:
+        raise ValueError(
+            "the runs scored different inputs (input fingerprints "
+            + ", ".join(f"{run}: {value[:12]}" for run, value in fingerprints.items())
+            + "); an ensemble combines models on the same rows"
+        )
+
+
+def ensemble_export(
+    run_dirs: Sequence[str], scores_files: Sequence[str], reads: Sequence[Sequence[str]]
+) -> RowExport:
+    """``ensemble`` (paper 001 §4.3.3, ``estimators.ensemble``): the runs' models combined per
+    sample, each weighted by the interactions of the sample it can use, from the LSMI terms of
+    the predicted class of the first run whose model reads both modalities (adjusted by that
+    run's constant, clipped at 0). ``reads``: the modalities each run's model reads (all when
+    not given). The summary compares, on the held-out half of the labelled rows (by sample
+    id), each model, the plain average, one global weight per model fitted by EM on the other
+    half, and this ensemble."""
+    if len(run_dirs) < 2:
+        raise ValueError(f"export ensemble needs two or more runs, got {len(run_dirs)}")
+    if reads and len(reads) != len(run_dirs):
+        raise ValueError(f"--reads given {len(reads)} times for {len(run_dirs)} runs")
+    same_input(run_dirs)
+    for run, file in zip(run_dirs, scores_files, strict=True):
+        if probability_column(0) not in storage.parquet_file(file).schema_arrow.names:
+            raise ValueError(
+                f"{run}: no model probabilities; score it with lsmi.classifiers: model"
+            )
+    pair = chosen_pair(score_pairs(scores_files[0]), None, scores_files[0])
+    roles = tuple(_role(reads[k] if reads else pair, pair, run) for k, run in enumerate(run_dirs))
+    if "both" not in roles:
+        raise ValueError(f"export ensemble: no run's model reads both {pair[0]} and {pair[1]}")
+    reference = roles.index("both")
+    term_columns = tuple(lsmi_column(t, *pair, PRED) for t in PID_TERMS)
+    rows, classes = _joined_runs(run_dirs, scores_files, reference, term_columns)
+    constant = pair_constant(run_dirs[reference], pair)
+    options = EnsembleOptions(roles, term_columns, constant, classes)
+    return RowExport(
+        name="ensemble",
+        columns=(),
+        transform=ensemble_stage,
+        options=options,
+        facts={
+            "pair": list(pair),
+            "roles": dict(zip(run_dirs, roles, strict=True)),
+            "terms_from": run_dirs[reference],
+            "adjustment": options.constant,
+            "weights": "per model: u1 + r/2 (reads the first modality), u2 + r/2 (the second), "
+            "s (both), adjusted terms of the predicted class clipped at 0, a role without a "
+            "model handed to the models reading both, over the sample's total",
+            "held_out": _comparison(rows, options, len(run_dirs)),
+        },
+        rows=rows,
+    )
+
+
+def _joined_runs(
+    run_dirs: Sequence[str],
+    scores_files: Sequence[str],
+    reference: int,
+    term_columns: tuple[str, ...],
+) -> tuple[pa.Table, int]:
+    """The runs' rows joined on ``sample_id``: the label and predicted-class terms of the
+    reference run, each model's class probabilities (``p<k>_<c>``); and the classes."""
+    names = storage.parquet_file(scores_files[0]).schema_arrow.names
+    classes = sum(name.startswith(probability_column(0)[:-1]) for name in names)
+    joined: pa.Table | None = None
+    for k, run in enumerate(run_dirs):
+        wanted = [probability_column(c) for c in range(classes)]
+        extra = [LABEL, *term_columns] if k == reference else []
+        columns = [SAMPLE_ID, *wanted, *extra]
+        table = storage.read_table(storage.join(run, "scores"), columns=columns)
+        renamed = [ensemble_probability_column(k, c) for c in range(classes)]
+        table = table.rename_columns([SAMPLE_ID, *renamed, *extra])
+        if joined is not None and table.num_rows != joined.num_rows:
+            raise ValueError(f"{run}: {table.num_rows} scored rows, not {joined.num_rows}")
+        joined = table if joined is None else joined.join(table, SAMPLE_ID)
+    assert joined is not None
+    return joined.sort_by(SAMPLE_ID), classes
+
+
+def _model_probabilities(batch: pa.Table, models: int, classes: int) -> np.ndarray:
+    """``[n, K, C]`` of the joined rows."""
+    return np.stack(
+        [
+            np.column_stack(
+                [batch.column(ensemble_probability_column(k, c)).to_numpy() for c in range(classes)]
+            )
+            for k in range(models)
+        ],
+        axis=1,
+    )
+
+
+def _interaction_weights(batch: pa.Table, options: EnsembleOptions) -> np.ndarray:
+    """``[n, K]`` per-sample weights of the joined rows."""
+    signs = np.asarray(SHIFT_SIGNS)
+    terms = np.column_stack([batch.column(c).to_numpy() for c in options.term_columns])
+    return interaction_weights(terms + signs * options.constant, options.roles)
+
+
+def ensemble_stage(batch: pa.Table, options: EnsembleOptions) -> pa.Table:
+    """Joined rows → ``sample_id``, each model's weight, the ensemble's class probabilities
+    and its class."""
+    models = len(options.roles)
+    weights = _interaction_weights(batch, options)
+    probabilities = ensemble_probabilities(
+        weights, _model_probabilities(batch, models, options.num_classes)
+    )
+    columns: dict[str, Any] = {SAMPLE_ID: batch.column(SAMPLE_ID)}
+    columns |= {f"ensemble_w_{k}": weights[:, k] for k in range(models)}
+    columns |= {f"ensemble_p_{c}": probabilities[:, c] for c in range(options.num_classes)}
+    columns["ensemble_pred"] = probabilities.argmax(axis=1).astype(np.int64)
+    return pa.table(columns)
+
+
+def _comparison(rows: pa.Table, options: EnsembleOptions, models: int) -> dict:
+    """Accuracies on the held-out labelled rows; the global weights fitted on the others."""
+    labelled = rows.filter(pc.is_valid(rows.column(LABEL)))
+    fit = fold_of(labelled.column(SAMPLE_ID), 2, HELD_OUT_SEED) == FIT_FOLD
+    labels = labelled.column(LABEL).to_numpy()
+    probabilities = _model_probabilities(labelled, models, options.num_classes)
+    fitted = global_weights(probabilities[fit], labels[fit])
+    held, held_labels = probabilities[~fit], labels[~fit]
+    ensembles = {
+        "average": ensemble_probabilities(np.full(models, 1.0 / models), held),
+        "global_weights": ensemble_probabilities(fitted, held),
+        "interaction": ensemble_probabilities(
+            _interaction_weights(labelled.filter(pa.array(~fit)), options), held
+        ),
+    }
+    return {
+        "rows": len(held_labels),
+        "fit_rows": int(fit.sum()),
+        "global_weights": fitted.tolist(),
+        "accuracy": {
+            **{f"model_{k}": accuracy(held[:, k], held_labels) for k in range(models)},
+            **{name: accuracy(values, held_labels) for name, values in ensembles.items()},
+        },
+    }

@@ -25,9 +25,11 @@ from pydantic import Field
 
 from intermodal.charts.figures import grouped_bars
 from intermodal.charts.html import Section, paragraph
+from intermodal.charts.pid import agreement_table
 from intermodal.charts.run import RunData
 from intermodal.estimators.pid_batch import block_pid
 from intermodal.estimators.stats import BlockEstimates, Keyed
+from intermodal.measures.agreement import AGREEMENT, agreement_records
 from intermodal.measures.base import (
     BatchOperator,
     FitSample,
@@ -354,7 +356,8 @@ class PIDBatch(Measure):
     def finalize(self, job: JobConfig, partial: Any, summaries: Any) -> list[dict]:
         """Per target (``label``, ``pred``) and pair ``a,b`` the terms R, U1, U2, S in bits:
         statistic ``pid``, the mean of the block estimates with its standard error across
-        blocks; ``n`` is the rows scored."""
+        blocks; ``n`` is the rows scored. With both targets, per pair the agreement ``alpha`` of
+        the model's PID with the labels' (``agreement_records``)."""
         records = []
         items: dict[Any, BlockEstimates] = partial.items if partial is not None else {}
         for (target, (a, b)), estimates in sorted(items.items()):
@@ -376,7 +379,7 @@ class PIDBatch(Measure):
                         target=target,
                     )
                 )
-        return records
+        return records + agreement_records(self.name, records)
 
     def report(self, run: RunData) -> Section | None:
         if run.rows(self.name, None, "pid").is_empty():
@@ -399,6 +402,7 @@ class PIDBatch(Measure):
                 )
         for (a, b), series in series_by_pair.items():
             parts.append(grouped_bars(PID_TERMS, series, f"PID BATCH of ({a}, {b})", "bits"))
+        parts.append(agreement_table(run, self.name, AGREEMENT))
         return Section("PID (BATCH)", "".join(parts))
 
 

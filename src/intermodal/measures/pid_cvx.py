@@ -29,11 +29,12 @@ from pydantic import Field
 
 from intermodal import storage
 from intermodal.charts.html import Section, html_table, paragraph
-from intermodal.charts.pid import pid_bars
+from intermodal.charts.pid import agreement_table, pid_bars
 from intermodal.charts.run import RunData
 from intermodal.estimators.discretize import Codebook, CodebookConfig, fit_codebook
 from intermodal.estimators.pid_cvx import pid_from_joint
 from intermodal.estimators.stats import JointCounts, Keyed, grouped_counts
+from intermodal.measures.agreement import AGREEMENT, agreement_records
 from intermodal.measures.base import (
     BatchOperator,
     FitSample,
@@ -311,7 +312,8 @@ class PIDCVX(Measure):
         statistic ``pid`` (bits; ``n`` rows counted); per target, pair and group statistic
         ``codes_information`` (I of the counts, bits) and per target and pair, whole dataset
         only, ``feature_information`` (the classifier's held-out estimate on the features,
-        bits; ``n`` held-out rows, ``stderr`` over them)."""
+        bits; ``n`` held-out rows, ``stderr`` over them). With both targets, per pair and group
+        the agreement ``alpha`` of the model's PID with the labels' (``agreement_records``)."""
         records = [
             global_record(
                 self.name,
@@ -357,7 +359,7 @@ class PIDCVX(Measure):
                     target=target,
                 )
             )
-        return records
+        return records + agreement_records(self.name, records)
 
     def report(self, run: RunData) -> Section | None:
         if run.rows(self.name, None).is_empty():
@@ -367,6 +369,7 @@ class PIDCVX(Measure):
             "model's predictions (data vs model), for the whole dataset and per group column."
         )
         body = paragraph(text) + "".join(pid_bars(run, self.name, "bits"))
+        body += agreement_table(run, self.name, AGREEMENT)
         return Section("PID (CVX)", body + self._information_table(run))
 
     def _information_table(self, run: RunData) -> str:
