@@ -72,7 +72,7 @@ def all_measures_run(tmp_path_factory: pytest.TempPathFactory) -> str:
             "intershap": {"background_size": 8},
             "pid_cvx": {"n_clusters": 4, "fit_rows": 2000},
             "lsmi": {
-                "folds": 2,
+                "folds": 3,
                 "fit_rows": 2000,
                 "classifier": {"hidden": 16, "epochs": 3, "lr": 1e-2},
                 "entropy": {"n_components": 2, "epochs": 2, "lr": 1e-2},
@@ -80,7 +80,7 @@ def all_measures_run(tmp_path_factory: pytest.TempPathFactory) -> str:
             "pid_batch": {
                 "block_size": 256,
                 "epochs": 1,
-                "folds": 2,
+                "folds": 3,
                 "fit_rows": 2000,
                 "classifier": {"hidden": 16, "epochs": 3, "lr": 1e-2},
             },

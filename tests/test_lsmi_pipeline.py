@@ -253,7 +253,7 @@ def test_encoder_features_feed_the_entropy_models_and_classifiers(tmp_path) -> N
             },
             "lsmi": {
                 "features": "encoder",
-                "folds": 2,
+                "folds": 3,
                 "classifier": {"hidden": 8, "epochs": 2},
                 "entropy": {"n_components": 2, "epochs": 2},
             },

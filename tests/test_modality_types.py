@@ -14,9 +14,10 @@ import torch
 
 from intermodal.measures import parse_config
 from intermodal.operators.context import as_tensors, modality_arrays, zero_arrays
+from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.score import run_score
 from intermodal.schemas.config import ConfigError
-from intermodal.schemas.tables import length_column
+from intermodal.schemas.tables import PID_TERMS, length_column
 from intermodal.schemas.validation import validate_rows
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.tokens import MARKER, TokenXORSpec, generate_token_xor
@@ -216,3 +217,34 @@ def test_preprocessing_runs_where_rows_are_read_and_rejects_the_rows_it_fails_on
     )
     with pytest.raises(ValueError, match=r"model.preprocess '.*split_token_text' failed on each"):
         run_score(parse_config(broken), progress=lambda _: None)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_lsmi_and_pid_batch_read_token_ids_through_the_models_encoder(tmp_path) -> None:
+    """On token XOR the model's encoder makes each modality one bit: LSMI and PID BATCH on
+    those encoder features find synergy the largest term."""
+    table = generate_token_xor(TokenXORSpec(n_samples=2400, max_tokens=12, seed=6))
+    data = tmp_path / "data"
+    write_table_shards(table, str(data), n_shards=2)
+    tokens = {"name": "text", "shape": [None], "dtype": "int64", "max_length": 12}
+    job = {
+        **_token_job(data, tmp_path / "run", tokens),
+        "measures": ["lsmi", "pid_batch"],
+        "lsmi": {"features": "encoder", "folds": 3, "classifier": {"batch_size": 32, "lr": 0.01}},
+        "pid_batch": {
+            "features": "encoder",
+            "epochs": 5,
+            "folds": 3,
+            "classifier": {"batch_size": 32, "lr": 0.01},
+        },
+    }
+    run_score(parse_config(job), progress=lambda _: None)
+    glob = pl.from_arrow(run_aggregate(job["output"], progress=lambda _: None)).filter(
+        (pl.col("group_by") == "") & (pl.col("target") == "label")
+    )
+    for measure, statistic in (("lsmi", "adjusted_mean"), ("pid_batch", "pid")):
+        terms = glob.filter((pl.col("measure") == measure) & (pl.col("statistic") == statistic))
+        values = dict(zip(terms["term"], terms["value"], strict=True))
+        assert max(PID_TERMS, key=values.__getitem__) == "S", (measure, values)
+    with pytest.raises(ConfigError, match=r"pid_batch\.features 'encoder' needs a model"):
+        parse_config({**job, "model": None, "measures": ["pid_batch"]})

@@ -114,7 +114,12 @@ def test_global_pid_equals_one_pass_over_the_scores(tmp_path) -> None:
     assert "intershap_local" in scores.columns and "pred" in scores.columns
     everything = _global(out)
     assert set(everything["measure"]) == {"pid_cvx"}
-    assert set(everything["statistic"]) == {"pid", "codes_information", "feature_information"}
+    assert set(everything["statistic"]) == {
+        "pid",
+        "codes_information",
+        "feature_information",
+        "alpha",
+    }
     table = everything.filter(pl.col("statistic") == "pid")
     assert set(table["target"]) == {"label", "pred"}
     checked = 0

@@ -129,7 +129,7 @@ def require_float_features(job: JobConfig, measure: str, reads: str) -> None:
         raise ValueError(
             f"measure '{measure}' {reads}, which needs fixed-size float modalities; "
             f"{', '.join(others)} are not: score them through the model's encoder features "
-            "(intershap, or lsmi with features: encoder), or give this measure float "
+            "(intershap, or lsmi or pid_batch with features: encoder), or give this measure float "
             "features of them (e.g. embeddings written by your encoder)"
         )
 

@@ -83,9 +83,14 @@ from intermodal.models.classifiers import (
     train_classifiers,
     train_folded,
 )
-from intermodal.models.protocol import MultimodalModel, build_model
 from intermodal.models.training import CPU, fit_device
-from intermodal.operators.context import BatchContext, SharedModel, as_tensors, modality_arrays
+from intermodal.operators.context import (
+    BatchContext,
+    SharedModel,
+    encoded_features,
+    job_model,
+    modality_arrays,
+)
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.legacy import upgrade_legacy_global
 from intermodal.schemas.tables import (
@@ -110,9 +115,6 @@ def probability_column(class_index: int) -> str:
     """Score column of the model's probability of a class with every modality
     (``classifiers: model``)."""
     return f"lsmi_proba_{class_index}"
-
-
-ENCODE_CHUNK_ROWS = 4096
 
 
 class LSMIEntropyConfig(Strict):
@@ -158,7 +160,9 @@ class LSMIConfig(Strict):
     classifiers: Literal["crossfit", "model"] = "crossfit"
     # inputs: the modality columns; encoder: the configured model's encode(name, x) outputs
     features: Literal["inputs", "encoder"] = "inputs"
-    folds: int = Field(default=5, ge=2, le=50)  # cross-fitting: no row scored by its own fit
+    # cross-fitting: no row scored by its own fit; model k trains on the folds other than k and
+    # k + 1 (its early-stopping rows), so 2 folds would leave it nothing to train on
+    folds: int = Field(default=5, ge=3, le=50)
     fit_rows: int = Field(default=100_000, ge=10)
     seed: int = 0
     classifier: ClassifierConfig = ClassifierConfig()
@@ -172,28 +176,6 @@ class LSMIArtifacts:
     log_prior: np.ndarray  # [C]
     folds: int
     seed: int
-
-
-def lsmi_features(
-    job: JobConfig,
-    values: dict[str, np.ndarray],
-    model: MultimodalModel | None,
-    device: torch.device = CPU,
-) -> dict[str, np.ndarray]:
-    """``{modality: [n, f] float32}``: the modality values, or with a ``model`` (on ``device``)
-    its ``encode(name, x)`` flattened, in chunks of ``ENCODE_CHUNK_ROWS`` rows."""
-    if model is None:
-        return values
-    n_rows = len(values[job.modalities[0].name])
-    n_chunks = max(1, -(-n_rows // ENCODE_CHUNK_ROWS))
-    chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in job.modalities}
-    with torch.no_grad():
-        for rows in np.array_split(np.arange(n_rows), n_chunks):
-            inputs = as_tensors(job, {key: array[rows] for key, array in values.items()}, device)
-            for name, x in inputs.items():
-                encoded = model.encode(name, x).reshape(len(rows), -1)  # type: ignore[union-attr]
-                chunks[name].append(encoded.float().cpu().numpy())
-    return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
 def entropy_part(
@@ -341,12 +323,6 @@ class LSMI(Measure):
 
     # --- fitting -----------------------------------------------------------------------------
 
-    def _feature_model(self, job: JobConfig) -> MultimodalModel | None:
-        if self.options(job).features != "encoder" or job.model is None:
-            return None
-        model = job.model
-        return build_model(model.factory, model.kwargs, model.weights, job.modality_names)
-
     def fit_sample(self, job: JobConfig) -> FitSample:
         settings = self.options(job)
         return FitSample(settings.fit_rows, settings.seed, settings.folds * 2, "LSMI")
@@ -362,7 +338,8 @@ class LSMI(Measure):
     ) -> None:
         settings = self.options(job)
         progress(f"[lsmi] fitting on {sample.num_rows} sampled rows, {settings.folds} folds")
-        features = lsmi_features(job, modality_arrays(job, sample), self._feature_model(job))
+        encoder = job_model(job) if settings.features == "encoder" else None
+        features = encoded_features(job, modality_arrays(job, sample), encoder)
         labels = sample.column(LABEL).to_numpy()
         folds = fold_of(sample.column(SAMPLE_ID), settings.folds, settings.seed)
         own_settings = {"space", "resolution"}  # of the posterior space, not of KNIFE
@@ -509,7 +486,7 @@ class LSMI(Measure):
             }
 
         def score(context: BatchContext) -> dict[str, Any]:
-            features = lsmi_features(job, context.values, encoder, shared.device)
+            features = encoded_features(job, context.values, encoder, shared.device)
             entropy = {
                 name: model.entropy(features[name]) for name, model in artifacts.entropy.items()
             }

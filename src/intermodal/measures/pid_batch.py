@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,7 @@ from intermodal.measures.base import (
     FitSample,
     FitWorkers,
     Measure,
+    Needs,
     Progress,
     global_record,
     require_float_features,
@@ -59,14 +60,14 @@ from intermodal.models.classifiers import (
     train_classifiers,
 )
 from intermodal.models.pid_batch import EncoderTraining, LabelEncoder, blocks, train_encoders
-from intermodal.models.protocol import build_model
 from intermodal.models.training import CPU, fit_device
 from intermodal.operators.context import (
     BatchContext,
     SharedModel,
-    as_tensors,
+    encoded_features,
+    job_model,
     modality_arrays,
-    predicted_classes,
+    predicted_rows,
 )
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.tables import LABEL, PID_TARGETS, PID_TERMS, SAMPLE_ID, modality_pairs
@@ -98,7 +99,10 @@ class PIDBatchConfig(Strict):
     # training backpropagates through this many last iterations, started from the converged
     # scaling (None: through every iteration, as the paper's code does; same values, slower)
     sinkhorn_grad_iters: int | None = Field(default=1, ge=1)
-    folds: int = Field(default=5, ge=2, le=50)
+    folds: int = Field(default=5, ge=3, le=50)  # as lsmi.folds: 3 at least
+    # inputs: the modality columns; encoder: the configured model's encode(name, x) outputs
+    # (what a model reading raw images or token ids makes of them)
+    features: Literal["inputs", "encoder"] = "inputs"
     fit_rows: int = Field(default=100_000, ge=16)
     seed: int = 0
     classifier: ClassifierConfig = ClassifierConfig()
@@ -127,21 +131,6 @@ def encoder_part(
     )
 
 
-def _predictions(job: JobConfig, rows: pa.Table) -> np.ndarray:
-    """The configured model's predicted class ``[n]`` for normalised rows, in batches."""
-    assert job.model is not None
-    settings = job.model
-    model = build_model(settings.factory, settings.kwargs, settings.weights, job.modality_names)
-    size = job.compute.batch_size
-    parts = [
-        predicted_classes(
-            model, as_tensors(job, modality_arrays(job, rows.slice(start, size)), CPU)
-        )
-        for start in range(0, rows.num_rows, size)
-    ]
-    return np.concatenate(parts)
-
-
 class PIDBatch(Measure):
     name = "pid_batch"
     section = "pid_batch"
@@ -151,7 +140,13 @@ class PIDBatch(Measure):
     def check(self, job: JobConfig) -> None:
         if job.label_column is None:
             raise ValueError("measure 'pid_batch' needs label_column")
-        require_float_features(job, self.name, "trains its encoders on the modality values")
+        if self.options(job).features == "inputs":
+            require_float_features(job, self.name, "trains its encoders on the modality values")
+        elif job.model is None:
+            raise ValueError("pid_batch.features 'encoder' needs a model")
+
+    def needs(self, job: JobConfig) -> Needs:
+        return Needs(model=self.options(job).features == "encoder")
 
     def fields(self, job: JobConfig) -> list[pa.Field]:
         pairs = modality_pairs(job.modality_names)
@@ -181,7 +176,7 @@ class PIDBatch(Measure):
 
     def fit_key(self, job: JobConfig) -> dict:
         settings = self.options(job).model_dump(mode="json")
-        if job.model is not None:  # model PID is fitted on its predictions
+        if job.model is not None:  # model PID (and encoder features) are fitted with the model
             settings["model"] = job.model.model_dump(mode="json")
         return settings
 
@@ -190,13 +185,14 @@ class PIDBatch(Measure):
     ) -> None:
         settings = self.options(job)
         progress(f"[pid_batch] fitting on {sample.num_rows} sampled rows")
-        features = modality_arrays(job, sample)
+        encoder = job_model(job) if settings.features == "encoder" else None
+        features = encoded_features(job, modality_arrays(job, sample), encoder)
         folds = fold_of(sample.column(SAMPLE_ID), settings.folds, settings.seed)
         training = training_settings(ClassifierTraining, settings.classifier, seed=settings.seed)
         targets = {"label": sample.column(LABEL).to_numpy()}
         if job.model is not None:
             progress("[pid_batch] model predictions of the sample (model PID)")
-            targets["pred"] = _predictions(job, sample)
+            targets["pred"] = predicted_rows(job, sample)
         encoder_training = training_settings(EncoderTraining, settings)
         shared_features = workers.share(features)
         classifiers, encoders = {}, {}
@@ -254,8 +250,12 @@ class PIDBatch(Measure):
         """The fitted models per target (``label``, and ``pred`` with a model), on ``device``."""
         settings = self.options(job)
         folder = self.folder(job)
-        sizes = {m.name: m.size for m in job.modalities}
         classifier_states = load_classifier_states(job.output, f"{folder}/{CLASSIFIER_INDEX}")
+        # each modality's feature width (its values', or its encoder outputs'), as its own
+        # classifier was fitted on them: FoldedMLP's ``mean`` is [in]
+        sizes = {
+            name: classifier_states[f"label/{name}"]["mean"].shape[0] for name in job.modality_names
+        }
         encoder_states = load_state(f"{folder}/encoders.pt")
         targets = {}
         for target in job.targets:
@@ -288,10 +288,11 @@ class PIDBatch(Measure):
         settings = self.options(job)
         fitted = self.load(job, shared.device)
         keys = classifier_keys(job.modality_names)
+        encoder = shared.require_model() if settings.features == "encoder" else None
 
         @torch.no_grad()
         def score(context: BatchContext) -> dict[str, Any]:
-            features = context.values
+            features = encoded_features(job, context.values, encoder, shared.device)
             n_rows = context.num_rows
             folds = fold_of(context.batch.column(SAMPLE_ID), settings.folds, settings.seed)
             ids = context.batch.column(SAMPLE_ID).combine_chunks()

@@ -51,14 +51,10 @@ from intermodal.models.pid_codes import (
     feature_information,
     fit_joint_codebooks,
 )
-from intermodal.models.protocol import build_model
-from intermodal.models.training import CPU
 from intermodal.operators.context import (
     BatchContext,
     SharedModel,
-    as_tensors,
-    modality_arrays,
-    predicted_classes,
+    predicted_rows,
 )
 from intermodal.schemas.config import JobConfig, Strict
 from intermodal.schemas.tables import LABEL, PID_TERMS, modality_pairs, modality_values
@@ -110,21 +106,6 @@ class PIDConfig(Strict):
     encoders: PIDEncoderConfig = PIDEncoderConfig()
 
 
-def _predictions(job: JobConfig, rows: pa.Table) -> np.ndarray:
-    """The configured model's predicted class ``[n]`` for normalised rows, in batches."""
-    assert job.model is not None
-    settings = job.model
-    model = build_model(settings.factory, settings.kwargs, settings.weights, job.modality_names)
-    size = job.compute.batch_size
-    parts = [
-        predicted_classes(
-            model, as_tensors(job, modality_arrays(job, rows.slice(start, size)), CPU)
-        )
-        for start in range(0, rows.num_rows, size)
-    ]
-    return np.concatenate(parts) if parts else np.empty(0, np.int64)
-
-
 class PIDCVX(Measure):
     name = "pid_cvx"
     section = "pid_cvx"
@@ -174,7 +155,7 @@ class PIDCVX(Measure):
             targets[LABEL] = column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
         if job.model is not None:
             progress(f"[pid_cvx] model predictions of the {sample.num_rows} sampled rows")
-            targets["pred"] = _predictions(job, sample)
+            targets["pred"] = predicted_rows(job, sample)
         return known, {target: values[known] for target, values in targets.items()}
 
     def fit(

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.optim import Adam
 
+from intermodal.models.protocol import ModalityInput, map_rows
 from intermodal.progress import Progress, print_progress
 
 
@@ -80,7 +81,7 @@ class TrainResult:
     seconds: float
 
 
-def _accuracy(model: nn.Module, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> float:
+def _accuracy(model: nn.Module, inputs: Mapping[str, ModalityInput], labels: torch.Tensor) -> float:
     with torch.no_grad():
         return float((model(inputs).argmax(dim=-1) == labels).float().mean())
 
@@ -97,9 +98,19 @@ def adam(parameters: Iterable[nn.Parameter], lr: float, weight_decay: float = 0.
     return Adam(parameters, lr=lr, weight_decay=weight_decay, fused=True)
 
 
+def _training_tensor(x: np.ndarray | Mapping[str, np.ndarray]) -> ModalityInput:
+    """A modality's training input as the model receives it: floats as float32, other types
+    (token ids, masks, uint8 pixels) as they are; a mapping (values and mask) per key."""
+    if isinstance(x, Mapping):
+        return {key: _training_tensor(value) for key, value in x.items()}  # type: ignore[misc]
+    dtype = np.float32 if np.asarray(x).dtype.kind == "f" else None
+    # Arrow-backed arrays are read-only; torch wants writable memory (copies only then)
+    return torch.from_numpy(np.require(x, dtype, ["C", "W"]))
+
+
 def train_classifier(
     model: nn.Module,
-    inputs: Mapping[str, np.ndarray],
+    inputs: Mapping[str, np.ndarray | Mapping[str, np.ndarray]],
     labels: np.ndarray,
     config: TrainConfig = TrainConfig(),
     progress: Progress = print_progress,
@@ -109,18 +120,15 @@ def train_classifier(
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    # Arrow-backed arrays are read-only; torch wants writable memory (copies only then)
-    tensors = {
-        name: torch.from_numpy(np.require(x, np.float32, ["C", "W"])) for name, x in inputs.items()
-    }
+    tensors = {name: _training_tensor(x) for name, x in inputs.items()}
     targets = torch.from_numpy(np.require(labels, np.int64, ["C", "W"]))
     n = len(targets)
     order = torch.randperm(n, generator=generator)
     n_validation = int(n * config.validation_fraction)
     validation, train = order[:n_validation], order[n_validation:]
 
-    def subset(rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: x[rows] for name, x in tensors.items()}
+    def subset(rows: torch.Tensor) -> dict[str, ModalityInput]:
+        return {name: map_rows(lambda t: t[rows], x) for name, x in tensors.items()}
 
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()

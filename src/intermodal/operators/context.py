@@ -19,6 +19,7 @@ import torch
 
 from intermodal.estimators.coalitions import full_coalition
 from intermodal.models.protocol import ModalityInput, MultimodalModel, build_model
+from intermodal.models.training import CPU
 from intermodal.operators.coalitions import CoalitionValues
 from intermodal.operators.device import select_device
 from intermodal.schemas.config import JobConfig
@@ -74,6 +75,58 @@ def predicted_classes(model: MultimodalModel, inputs: Mapping[str, ModalityInput
     """``[n]`` int64: the class the model predicts from every modality."""
     logits = model.fuse({m: model.encode(m, x) for m, x in inputs.items()})
     return logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
+
+
+def job_model(job: JobConfig) -> MultimodalModel:
+    """The configured model, built with its kwargs and weights (on the CPU)."""
+    if job.model is None:
+        raise ValueError("this step needs a configured model")
+    settings = job.model
+    return build_model(settings.factory, settings.kwargs, settings.weights, job.modality_names)
+
+
+def predicted_rows(job: JobConfig, rows: pa.Table) -> np.ndarray:
+    """The configured model's predicted class ``[n]`` for normalised rows, in batches of
+    ``compute.batch_size`` (fits that need the model's predictions of their sample)."""
+    model, size = job_model(job), job.compute.batch_size
+    parts = [
+        predicted_classes(
+            model, as_tensors(job, modality_arrays(job, rows.slice(start, size)), CPU)
+        )
+        for start in range(0, rows.num_rows, size)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
+ENCODE_CHUNK_ROWS = 4096  # rows per encode call: bounded memory for wide encoder outputs
+
+
+def encoded_features(
+    job: JobConfig,
+    arrays: Mapping[str, np.ndarray],
+    model: MultimodalModel | None,
+    device: torch.device = CPU,
+) -> dict[str, np.ndarray]:
+    """``{modality: [n, f] float32}``: with a ``model`` (on ``device``) its ``encode(name, x)``
+    of ``modality_arrays`` flattened per row, in chunks of ``ENCODE_CHUNK_ROWS`` rows; without
+    one, the modality values themselves (measures with ``features: inputs``)."""
+    if model is None:
+        return {m.name: arrays[m.name] for m in job.modalities}
+    n_rows = len(arrays[job.modalities[0].name])
+    n_chunks = max(1, -(-n_rows // ENCODE_CHUNK_ROWS))
+    chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in job.modalities}
+    with torch.no_grad():
+        for rows in np.array_split(np.arange(n_rows), n_chunks):
+            inputs = as_tensors(job, {key: array[rows] for key, array in arrays.items()}, device)
+            for name, x in inputs.items():
+                encoded = model.encode(name, x)
+                if not isinstance(encoded, torch.Tensor):
+                    raise ValueError(
+                        f"encoder features: encode('{name}', x) returned "
+                        f"{type(encoded).__name__}, not one tensor per row"
+                    )
+                chunks[name].append(encoded.reshape(len(rows), -1).float().cpu().numpy())
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
 class SharedModel:

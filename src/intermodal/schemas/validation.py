@@ -301,7 +301,13 @@ def _preprocess_rows(
     missing = sorted(set(raw) - set(output))
     if missing:
         raise ValueError(f"model.preprocess returned no values for modalities {missing}")
-    return {name: preprocessed_column(output[name], n_rows, name) for name in raw}
+    columns = {name: preprocessed_column(output[name], n_rows, name) for name in raw}
+    for name, column in columns.items():
+        if values_per_row(column.type) is None:
+            raise ValueError(
+                f"model.preprocess returned {column.type} for modality '{name}', not numbers"
+            )
+    return columns
 
 
 def _preprocessed(

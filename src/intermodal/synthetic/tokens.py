@@ -43,13 +43,7 @@ def generate_token_xor(spec: TokenXORSpec) -> pa.Table:
     rng = np.random.default_rng(spec.seed)
     text_bit = rng.integers(0, 2, spec.n_samples)
     flag_bit = rng.integers(0, 2, spec.n_samples)
-    lengths = rng.integers(3, spec.max_tokens + 1, spec.n_samples)
-    texts = []
-    for length, has_marker in zip(lengths, text_bit, strict=True):
-        tokens = rng.integers(2, spec.vocab, length)
-        if has_marker:
-            tokens[rng.integers(0, length)] = MARKER
-        texts.append(tokens.tolist())
+    texts = token_texts(rng, text_bit, spec.vocab, spec.max_tokens)
     one_value = pa.list_(pa.float32())
     return pa.table(
         {
@@ -61,6 +55,20 @@ def generate_token_xor(spec: TokenXORSpec) -> pa.Table:
             "text_bit": pa.array(text_bit[:, None].astype(np.float32).tolist(), one_value),
         }
     )
+
+
+def token_texts(
+    rng: np.random.Generator, bits: np.ndarray, vocab: int, max_tokens: int
+) -> list[list[int]]:
+    """One token-id list per bit, 3 to ``max_tokens`` ids from ``[2, vocab)``, ``MARKER`` at a
+    random step exactly where the bit is set."""
+    texts = []
+    for length, has_marker in zip(rng.integers(3, max_tokens + 1, len(bits)), bits, strict=True):
+        tokens = rng.integers(2, vocab, length)
+        if has_marker:
+            tokens[rng.integers(0, length)] = MARKER
+        texts.append(tokens.tolist())
+    return texts
 
 
 def split_token_text(columns: dict[str, pa.Array], separator: str = " ") -> dict[str, object]:
