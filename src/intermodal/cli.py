@@ -11,6 +11,7 @@ import polars as pl
 import pyarrow as pa
 
 from intermodal.cluster import RayStartError
+from intermodal.cluster.resources import NodesDidNotArrive
 from intermodal.schemas.config import ConfigError
 from intermodal.schemas.validation import InputSchemaError
 from intermodal.validation.suites import SUITES
@@ -333,7 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args) or 0
-    except (ConfigError, InputSchemaError, FileNotFoundError, ValueError, RayStartError) as error:
+    except (
+        ConfigError,
+        InputSchemaError,
+        FileNotFoundError,
+        ValueError,
+        RayStartError,
+        NodesDidNotArrive,
+    ) as error:
         print(f"intermodal {args.command}: error: {error}", file=sys.stderr)
         return 2
 
