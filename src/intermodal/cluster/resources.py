@@ -150,7 +150,10 @@ def actor_bundle(compute: ComputeConfig) -> dict[str, float]:
 
 def actor_pool(compute: ComputeConfig, reach: ClusterReach | None = None) -> Pool:
     """The score actors: a fixed size, the configured range, or for ``auto`` from 1 up to what
-    the reachable cluster's CPUs (less those reads and writes need) and GPUs hold."""
+    the reachable cluster's CPUs (less those reads and writes need) and GPUs hold. On an
+    autoscaling cluster ``auto`` starts at that bound: Ray Data adds actors only where the
+    nodes alive have room and never asks the autoscaler for more (Ray 2.60), so a pool started
+    small would stay within the nodes alive at its start."""
     if isinstance(compute.actors, int):
         return Pool(compute.actors, compute.actors, compute.actors)
     if isinstance(compute.actors, ActorRange):
@@ -161,7 +164,10 @@ def actor_pool(compute: ComputeConfig, reach: ClusterReach | None = None) -> Poo
     most = (total_cpus - free_cpus_needed(total_cpus)) / compute.cpus_per_actor
     if compute.gpus_per_actor > 0:
         most = min(most, reach.total("GPU") / compute.gpus_per_actor)
-    return Pool(1, None if math.isinf(most) else max(1, int(most)), 1)
+    if math.isinf(most):
+        return Pool(1, None, 1)
+    largest = max(1, int(most))
+    return Pool(1, largest, largest if reach.autoscaling else 1)
 
 
 def _fits(shape: Mapping[str, float], bundle: Mapping[str, float]) -> bool:
@@ -276,7 +282,8 @@ def wait_for_pool(compute: ComputeConfig, reach: ClusterReach, progress: Progres
         return
     bundle = actor_bundle(compute)
     needed = actor_pool(compute, reach).smallest
-    started = last_report = time.monotonic()
+    started = time.monotonic()
+    last_report = -math.inf
     while (missing := needed - _actors_that_fit(_alive_nodes(), bundle)) > 0:
         waited = time.monotonic() - started
         what = "a GPU" if bundle["GPU"] > 0 else f"{bundle['CPU']:g} CPUs"
@@ -287,7 +294,7 @@ def wait_for_pool(compute: ComputeConfig, reach: ClusterReach, progress: Progres
                 f"{compute.wait_for_nodes_seconds:g}; check `ray status` for nodes that fail "
                 "to start, or raise the limit"
             )
-        if waited == 0 or time.monotonic() - last_report >= REPORT_SECONDS:
+        if time.monotonic() - last_report >= REPORT_SECONDS:
             last_report = time.monotonic()
             progress(
                 f"[cluster] waiting for nodes with {what} for {missing} score actor(s): "
