@@ -6,27 +6,17 @@ start, lands on GPU nodes (the manifest says where) and scores or rejects every 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from jobs import script_result  # tests/jobs.py
 
 SCRIPT = Path(__file__).with_name("autoscaling_job.py")
 
 
 @pytest.mark.slow
 def test_a_gpu_pool_waits_for_the_autoscaler_and_grows_with_it(tmp_path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = script_result(SCRIPT, tmp_path, timeout=400)
     refusal = result["refusal"]
     errors = [line for line in refusal["lines"] if line.startswith("intermodal score: error:")]
     assert refusal["code"] == 2 and refusal["seconds"] < 10
