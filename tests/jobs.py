@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +29,17 @@ def xor_function_job(input_uri: str | Path, output: str | Path, **settings: Any)
         },
         **settings,
     }
+
+
+def script_result(script: Path, work: Path, timeout: int) -> dict[str, Any]:
+    """Run a test script (a cluster of its own needs a process of its own) with ``work`` as
+    its folder; the JSON of its last line of output."""
+    done = subprocess.run(
+        [sys.executable, str(script), str(work)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

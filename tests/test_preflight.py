@@ -21,7 +21,14 @@ import yaml
 from jobs import xor_function_job  # tests/jobs.py
 
 from intermodal.cli import main
-from intermodal.cluster.resources import actor_pool, check_compute
+from intermodal.cluster.resources import (
+    ClusterReach,
+    NodeType,
+    Pool,
+    actor_pool,
+    check_compute,
+    launcher_node_types,
+)
 from intermodal.models.fcnn import build_fcnn
 from intermodal.pipelines import score
 from intermodal.schemas.config import ComputeConfig
@@ -226,10 +233,10 @@ def test_a_ray_that_cannot_start_or_be_reached_is_one_line(tmp_path, failure: st
 @pytest.mark.usefixtures("ray_session")
 def test_the_actor_pool_follows_the_cluster() -> None:
     """The session's Ray has 2 CPUs and no GPU; one CPU stays free for reads and writes."""
-    assert actor_pool(ComputeConfig()) == (1, 1)  # auto, one CPU per actor
-    assert actor_pool(ComputeConfig(cpus_per_actor=0.5)) == (1, 2)
-    assert actor_pool(ComputeConfig(actors={"min": 1, "max": 3})) == (1, 3)
-    assert actor_pool(ComputeConfig(actors=2)) == (2, 2)
+    assert actor_pool(ComputeConfig()) == Pool(1, 1, 1)  # auto, one CPU per actor
+    assert actor_pool(ComputeConfig(cpus_per_actor=0.5)) == Pool(1, 2, 1)
+    assert actor_pool(ComputeConfig(actors={"min": 1, "max": 3})) == Pool(1, 3, 1)
+    assert actor_pool(ComputeConfig(actors=2)) == Pool(2, 2, 2)
     check_compute(ComputeConfig(actors={"min": 1, "max": 2}, cpus_per_actor=0.5))
     with pytest.raises(ValueError, match=r"compute.actors \(at most\)"):
         check_compute(ComputeConfig(actors={"min": 1, "max": 3}, cpus_per_actor=0.5))
@@ -272,3 +279,33 @@ def test_without_a_terminal_scoring_logs_a_line_of_rows_scored(tmp_path, monkeyp
         time.sleep(0.4)
     assert lines and lines[-1].startswith("[score] 500 of 1,000 rows scored (50%), ")
     assert lines[-1].endswith(" rows/s")
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_an_elastic_pool_starts_at_its_initial_size() -> None:
+    pool = actor_pool(ComputeConfig(actors={"min": 1, "max": 4, "initial": 3}))
+    assert pool == Pool(1, 4, 3)
+    with pytest.raises(ValueError, match=r"initial \(5\) must lie between min \(1\) and max"):
+        ComputeConfig(actors={"min": 1, "max": 4, "initial": 5})
+
+
+def test_node_types_come_from_the_cluster_launchers_config(tmp_path) -> None:
+    """The autoscaler's own YAML: worker types with their resources and maximum counts, the
+    head type left out (it is alive), and the cluster's max_workers capping every type."""
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        "max_workers: 3\nhead_node_type: head\navailable_node_types:\n"
+        "  head: {resources: {CPU: 2}, max_workers: 0}\n"
+        "  gpu: {resources: {CPU: 4, GPU: 1}, min_workers: 0, max_workers: 8}\n"
+    )
+    (gpu,) = launcher_node_types(config)
+    assert gpu == NodeType("gpu", {"CPU": 4.0, "GPU": 1.0}, 3.0)
+    reach = ClusterReach([{"CPU": 2.0, "node:__internal_head__": 1.0}], [gpu], autoscaling=True)
+    assert reach.total("CPU") == 14 and reach.total("GPU") == 3
+    pool = actor_pool(ComputeConfig(gpus_per_actor=1), reach)
+    assert pool == Pool(1, 3, 1)  # auto: as many as the GPUs the cluster can grow to
+    check_compute(ComputeConfig(gpus_per_actor=1, actors=3), reach)
+    with pytest.raises(ValueError, match=r"compute.gpus_per_actor = 2: no node of this cluster"):
+        check_compute(ComputeConfig(gpus_per_actor=2), reach)
+    with pytest.raises(ValueError, match=r"compute.fit.cpus = 8: no node"):
+        check_compute(ComputeConfig(fit={"cpus": 8}), reach)

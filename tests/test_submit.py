@@ -123,6 +123,35 @@ def test_a_submitted_job_scores_as_a_local_run(head, tmp_path, capsys) -> None:
     assert (tmp_path / "cluster" / "global" / "intershap.parquet").exists()
 
 
+MODEL_MODULE = """
+from intermodal.synthetic.hdxor import xor_function_model
+
+
+def make(**kwargs):
+    return xor_function_model(**kwargs)
+"""
+
+
+def test_a_model_module_travels_in_the_working_dir(head, tmp_path, capsys) -> None:
+    """The model's module exists only in ``--working-dir`` (not on this process's path nor the
+    cluster's): the job's preflight imports it on the driver and on a worker, and scores."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "scorer_model.py").write_text(MODEL_MODULE)
+    data = tmp_path / "data"
+    write_table_shards(generate(HDXORSpec(n_samples=400, seed=5)), str(data), 2)
+    job = xor_function_job(
+        data, tmp_path / "run", measures=["intershap"], intershap={"background_size": 8}
+    )
+    job["model"]["factory"] = "scorer_model:make"
+    config_file = tmp_path / "job.yaml"
+    config_file.write_text(dump_config(parse_config(job)))
+    arguments = ["submit", str(config_file), "--address", head, "--no-aggregate"]
+    assert main([*arguments, "--working-dir", str(code), "--env", "INTERMODAL_TEST=1"]) == 0
+    assert "400 rows scored, 0 rejected" in capsys.readouterr().out
+    assert pl.read_parquet(tmp_path / "run" / "scores").height == 400
+
+
 def test_a_bad_config_is_refused_before_submission(tmp_path, capsys) -> None:
     config_file = tmp_path / "job.yaml"
     config_file.write_text("dataset: x\nnum_classes: 1\n")

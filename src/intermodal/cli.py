@@ -11,6 +11,7 @@ import polars as pl
 import pyarrow as pa
 
 from intermodal.cluster import RayStartError
+from intermodal.cluster.resources import NodesDidNotArrive
 from intermodal.schemas.config import ConfigError
 from intermodal.schemas.validation import InputSchemaError
 from intermodal.validation.suites import SUITES
@@ -56,12 +57,32 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from intermodal.cluster.submit import submit
+    from intermodal.cluster.submit import JobEnvironment, submit
     from intermodal.measures import load_config
 
     config = load_config(args.config)  # a bad config fails here, before the cluster sees it
-    _, status = submit(config, args.address, wait=not args.no_wait, aggregate=not args.no_aggregate)
+    environment = JobEnvironment.from_file(
+        args.runtime_env,
+        working_dir=args.working_dir,
+        py_modules=args.py_modules,
+        pip=args.pip,
+        env_vars=dict(_key_value(pair) for pair in args.env),
+    )
+    _, status = submit(
+        config,
+        args.address,
+        wait=not args.no_wait,
+        aggregate=not args.no_aggregate,
+        environment=environment,
+    )
     return 1 if status in {"FAILED", "STOPPED"} else 0
+
+
+def _key_value(pair: str) -> tuple[str, str]:
+    key, equals, value = pair.partition("=")
+    if not equals or not key:
+        raise ValueError(f"--env {pair}: expected KEY=VALUE")
+    return key, value
 
 
 def _aggregate(args: argparse.Namespace) -> None:
@@ -192,6 +213,37 @@ def _submit_command(commands: Commands) -> None:
         "--address",
         required=True,
         help="the cluster's dashboard address, e.g. http://127.0.0.1:8265",
+    )
+    submit.add_argument(
+        "--working-dir",
+        help="a local directory shipped with the job and its working directory on the "
+        "cluster (the model's module found there)",
+    )
+    submit.add_argument(
+        "--py-modules",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a package directory, .whl or remote .zip URI to ship (repeatable)",
+    )
+    submit.add_argument(
+        "--pip",
+        action="append",
+        default=[],
+        metavar="PACKAGE",
+        help="a pip requirement installed for the job (repeatable)",
+    )
+    submit.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable of the job (repeatable)",
+    )
+    submit.add_argument(
+        "--runtime-env",
+        metavar="FILE",
+        help="a Ray runtime environment (YAML or JSON) the options above add to",
     )
     submit.add_argument("--no-wait", action="store_true", help="return once submitted")
     submit.add_argument("--no-aggregate", action="store_true", help="skip writing global/")
@@ -349,7 +401,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args) or 0
-    except (ConfigError, InputSchemaError, FileNotFoundError, ValueError, RayStartError) as error:
+    except (
+        ConfigError,
+        InputSchemaError,
+        FileNotFoundError,
+        ValueError,
+        RayStartError,
+        NodesDidNotArrive,
+    ) as error:
         print(f"intermodal {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -102,6 +102,16 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         raise RayStartError(f"could not start Ray ({reason}); {hint}") from None
 
 
+def on_this_node() -> dict:
+    """Ray options that keep an actor on this process's node: the run's bookkeeping actors
+    (progress relays, the fit round's shared parts) live as long as the driver, not as long
+    as a worker node an autoscaler may take back or a spot instance may lose."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+
+
 def shutdown_ray() -> None:
     if ray.is_initialized():
         ray.shutdown()

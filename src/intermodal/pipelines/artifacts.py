@@ -17,6 +17,7 @@ from ray.actor import ActorHandle
 from ray.util.queue import Queue
 
 from intermodal import __version__, storage
+from intermodal.cluster import on_this_node
 from intermodal.measures import Measure
 from intermodal.measures.base import FitSample
 from intermodal.models.classifiers import prune_classifier_store
@@ -147,9 +148,11 @@ def fit_measures(
         f"[fit] {', '.join(m.title for m in learning)} on Ray, {resources.cpus:g} CPU and "
         f"{resources.gpus:g} GPU per part"
     )
-    lines = Queue(actor_options={"num_cpus": 0})
+    # both on the driver's node: a worker node lost while fitting must not take them along
+    lines = Queue(actor_options={"num_cpus": 0, **on_this_node()})
     # only fits of two or more measures can share parts (an actor costs a process to start)
-    memo = PartMemo.remote() if share_parts and len(learning) > 1 else None
+    sharing = share_parts and len(learning) > 1
+    memo = PartMemo.options(**on_this_node()).remote() if sharing else None
     relayed = RelayedProgress(lines)
     tasks = {
         m.name: fit.options(num_cpus=resources.cpus, name=f"fit {m.name}").remote(

@@ -14,10 +14,18 @@ from importlib.metadata import version
 import numpy as np
 import pyarrow as pa
 import ray
+from ray.util.queue import Queue
 
 from intermodal import __version__, storage
-from intermodal.cluster import ensure_ray
-from intermodal.cluster.resources import actor_pool, check_compute
+from intermodal.cluster import ensure_ray, on_this_node
+from intermodal.cluster.resources import (
+    ClusterReach,
+    actor_pool,
+    check_compute,
+    release_request,
+    request_pool,
+    wait_for_pool,
+)
 from intermodal.measures import (
     Measure,
     coalition_settings,
@@ -127,18 +135,29 @@ def package_versions() -> dict[str, str]:
 
 
 def _score_stage(
-    rows: ray.data.Dataset, config: JobConfig, measures: list[Measure], background: str | None
+    rows: ray.data.Dataset,
+    plan: ScorePlan,
+    background: str | None,
+    placements: Queue,
 ) -> ray.data.Dataset:
     """Validated rows → score rows on one actor pool (``pipelines.score_stage``); the actors
     read the ``background`` rows from the run directory, not from the object store, so an
     actor restarted after its node was lost rebuilds from the constructor's small arguments
-    (ray#53727)."""
+    (ray#53727). Each actor puts where it started on ``placements``."""
+    config = plan.config
     compute = config.compute
-    smallest, largest = actor_pool(compute)
+    pool = actor_pool(compute, plan.reach)
     return rows.map_batches(
         ScoreOperator,
-        fn_constructor_kwargs={"job": config, "measures": measures, "background": background},
-        compute=ray.data.ActorPoolStrategy(min_size=smallest, max_size=largest),
+        fn_constructor_kwargs={
+            "job": config,
+            "measures": plan.measures,
+            "background": background,
+            "placements": placements,
+        },
+        compute=ray.data.ActorPoolStrategy(
+            min_size=pool.smallest, max_size=pool.largest, initial_size=pool.initial
+        ),
         num_cpus=compute.cpus_per_actor,
         num_gpus=compute.gpus_per_actor,
         batch_size=compute.batch_size,
@@ -159,6 +178,7 @@ class ScorePlan:
     refitted: bool  # an artifact was fitted now: earlier score files are stale
     any_valid: bool  # False when every input row is invalid (only rejects to write)
     key: dict  # what a stopped run must match to resume (``resume.resume_key``)
+    reach: ClusterReach | None = None  # what the cluster can give (None: every row invalid)
 
     @property
     def total_rows(self) -> int:
@@ -210,12 +230,15 @@ def plan_score(config: JobConfig, progress: Progress) -> ScorePlan:
     measures = job_measures(config)
     background_needed = needs_background(config)
     background = None
+    reach = None
     try:
         if config.model is not None:  # a broken model fails here, not in an actor
             check_preprocess(config, shards[0])
             check_model(config, sample_table(config, shards, PREFLIGHT_ROWS, 0, duplicates))
         ensure_ray()
-        check_compute(config.compute)  # a setting the cluster cannot satisfy: refuse, not wait
+        # a setting no node could ever satisfy: refuse, not wait
+        reach = check_compute(config.compute)
+        request_pool(config.compute, reach)  # nodes an autoscaler adds boot while fits run
         check_model_on_workers(config)
         if background_needed:
             background = background_inputs(config, shards, duplicates)
@@ -232,7 +255,9 @@ def plan_score(config: JobConfig, progress: Progress) -> ScorePlan:
             raise
         any_valid, refitted = False, True  # every input row is invalid: only rejects to write
     key = resume_key(config.model_dump(mode="json"), fingerprint(shards), __version__)
-    return ScorePlan(config, measures, shards, duplicates, background, refitted, any_valid, key)
+    return ScorePlan(
+        config, measures, shards, duplicates, background, refitted, any_valid, key, reach
+    )
 
 
 def _recorded_resume_key(paths: RunPaths) -> dict | None:
@@ -260,9 +285,9 @@ def pending_shards(
 
 def stream_scores(
     plan: ScorePlan, pending: list[Shard], paths: RunPaths, progress: Progress
-) -> None:
+) -> list[dict]:
     """Read, validate and score the pending shards on the actor pool, writing scores/ and
-    rejects/ as blocks finish."""
+    rejects/ as blocks finish; returns where each score actor started (its node and GPUs)."""
     config = plan.config
     ship_measures(plan.measures)  # before anything that pickles the job or its measures
     rows = ray.data.read_datasource(
@@ -275,18 +300,34 @@ def stream_scores(
     with ScoringHeartbeat(paths.scores, plan.total_rows, progress):
         if not plan.any_valid:
             rows.materialize()  # runs the read stage, which writes rejects/
-            return
+            return []
         background_uri = None
         if plan.background is not None:
             storage.write_arrays(plan.background, paths.background)
             background_uri = paths.background
-        scores = _score_stage(rows, config, plan.measures, background_uri)
-        scores.write_datasink(ScoreSink(paths.scores))
+        if plan.reach is not None:
+            wait_for_pool(config.compute, plan.reach, progress)
+        # on the driver's node, which lives as long as the run; an actor on a lost node is
+        # restarted elsewhere and reports again
+        placements = Queue(actor_options={"num_cpus": 0, **on_this_node()})
+        try:
+            scores = _score_stage(rows, plan, background_uri, placements)
+            scores.write_datasink(ScoreSink(paths.scores))
+            return [placements.get_nowait() for _ in range(placements.qsize())]
+        finally:
+            placements.shutdown()
 
 
-def account(plan: ScorePlan, paths: RunPaths, seconds: float, progress: Progress) -> dict:
+def account(
+    plan: ScorePlan,
+    paths: RunPaths,
+    seconds: float,
+    progress: Progress,
+    placements: list[dict] | None = None,
+) -> dict:
     """Count what was written: every input row is in scores/ or rejects/ exactly once, or the
-    run fails. Writes and returns the finished manifest."""
+    run fails. Writes and returns the finished manifest, with where the score actors started
+    (``placements``, when this call scored)."""
     n_scored, n_rejected = _count_rows(paths.scores), _count_rows(paths.rejects)
     _write_empty_tables(plan, paths, n_scored, n_rejected)
     if n_scored + n_rejected != plan.total_rows:
@@ -299,6 +340,8 @@ def account(plan: ScorePlan, paths: RunPaths, seconds: float, progress: Progress
     reasons = top_reject_reasons(paths.rejects) if n_rejected else {}
     manifest["reject_reasons"] = reasons
     manifest["seconds"] = {"score": round(seconds, 3)}
+    if placements:
+        manifest["actors"] = actor_summary(placements)
     storage.write_json(manifest, paths.manifest)
     top = "; ".join(f"{count}× {reason}" for reason, count in reasons.items())
     progress(
@@ -322,12 +365,28 @@ def run_score(
     started = time.time()
     paths = RunPaths(config.output)
     plan = plan_score(config, progress)
-    pending = pending_shards(plan, paths, restart, progress)
-    finished = {shard.index for shard in plan.shards} - {shard.index for shard in pending}
-    storage.write_json(plan.manifest(finished), paths.manifest)
-    if pending:
-        stream_scores(plan, pending, paths, progress)
-    return account(plan, paths, time.time() - started, progress)
+    try:
+        pending = pending_shards(plan, paths, restart, progress)
+        finished = {shard.index for shard in plan.shards} - {shard.index for shard in pending}
+        storage.write_json(plan.manifest(finished), paths.manifest)
+        placements = stream_scores(plan, pending, paths, progress) if pending else []
+    finally:
+        if plan.reach is not None:
+            release_request(plan.reach)
+    return account(plan, paths, time.time() - started, progress, placements)
+
+
+def actor_summary(placements: list[dict]) -> dict:
+    """The manifest's ``actors``: how many score actors started (one restarted after a lost
+    node counts again), on which nodes, and how many held GPUs."""
+    nodes: dict[str, int] = {}
+    for placement in placements:
+        nodes[placement["node"]] = nodes.get(placement["node"], 0) + 1
+    return {
+        "started": len(placements),
+        "nodes": nodes,
+        "with_gpus": sum(1 for placement in placements if placement["gpus"]),
+    }
 
 
 def score(

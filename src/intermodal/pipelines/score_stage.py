@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import ray
 import torch
+from ray.util.queue import Queue
 
 from intermodal import storage
 from intermodal.measures import Measure, job_measures
@@ -51,11 +53,21 @@ class ScoreOperator:
         measures: list[Measure] | None = None,
         background: Mapping[str, np.ndarray] | str | None = None,
         device: torch.device | None = None,
+        placements: Queue | None = None,
     ) -> None:
         """``measures``: the job's measures (``job_measures``) unless given; ``background``:
         the rows standing in for masked modalities, or the URI of the ``.npz`` that holds them
         (the pipeline's way: an actor restarted on any node reads them again); ``device``: the
-        actor's GPU or CPU (``SharedModel``) unless given."""
+        actor's GPU or CPU (``SharedModel``) unless given; ``placements``: a queue told this
+        actor's node and GPUs (the run's manifest records them)."""
+        if placements is not None:
+            context = ray.get_runtime_context()
+            placements.put(
+                {
+                    "node": context.get_node_id(),
+                    "gpus": context.get_accelerator_ids().get("GPU", []),
+                }
+            )
         # every measure allocates and frees the same batch temporaries: keep them for reuse
         keep_freed_memory()
         use_actor_threads(job.compute)

@@ -157,16 +157,22 @@ class ModelConfig(Strict):
 
 
 class ActorRange(Strict):
-    """An elastic pool: Ray Data starts ``min`` actors and adds more, up to ``max``, while
-    batches wait."""
+    """An elastic pool: Ray Data starts ``initial`` actors (default ``min``), keeps at least
+    ``min`` and adds more, up to ``max``, while batches wait. A GPU pool on an autoscaling
+    cluster sets ``initial`` so it does not ramp up from one actor."""
 
     min: int = Field(ge=1)
     max: int = Field(ge=1)
+    initial: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> ActorRange:
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        if self.initial is not None and not self.min <= self.initial <= self.max:
+            raise ValueError(
+                f"initial ({self.initial}) must lie between min ({self.min}) and max ({self.max})"
+            )
         return self
 
 
@@ -179,14 +185,21 @@ class FitResources(Strict):
 
 class ComputeConfig(Strict):
     batch_size: int = Field(default=1024, ge=1)
-    # a fixed pool size, {min, max} for an elastic pool, or auto: from 1 up to as many actors
-    # as the cluster's CPUs (and GPUs) hold while one CPU stays free for reading and writing
+    # a fixed pool size, {min, max, initial} for an elastic pool, or auto: from 1 up to as many
+    # actors as the cluster can reach (its autoscaler's node types at their maximum counts, else
+    # the nodes alive) hold while one CPU stays free for reading and writing
     actors: int | ActorRange | Literal["auto"] = "auto"
     cpus_per_actor: float = Field(default=1, gt=0)
     gpus_per_actor: float = Field(default=0, ge=0)
     # torch threads per actor; default: the actor's CPUs (Ray pins OMP_NUM_THREADS to them)
     torch_threads: int | None = Field(default=None, ge=1)
     fit: FitResources = FitResources()
+    # on an autoscaling cluster: how long the job waits for the nodes its actors need before
+    # it fails (a GPU group scaling from zero takes minutes to boot)
+    wait_for_nodes_seconds: float = Field(default=900, ge=0)
+    # the autoscaler's node types in the cluster launcher's YAML (`available_node_types`),
+    # when Ray does not report them itself; default: ~/ray_bootstrap_config.yaml if present
+    autoscaler_config: str | None = None
 
     @field_validator("actors", mode="before")
     @classmethod
@@ -201,7 +214,9 @@ class ComputeConfig(Strict):
                 raise ValueError(error.errors()[0]["msg"]) from None
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
             return value
-        raise ValueError(f"expected a pool size >= 1, {{min, max}} or 'auto', got {value!r}")
+        raise ValueError(
+            f"expected a pool size >= 1, {{min, max, initial}} or 'auto', got {value!r}"
+        )
 
 
 class MeasureSpec(Protocol):
