@@ -35,4 +35,5 @@ SUITES = {
     "lsmi": Suite("intermodal.validation.lsmi:run_lsmi_suite", 20_000, "nats"),
     "intense": Suite(f"{_FUSION}:run_intense_suite", 6000, "relevance; checks 1/0"),
     "i2moe": Suite(f"{_FUSION}:run_i2moe_suite", 3000, "mean expert weight; checks 1/0"),
+    "raw": Suite("intermodal.validation.raw:run_raw_suite", 4000, "%, nats, bits; checks 1/0"),
 }
