@@ -12,12 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from intermodal import storage
 from intermodal.measures import parse_config
-from intermodal.operators.context import as_tensors, modality_arrays, zero_arrays
+from intermodal.operators.context import as_tensors, constant_arrays, modality_arrays
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.score import run_score
+from intermodal.rundir import RunPaths
 from intermodal.schemas.config import ConfigError
-from intermodal.schemas.tables import PID_TERMS, length_column
+from intermodal.schemas.tables import PID_TERMS, length_column, mask_key
 from intermodal.schemas.validation import validate_rows
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.tokens import MARKER, TokenXORSpec, generate_token_xor
@@ -109,7 +111,7 @@ def test_values_the_dtype_cannot_hold_are_rejected_with_a_reason() -> None:
 
 
 def test_the_zero_baseline_of_a_sequence_has_no_steps() -> None:
-    arrays = zero_arrays(_job({**TEXT, "pad_value": 3}))
+    arrays = constant_arrays(_job({**TEXT, "pad_value": 3}), {})
     assert arrays["text"].tolist() == [[3, 3, 3, 3]] and arrays["text.mask"].tolist() == [[0] * 4]
     assert arrays["flag"].tolist() == [[0.0]] and arrays["flag"].dtype == np.float32
 
@@ -248,3 +250,40 @@ def test_lsmi_and_pid_batch_read_token_ids_through_the_models_encoder(tmp_path) 
         assert max(PID_TERMS, key=values.__getitem__) == "S", (measure, values)
     with pytest.raises(ConfigError, match=r"pid_batch\.features 'encoder' needs a model"):
         parse_config({**job, "model": None, "measures": ["pid_batch"]})
+
+
+def test_a_baseline_must_fit_its_modality() -> None:
+    for baseline, message in (
+        ({"txt": "empty"}, r"intershap\.baseline\.txt: no such modality"),
+        ({"text": 0}, r"modality 'text' \(int64, variable length\) needs \"empty\""),
+        ({"flag": "empty"}, r"modality 'flag' \(float32\) needs a number"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            _job(TEXT, intershap={"baseline": baseline})
+    with pytest.raises(ConfigError, match=r"intershap\.baseline\.x = 0\.5 is not a uint8 value"):
+        _job({"name": "x", "shape": [2], "dtype": "uint8"}, intershap={"baseline": {"x": 0.5}})
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_baselines_replace_the_background_rows_of_their_modalities(tmp_path) -> None:
+    """A baseline for every modality masks as ``masking: zeros`` does (same scores); one for the
+    text alone leaves the flag's background rows sampled from the input."""
+    table = generate_token_xor(TokenXORSpec(n_samples=300, max_tokens=12, seed=7))
+    data = tmp_path / "data"
+    write_table_shards(table, str(data), n_shards=1)
+    tokens = {"name": "text", "shape": [None], "dtype": "int64", "max_length": 12}
+    runs = {
+        "zeros": {"masking": "zeros"},
+        "constants": {"baseline": {"text": "empty", "flag": 0}},
+        "text_only": {"baseline": {"text": "empty"}, "background_size": 8},
+    }
+    scores = {}
+    for name, intershap in runs.items():
+        job = {**_token_job(data, tmp_path / name, tokens), "intershap": intershap}
+        run_score(parse_config(job), progress=lambda _: None)
+        scores[name] = pl.read_parquet(tmp_path / name / "scores").sort("sample_id")
+    assert scores["constants"].equals(scores["zeros"])
+    background = storage.read_arrays(RunPaths(str(tmp_path / "text_only")).background)
+    assert not background[mask_key("text")].any()
+    flags = table.column("flag").to_pylist()
+    assert len(background["flag"]) == 8 and all([v] in flags for v in background["flag"][:, 0])

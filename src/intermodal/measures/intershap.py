@@ -9,7 +9,7 @@ reading coalition values shares (``operators.context``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -64,6 +64,32 @@ class InterSHAPConfig(Strict):
     # predicted: the class predicted with all modalities (paper); label; all: every class
     target: Literal["predicted", "label", "all"] = "predicted"
     seed: int = 0
+    # modalities masked by a constant instead of the rows above: a number fills a fixed-shape
+    # modality (zeros for pixels); "empty" gives a variable-length one no steps (an all-false
+    # mask, the pad value everywhere); the other modalities keep ``masking``
+    baseline: dict[str, float | Literal["empty"]] = Field(default_factory=dict)
+
+
+def check_baseline(job: JobConfig, baseline: Mapping[str, float | str]) -> None:
+    """ValueError naming ``intershap.baseline`` when it names an unknown modality, gives a
+    variable-length one a number or a fixed-shape one "empty", or a value its dtype lacks."""
+    modalities = {m.name: m for m in job.modalities}
+    for name, value in baseline.items():
+        modality = modalities.get(name)
+        key = f"intershap.baseline.{name}"
+        if modality is None:
+            raise ValueError(f"{key}: no such modality; modalities {sorted(modalities)}")
+        if modality.variable != (value == "empty"):
+            wanted = '"empty" (no steps)' if modality.variable else "a number"
+            raise ValueError(
+                f"{key} is {value!r}; modality '{name}' ({modality.kind}) needs {wanted}"
+            )
+        if modality.variable:
+            continue
+        with np.errstate(invalid="ignore", over="ignore"):
+            unrepresentable = np.array(value).astype(modality.dtype) != value
+        if unrepresentable:
+            raise ValueError(f"{key} = {value} is not a {modality.dtype} value")
 
 
 def statistic_columns(modalities: Sequence[str], suffix: str) -> list[str]:
@@ -110,6 +136,7 @@ class InterSHAP(Measure):
             raise ValueError("measure 'intershap' needs a model")
         if self.options(job).target == "label" and job.label_column is None:
             raise ValueError("intershap.target 'label' needs label_column")
+        check_baseline(job, self.options(job).baseline)
         others = [m.name for m in job.modalities if not m.float_features]
         if self.options(job).masking == "mean" and others:
             raise ValueError(

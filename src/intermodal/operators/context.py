@@ -39,14 +39,18 @@ def modality_arrays(job: JobConfig, rows: pa.Table) -> dict[str, np.ndarray]:
     return arrays
 
 
-def zero_arrays(job: JobConfig) -> dict[str, np.ndarray]:
-    """One row of ``modality_arrays`` of zeros; a variable-length modality has no steps (an
-    all-False mask, its values the pad value)."""
+def constant_arrays(
+    job: JobConfig, values: Mapping[str, float | str], n_rows: int = 1
+) -> dict[str, np.ndarray]:
+    """``n_rows`` rows of ``modality_arrays`` that hold one value per modality (``values``,
+    0 where absent); a variable-length modality has no steps (an all-false mask, its values
+    the pad value)."""
     arrays = {}
     for m in job.modalities:
-        arrays[m.name] = np.full((1, m.size), m.pad_value if m.variable else 0, m.dtype)
+        fill = m.pad_value if m.variable else float(values.get(m.name, 0))
+        arrays[m.name] = np.full((n_rows, m.size), fill, m.dtype)
         if m.variable:
-            arrays[mask_key(m.name)] = np.zeros((1, m.max_length or 0), bool)
+            arrays[mask_key(m.name)] = np.zeros((n_rows, m.max_length or 0), bool)
     return arrays
 
 

@@ -33,7 +33,7 @@ from intermodal.measures import (
     load_config,
     parse_config,
 )
-from intermodal.operators.context import zero_arrays
+from intermodal.operators.context import constant_arrays
 from intermodal.pipelines.artifacts import fit_measures, fitted
 from intermodal.pipelines.inputs import (
     NoValidRows,
@@ -58,7 +58,7 @@ from intermodal.pipelines.score_stage import ScoreOperator, scores_schema
 from intermodal.progress import Progress, print_progress
 from intermodal.rundir import RunPaths
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import REJECT_SCHEMA
+from intermodal.schemas.tables import REJECT_SCHEMA, mask_key
 
 # Rows of score output an actor buffers before handing them on as one block. Ray Data's
 # default (target_max_block_size, 128 MiB of logical row bytes) let a score actor hold up to
@@ -110,15 +110,29 @@ def background_inputs(
 ) -> dict[str, np.ndarray]:
     """The rows that stand in for masked modalities: K sampled rows, their mean, or zeros."""
     settings = coalition_settings(config)
+    if set(settings.baseline) == set(config.modality_names):  # one row: nothing to average
+        return constant_arrays(config, settings.baseline)
     if settings.masking == "zeros":
-        return zero_arrays(config)
-    if settings.background_uri is not None:
-        shards = inspect_shards(config, settings.background_uri)
-        duplicates = pa.array([], duplicates.type)
-    rows = sample_rows(config, shards, settings.background_size, settings.seed, duplicates)
-    if settings.masking == "mean":
-        return {name: x.mean(axis=0, keepdims=True) for name, x in rows.items()}
-    return rows
+        rows = constant_arrays(config, {})
+    else:
+        if settings.background_uri is not None:
+            shards = inspect_shards(config, settings.background_uri)
+            duplicates = pa.array([], duplicates.type)
+        rows = sample_rows(config, shards, settings.background_size, settings.seed, duplicates)
+        if settings.masking == "mean":
+            rows = {name: x.mean(axis=0, keepdims=True) for name, x in rows.items()}
+    if not settings.baseline:
+        return rows
+    # the modalities with a baseline hold it in every background row
+    n_rows = len(rows[config.modalities[0].name])
+    constant = constant_arrays(config, settings.baseline, n_rows)
+    chosen = {
+        key
+        for m in config.modalities
+        if m.name in settings.baseline
+        for key in (m.name, mask_key(m.name))
+    }
+    return {key: constant[key] if key in chosen else x for key, x in rows.items()}
 
 
 def _count_rows(uri: str) -> int:
