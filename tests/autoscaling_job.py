@@ -18,7 +18,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import ray
+from jobs import free_port, ray_head_command  # tests/jobs.py (this script runs from tests/)
 
 from intermodal import storage
 from intermodal.cli import main as cli
@@ -47,12 +47,6 @@ GPU_TYPE = {
     "min_workers": 0,
     "max_workers": 2,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def autoscaler_config(gcs_port: int) -> dict[str, Any]:
@@ -106,33 +100,13 @@ def autoscaling_head(work: Path):
     config = work / "autoscaler.yaml"
     config.write_text(json.dumps(autoscaler_config(port)))
     temp_dir = tempfile.mkdtemp(prefix="ray-as-", dir="/tmp")  # short: socket paths
-    ports = [
-        f"--{name}={free_port()}"
-        for name in (
-            "node-manager-port",
-            "object-manager-port",
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "metrics-export-port",
-            "runtime-env-agent-port",
-            "ray-client-server-port",
-        )
-    ]
-    command = [
-        str(Path(sys.executable).with_name("ray")),
-        "start",
-        "--head",
-        "--block",
-        "--node-ip-address=127.0.0.1",
-        f"--port={port}",
-        *ports,
-        "--num-cpus=2",
+    command = ray_head_command(
+        port,
+        temp_dir,
         "--num-gpus=0",
         f"--autoscaling-config={config}",
         "--include-dashboard=false",
-        "--disable-usage-stats",
-        f"--temp-dir={temp_dir}",
-    ]
+    )
     env = {
         **os.environ,
         "RAY_FAKE_CLUSTER": "1",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,42 @@ def script_result(script: Path, work: Path, timeout: int) -> dict[str, Any]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# every port a head listens on besides its GCS port: the defaults (52365, 10001, ...) may be
+# held by another Ray on this machine, such as the test session's own
+HEAD_PORT_OPTIONS = (
+    "node-manager-port",
+    "object-manager-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+    "ray-client-server-port",
+)
+
+
+def ray_head_command(port: int, temp_dir: str, *options: str) -> list[str]:
+    """``ray start --head --block`` on 127.0.0.1 with its GCS on ``port``, every other port a
+    free one, 2 CPUs and ``temp_dir`` (short: Ray's socket paths must fit in 107 bytes); run it
+    in its own process group and kill the group afterwards (``ray stop`` would stop every Ray
+    on the machine)."""
+    return [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        *(f"--{name}={free_port()}" for name in HEAD_PORT_OPTIONS),
+        "--num-cpus=2",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+        *options,
+    ]

@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from jobs import xor_function_job  # tests/jobs.py
+from jobs import free_port, ray_head_command, xor_function_job  # tests/jobs.py
 
 from intermodal.cli import main
 from intermodal.measures import parse_config
@@ -27,51 +26,19 @@ from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def head(tmp_path):
     """A one-node Ray cluster (``ray start --head --block`` in its own process group, killed
     with the group afterwards: ``ray stop`` would stop every Ray on the machine, the test
     session's own included). Yields the dashboard address."""
-    dashboard = _free_port()
+    dashboard = free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray-head-", dir="/tmp")
     # the job's `python` is the first on the cluster's PATH: this environment's, which has
     # intermodal's dependencies (a real cluster's image provides them)
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "", "PATH": path}
-    # every port this cluster listens on is a free one: the defaults (52365, 10001, ...) may be
-    # held by another Ray on this machine, such as the test session's own
-    ports = [
-        f"--{name}={_free_port()}"
-        for name in (
-            "port",
-            "node-manager-port",
-            "object-manager-port",
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "metrics-export-port",
-            "runtime-env-agent-port",
-            "ray-client-server-port",
-        )
-    ]
-    command = [
-        str(Path(sys.executable).with_name("ray")),
-        "start",
-        "--head",
-        "--block",
-        "--node-ip-address=127.0.0.1",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}",
-        *ports,
-        "--num-cpus=2",
-        "--disable-usage-stats",
-        f"--temp-dir={temp_dir}",  # short: Ray's socket paths must fit in 107 bytes
-    ]
+    options = ("--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}")
+    command = ray_head_command(free_port(), temp_dir, *options)
     log = (tmp_path / "head.log").open("w")
     cluster = subprocess.Popen(
         command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
