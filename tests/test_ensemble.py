@@ -20,10 +20,10 @@ from intermodal.export import run_export, summary_uri
 from intermodal.measures import parse_config
 from intermodal.models.fcnn import build_fcnn
 from intermodal.models.training import TrainConfig, train_classifier
+from intermodal.pipelines.job import run_job
 from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import PresetSpec, generate_preset
-from intermodal.validation.experiments import run_job
 
 DIMS = 16
 MODALITIES = ["x1", "x2"]
