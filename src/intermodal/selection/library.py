@@ -68,6 +68,10 @@ def library_job(
                 "n_clusters": sizes.n_clusters,
                 "fit_rows": sizes.n_heldout,
                 "seed": sizes.seed,
+                "encoders": {
+                    "max_steps": sizes.encoder_steps,
+                    "eval_every": min(200, sizes.encoder_steps),
+                },
             },
         }
     )

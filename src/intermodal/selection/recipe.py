@@ -23,12 +23,15 @@ PAIR = ("x1", "x2")
 class BuildSizes:
     """How large the library's data and training are. ``n_train`` rows train each family,
     ``n_heldout`` other rows give its accuracy and are the run's input; ``n_clusters`` cells per
-    modality keep the plug-in bias of a ``k × k × 2`` joint small at ``n_heldout`` rows."""
+    modality keep the plug-in bias of a ``k × k × 2`` joint small at ``n_heldout`` rows;
+    ``encoder_steps`` caps the training of ``pid_cvx``'s joint encoders (their default, 20,000
+    steps with early stopping, is most of a run at these sizes)."""
 
-    n_train: int = 4000
-    n_heldout: int = 4000
-    epochs: int = 15
+    n_train: int = 2000
+    n_heldout: int = 2000
+    epochs: int = 10
     n_clusters: int = 10
+    encoder_steps: int = 1000
     seed: int = 0
     families: tuple[str, ...] = field(default=FAMILIES)
 
