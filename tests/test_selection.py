@@ -109,7 +109,9 @@ def test_select_matches_a_hand_computation_on_the_library(library: Path, tmp_pat
     ranked = sorted(families, key=lambda f: -families[f]["accuracy"])
     assert [r["family"] for r in chosen["recommended"]] == ranked
     assert "closest: DS" in printed
-    assert chosen["normalised_pid"] == pytest.approx(dict(zip(PID_TERMS, new / new.sum())))
+    assert chosen["normalised_pid"] == pytest.approx(
+        dict(zip(PID_TERMS, new / new.sum(), strict=True))
+    )
 
 
 @pytest.mark.slow
