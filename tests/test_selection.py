@@ -39,12 +39,14 @@ def test_distance_is_the_sum_of_share_differences() -> None:
 def test_leave_one_out_recommends_the_best_family_of_the_closest_other_dataset() -> None:
     terms = np.array([[1.0, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 0, 0, 1.0]])
     accuracy = np.array([[0.9, 0.8], [0.7, 0.75], [0.6, 0.9]])
-    result = leave_one_out(terms, accuracy)
+    result = leave_one_out(terms, accuracy, top=2)
     # 0 ↔ 1 are 0.2 apart, 2 is 2 away from both (ties keep the first)
     assert result.closest.tolist() == [1, 0, 0]
     assert result.distance == pytest.approx([0.2, 0.2, 2.0])
     assert result.recommended.tolist() == [1, 0, 0]  # best on 1: family 1; on 0: family 0
     assert result.ratio == pytest.approx([0.8 / 0.9, 0.7 / 0.75, 0.6 / 0.9])
+    # both families of a two-family library: the worse of the two on each dataset
+    assert result.worst_of_top == pytest.approx([0.8 / 0.9, 0.7 / 0.75, 0.6 / 0.9])
 
 
 def _cli(*args: str) -> tuple[int, str, str]:

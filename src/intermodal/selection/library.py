@@ -286,7 +286,7 @@ def read_library(library: str) -> Library:
 def leave_one_out_table(library: Library) -> pl.DataFrame:
     """Per dataset treated as new: its closest other dataset, the distance, the family
     recommended there, its accuracy on the dataset, the dataset's best family and accuracy,
-    and their ratio."""
+    their ratio, and the lowest ratio among the three best families there."""
     result = leave_one_out(library.terms, library.accuracy)
     best = library.accuracy.argmax(axis=1)
     rows = np.arange(len(library.datasets))
@@ -300,6 +300,7 @@ def leave_one_out_table(library: Library) -> pl.DataFrame:
             "best": [library.families[f] for f in best],
             "best_accuracy": library.accuracy[rows, best],
             "ratio": result.ratio,
+            "top3_worst_ratio": result.worst_of_top,
         }
     )
 
