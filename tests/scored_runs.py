@@ -14,9 +14,9 @@ import pytest
 
 from intermodal.cli import main
 from intermodal.measures import parse_config
+from intermodal.pipelines.job import run_job
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CircuitSpec, generate_circuit
-from intermodal.validation.experiments import run_job
 
 DIMS = {"x1": 8, "x2": 8}
 ROWS = 2000

@@ -162,6 +162,85 @@ def _export(args: argparse.Namespace) -> None:
     print(f"\nsummary: {summary_uri(args.out, args.name)}")
 
 
+def _print_pid(title: str, terms: dict[str, float]) -> None:
+    print(f"{title}: " + "  ".join(f"{term} {value:.3f}" for term, value in terms.items()))
+
+
+def _select(args: argparse.Namespace) -> None:
+    from intermodal.selection.select import run_select
+
+    chosen, uri = run_select(args.run_dir, args.library, args.out, args.pair)
+    pair = ",".join(chosen["pair"])
+    _print_pid(f"PID of the labels of {pair} ({chosen['estimator']}, bits)", chosen["pid"])
+    _print_pid("normalised PID", chosen["normalised_pid"])
+    if chosen["model_alpha"] is not None:
+        print(f"agreement alpha of the run's model: {chosen['model_alpha']:.3f}")
+    if chosen["library"] is None:
+        print("\nno --library: paper 003's rules of thumb (largest interaction first)")
+        for term in sorted(chosen["rules"], key=lambda t: -chosen["normalised_pid"][t]):
+            marker = "*" if term == chosen["largest"] else " "
+            print(f" {marker} {term} {chosen['normalised_pid'][term]:.2f}: {chosen['rules'][term]}")
+    else:
+        _print_table(
+            f"distance to each dataset of {chosen['library']} (sum of |normalised PID| "
+            "differences over R, U1, U2, S)",
+            pl.DataFrame(chosen["distances"]),
+        )
+        print(f"\nclosest: {chosen['closest']}")
+        _print_table(
+            f"top {len(chosen['recommended'])} families on {chosen['closest']} "
+            "(held-out accuracy, agreement alpha)",
+            pl.DataFrame(chosen["recommended"]),
+        )
+    print(f"\nselection: {uri}")
+
+
+def _print_library(library_uri: str) -> None:
+    from intermodal.selection.library import (
+        alpha_accuracy_correlation,
+        leave_one_out_table,
+        read_library,
+    )
+
+    library = read_library(library_uri)
+    accuracy = pl.DataFrame(
+        {"dataset": library.datasets}
+        | {f: library.accuracy[:, i] for i, f in enumerate(library.families)}
+    )
+    _print_table(f"held-out accuracy per family ({library_uri})", accuracy)
+    table = leave_one_out_table(library)
+    _print_table("leave-one-out: each dataset treated as new", table)
+    reached = int((table["ratio"] >= SELECTION_TARGET).sum())
+    print(
+        f"\nrecommended family within {SELECTION_TARGET:.0%} of the best: "
+        f"{reached} of {table.height} datasets"
+    )
+    pearson, spearman = alpha_accuracy_correlation(library)
+    print(
+        f"alpha vs accuracy over {library.accuracy.size} (dataset, family) pairs: "
+        f"Pearson {pearson:.3f}, Spearman {spearman:.3f}"
+    )
+
+
+def _library(args: argparse.Namespace) -> None:
+    if args.action == "build":
+        from intermodal.selection.library import build_library
+        from intermodal.selection.recipe import BuildSizes
+
+        sizes = BuildSizes(
+            n_train=args.train_rows,
+            n_heldout=args.heldout_rows,
+            epochs=args.epochs,
+            families=tuple(args.family or BuildSizes().families),
+        )
+        started = time.perf_counter()
+        print(f"library: {build_library(args.library, sizes, args.dataset)}")
+        print(f"library built in {time.perf_counter() - started:.0f} s")
+    _print_library(args.library)
+
+
+SELECTION_TARGET = 0.95  # paper 003 Table 5: the chosen families reach 95-100 % of the best
+
 Commands = argparse._SubParsersAction  # what add_subparsers returns
 
 
@@ -372,6 +451,61 @@ def _export_command(commands: Commands) -> None:
     export.set_defaults(handler=_export)
 
 
+def _select_command(commands: Commands) -> None:
+    select = commands.add_parser(
+        "select",
+        help="recommend model families for a scored dataset by its PID",
+        description="Read the PID of the labels of RUN_DIR (pid_cvx, or pid_batch without a "
+        "library) and normalise it to shares. With --library: the distance to every library "
+        "dataset (sum over R, U1, U2, S of the absolute share differences, paper 003 §4.4), "
+        "the closest one and its three most accurate families. Without: the paper's rules "
+        "of thumb, largest interaction first. Writes selection.json (docs/schema.md).",
+    )
+    select.add_argument("run_dir", help="run directory scored with PID of its labels")
+    select.add_argument("--library", help="a model library (intermodal library build)")
+    select.add_argument("--pair", type=_pair, help="the pair a,b when the run has several")
+    select.add_argument("--out", help="where selection.json goes (default: RUN_DIR/selection.json)")
+    select.set_defaults(handler=_select)
+
+
+def _library_command(commands: Commands) -> None:
+    from intermodal.selection.recipe import RECIPE, BuildSizes
+
+    defaults = BuildSizes()
+    library = commands.add_parser(
+        "library",
+        help="build or show a model library for select",
+        description="build: generate the ten latent data sets of paper 003 Table 2, score the "
+        "PID of each one's labels on its held-out rows, train early, intermediate and late "
+        "FCNN, I2MoE and InTense on its training rows and record their held-out accuracy and "
+        "PID agreement alpha (LIBRARY/library.json, docs/schema.md). show: the accuracies, "
+        "the leave-one-out selection and the correlation of alpha with accuracy. build "
+        "prints the same at its end.",
+    )
+    library.add_argument("action", choices=["build", "show"])
+    library.add_argument("library", metavar="LIBRARY", help="library directory")
+    library.add_argument(
+        "--dataset",
+        action="append",
+        choices=[d.name for d in RECIPE],
+        help="build only this dataset (repeatable; default: all ten)",
+    )
+    library.add_argument(
+        "--family",
+        action="append",
+        choices=list(defaults.families),
+        help="train only this family (repeatable; default: all five)",
+    )
+    library.add_argument(
+        "--train-rows", type=int, default=defaults.n_train, help="default: %(default)s"
+    )
+    library.add_argument(
+        "--heldout-rows", type=int, default=defaults.n_heldout, help="default: %(default)s"
+    )
+    library.add_argument("--epochs", type=int, default=defaults.epochs, help="default: %(default)s")
+    library.set_defaults(handler=_library)
+
+
 # every subcommand, in the order --help lists them
 COMMANDS = (
     _demo_command,
@@ -383,6 +517,8 @@ COMMANDS = (
     _report_command,
     _partition_command,
     _export_command,
+    _select_command,
+    _library_command,
 )
 
 

@@ -37,3 +37,8 @@ class RunPaths:
     @property
     def manifest(self) -> str:
         return storage.join(self.root, "manifest.json")
+
+    @property
+    def selection(self) -> str:
+        """What ``intermodal select`` recommends for the run's dataset."""
+        return storage.join(self.root, "selection.json")

@@ -11,7 +11,7 @@ from intermodal import storage
 from intermodal.charts.html import Section
 from intermodal.charts.run import RunData
 from intermodal.measures import MEASURES
-from intermodal.report.sections import global_tables, overview
+from intermodal.report.sections import global_tables, model_selection, overview
 
 REPORT_DIR = "report"
 INDEX = "index.html"
@@ -59,6 +59,7 @@ def run_sections(run: RunData) -> list[Section]:
     order (a measure the run did not score, or that has nothing to show, has none)."""
     sections = [overview(run), global_tables(run)]
     sections += [m.report(run) for name, m in MEASURES.items() if name in run.measures]
+    sections.append(model_selection(run))
     return [section for section in sections if section is not None]
 
 

@@ -1,4 +1,5 @@
-"""The report's sections that belong to no measure: the run's facts and its global tables.
+"""The report's sections that belong to no measure: the run's facts, its global tables and the
+model selection made for it.
 Each measure draws its own section (``Measure.report``)."""
 
 from __future__ import annotations
@@ -7,8 +8,10 @@ import html
 
 import polars as pl
 
+from intermodal import storage
 from intermodal.charts.html import Section, html_table, paragraph
 from intermodal.charts.run import RunData
+from intermodal.rundir import RunPaths
 
 
 def overview(run: RunData) -> Section:
@@ -60,3 +63,35 @@ def global_tables(run: RunData) -> Section | None:
                 f"{html_table(columns)}</details>"
             )
     return Section("Global tables", "".join(parts))
+
+
+def model_selection(run: RunData) -> Section | None:
+    """What ``intermodal select`` wrote for the run (``selection.json``), when it ran."""
+    uri = RunPaths(run.root).selection
+    if not storage.exists(uri):
+        return None
+    chosen = storage.read_json(uri)
+    shares = pl.DataFrame([chosen["normalised_pid"]])
+    parts = [
+        paragraph(
+            f"Normalised PID of the labels of {','.join(chosen['pair'])} ({chosen['estimator']}); "
+            f"largest interaction {chosen['largest']}."
+        ),
+        html_table(shares),
+    ]
+    if chosen["library"] is None:
+        rules = pl.DataFrame(
+            {"interaction": list(chosen["rules"]), "rule of thumb": list(chosen["rules"].values())}
+        )
+        parts += [paragraph("No library: paper 003's rules of thumb."), html_table(rules)]
+    else:
+        parts += [
+            paragraph(
+                f"Closest dataset of the library {chosen['library']}: {chosen['closest']}; its "
+                "most accurate families (held-out accuracy, PID agreement alpha):"
+            ),
+            html_table(pl.DataFrame(chosen["recommended"])),
+            paragraph("Distance to every library dataset (sum of |share differences|):"),
+            html_table(pl.DataFrame(chosen["distances"])),
+        ]
+    return Section("Model selection", "".join(parts))

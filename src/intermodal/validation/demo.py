@@ -16,6 +16,7 @@ import pyarrow as pa
 from intermodal import storage
 from intermodal.measures.pid_cvx import CODES_INFORMATION, FEATURE_INFORMATION
 from intermodal.models.training import TrainConfig
+from intermodal.pipelines.job import run_job
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.report import write_combined_report
 from intermodal.schemas.config import JobConfig
@@ -26,7 +27,6 @@ from intermodal.validation.experiments import (
     headline,
     overall_terms,
     pid_headline,
-    run_job,
     split_hdxor,
     train_fcnn,
     xor_function_job,

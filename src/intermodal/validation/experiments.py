@@ -15,10 +15,8 @@ from intermodal import storage
 from intermodal.measures import parse_config
 from intermodal.models.fcnn import build_fcnn
 from intermodal.models.training import TrainConfig, TrainResult, train_classifier
-from intermodal.pipelines.aggregate import run_aggregate
-from intermodal.pipelines.run import Progress, RunPaths
-from intermodal.pipelines.score import run_score
-from intermodal.schemas.config import JobConfig, dump_config
+from intermodal.pipelines.run import Progress
+from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import PID_TERMS, modality_values
 from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
 
@@ -134,16 +132,6 @@ def train_fcnn(
     with fs.open(path, "wb") as handle:
         handle.write(buffer.getvalue())
     return result
-
-
-def run_job(config: JobConfig, progress: Progress) -> pa.Table:
-    """score + aggregate one run; keeps its config as ``config.yaml`` in the run directory."""
-    fs, path = storage.filesystem(RunPaths(config.output).root)
-    fs.makedirs(path, exist_ok=True)
-    with fs.open(f"{path}/config.yaml", "w") as handle:
-        handle.write(dump_config(config))
-    run_score(config, progress)
-    return run_aggregate(config.output, progress)
 
 
 def overall_terms(

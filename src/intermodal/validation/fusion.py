@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from intermodal import storage
 from intermodal.measures import parse_config
+from intermodal.pipelines.job import run_job
 from intermodal.pipelines.run import Progress
 from intermodal.schemas.config import JobConfig
 from intermodal.synthetic.hdxor import HDXORSpec, generate, write_table_shards
@@ -32,7 +33,7 @@ from intermodal.synthetic.synthgene import (
     generate_synthgene,
     generate_synthgene_tri,
 )
-from intermodal.validation.experiments import overall_terms, run_job
+from intermodal.validation.experiments import overall_terms
 from intermodal.validation.rows import (
     check_row,
     chosen_experiments,

@@ -28,12 +28,12 @@ from intermodal import storage
 from intermodal.estimators.intershap import global_terms, local_intershap
 from intermodal.estimators.shapley import interaction_matrix
 from intermodal.models.training import TrainConfig
+from intermodal.pipelines.job import run_job
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.synthetic.hdxor import HDXORSpec, xor_function_model
 from intermodal.validation.experiments import (
     fcnn_job,
     headline,
-    run_job,
     split_hdxor,
     train_fcnn,
     xor_function_job,

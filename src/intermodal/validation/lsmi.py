@@ -36,6 +36,7 @@ from scipy.special import ndtr
 from intermodal import storage
 from intermodal.estimators.lsmi import adjusted, adjustment
 from intermodal.measures import parse_config
+from intermodal.pipelines.job import run_job
 from intermodal.pipelines.run import Progress
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import PID_TERMS, PIDTerms
@@ -50,7 +51,7 @@ from intermodal.synthetic.lsmi_data import (
     generate_preset,
     preset_truth,
 )
-from intermodal.validation.experiments import overall_terms, run_job
+from intermodal.validation.experiments import overall_terms
 from intermodal.validation.rows import (
     check_row,
     chosen_experiments,

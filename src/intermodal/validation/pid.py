@@ -26,6 +26,7 @@ import pyarrow as pa
 from intermodal import storage
 from intermodal.measures import parse_config
 from intermodal.measures.pid_cvx import PIDCVX
+from intermodal.pipelines.job import run_job
 from intermodal.pipelines.run import Progress
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, PID_TERMS
@@ -37,7 +38,7 @@ from intermodal.synthetic.pid_data import (
     generate_latent,
     share_mix,
 )
-from intermodal.validation.experiments import overall_terms, run_job
+from intermodal.validation.experiments import overall_terms
 from intermodal.validation.rows import (
     check_row,
     chosen_experiments,

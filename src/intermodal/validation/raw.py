@@ -23,6 +23,7 @@ from intermodal.measures import parse_config
 from intermodal.models.artifacts import save_state
 from intermodal.models.image_text import build_image_text, padded_tokens
 from intermodal.models.training import TrainConfig, train_classifier
+from intermodal.pipelines.job import run_job
 from intermodal.pipelines.run import Progress
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, PID_TERMS
@@ -34,7 +35,7 @@ from intermodal.synthetic.image_text import (
     decode_png_images,
     generate_image_text,
 )
-from intermodal.validation.experiments import headline, overall_terms, run_job
+from intermodal.validation.experiments import headline, overall_terms
 from intermodal.validation.rows import (
     check_row,
     chosen_experiments,
