@@ -57,7 +57,8 @@ from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CIRCUIT_TRUTH, CircuitSpec, generate_circuit
 from intermodal.synthetic.pid_data import BitwiseSpec, generate_bitwise
-from intermodal.validation.experiments import overall_terms, run_job
+from intermodal.pipelines.job import run_job
+from intermodal.validation.experiments import overall_terms
 
 DIMS, NOISE = 16, 0.1
 PID_TRUTH = {"xor": {"R": 0.0, "U1": 0.0, "U2": 0.0, "S": 1.0}}  # bits, 003 Table 1
