@@ -51,13 +51,13 @@ from intermodal.cluster import ensure_ray
 from intermodal.measures import MEASURES, parse_config
 from intermodal.measures.base import InlineWorkers, global_table
 from intermodal.pipelines.aggregate import file_state
+from intermodal.pipelines.job import run_job
 from intermodal.pipelines.score_stage import ScoreOperator
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CIRCUIT_TRUTH, CircuitSpec, generate_circuit
 from intermodal.synthetic.pid_data import BitwiseSpec, generate_bitwise
-from intermodal.pipelines.job import run_job
 from intermodal.validation.experiments import overall_terms
 
 DIMS, NOISE = 16, 0.1
