@@ -303,7 +303,9 @@ def test_node_types_come_from_the_cluster_launchers_config(tmp_path) -> None:
     reach = ClusterReach([{"CPU": 2.0, "node:__internal_head__": 1.0}], [gpu], autoscaling=True)
     assert reach.total("CPU") == 14 and reach.total("GPU") == 3
     pool = actor_pool(ComputeConfig(gpus_per_actor=1), reach)
-    assert pool == Pool(1, 3, 1)  # auto: as many as the GPUs the cluster can grow to
+    # auto: as many as the GPUs the cluster can grow to, started at that size (a pool started
+    # at one actor never asks the autoscaler for a second GPU node)
+    assert pool == Pool(1, 3, 3)
     check_compute(ComputeConfig(gpus_per_actor=1, actors=3), reach)
     with pytest.raises(ValueError, match=r"compute.gpus_per_actor = 2: no node of this cluster"):
         check_compute(ComputeConfig(gpus_per_actor=2), reach)
