@@ -36,7 +36,11 @@ def test_valid_config_with_defaults(tmp_path) -> None:
     [
         ("intershap: {maskng: zeros}", "intershap.maskng", "unknown key"),
         ("intershap: {masking: blur}", "intershap.masking", "background"),
-        ("compute: {actors: 0}", "compute.actors", "a pool size >= 1, {min, max, initial} or 'auto'"),
+        (
+            "compute: {actors: 0}",
+            "compute.actors",
+            "a pool size >= 1, {min, max, initial} or 'auto'",
+        ),
         ("compute: {actors: {min: 3, max: 2}}", "compute.actors", "min (3) must not exceed max"),
         ("typo_key: 1", "typo_key", "unknown key"),
     ],
