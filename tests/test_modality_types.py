@@ -110,6 +110,20 @@ def test_values_the_dtype_cannot_hold_are_rejected_with_a_reason() -> None:
     assert rejects[0]["reason"] == "1 NaN/inf values"  # beyond float16's range
 
 
+def test_finite_values_whose_sum_overflows_are_kept_and_the_all_valid_batch_is_not_copied():
+    # the quick finiteness test (one float64 sum) overflows here: the element-wise check decides
+    wide = _job({"name": "text", "shape": [2], "dtype": "float64"})
+    column = pa.array([[1e308, 1e308], [-1e308, np.inf]], pa.list_(pa.float64()))
+    valid, rejects = _validate(wide, column)
+    assert valid.column("text").to_pylist() == [[1e308, 1e308]]
+    assert [r["reason"] for r in rejects] == ["1 NaN/inf values"]
+    single = _job({"name": "text", "shape": [2], "dtype": "float32"})
+    column = pa.array([[0.5, 1.5], [2.5, 3.5]], pa.list_(pa.float32()))
+    valid, _ = _validate(single, column)
+    kept = valid.column("text").chunk(0).values
+    assert kept.buffers()[1].address == column.values.buffers()[1].address
+
+
 def test_the_zero_baseline_of_a_sequence_has_no_steps() -> None:
     arrays = constant_arrays(_job({**TEXT, "pad_value": 3}), {})
     assert arrays["text"].tolist() == [[3, 3, 3, 3]] and arrays["text.mask"].tolist() == [[0] * 4]

@@ -148,6 +148,11 @@ class _RowProblems:
             self.reasons.setdefault(int(row), []).append(text)
 
 
+def _one_array(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array; a single chunk as it is (``combine_chunks`` would copy it)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def _mask(array: pa.Array) -> np.ndarray:
     return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
 
@@ -198,7 +203,11 @@ def _cast(values: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray, str]:
     if target.kind == "f":  # a value too large for the type becomes inf: checked after the cast
         with np.errstate(over="ignore"):
             cast = values.astype(target, copy=False)
-        return cast, ~np.isfinite(cast), "NaN/inf values"
+            # one float64 sum is finite exactly when every value is (NaN and inf carry through)
+            # unless float64 values add past its range: then the element-wise check decides
+            total = np.add.reduce(cast, dtype=np.float64, axis=None)
+        bad = np.zeros(len(cast), dtype=bool) if np.isfinite(total) else ~np.isfinite(cast)
+        return cast, bad, "NaN/inf values"
     info = np.iinfo(target)
     with np.errstate(invalid="ignore"):
         bad = (values < info.min) | (values > info.max)
@@ -235,10 +244,13 @@ def _modality_rows(
         problems.add(wrong, name, [f"expected {size} values, got {n}" for n in lengths[wrong]])
     shaped = ~null & ~wrong
     rows = np.flatnonzero(shaped)
-    flat = column.filter(pa.array(shaped)).flatten()
-    missing = _mask(flat.is_null())  # null elements read as NaN below
+    # the usual batch has no bad row: its values are read where they lie, not copied
+    flat = (column if len(rows) == len(column) else column.filter(pa.array(shaped))).flatten()
     values, unrepresentable, what = _cast(flat.to_numpy(zero_copy_only=False), modality.dtype)
-    unrepresentable &= ~missing
+    missing = np.zeros(len(flat), dtype=bool)
+    if flat.null_count:  # null elements read as NaN: named as null, not as NaN
+        missing = _mask(flat.is_null())
+        unrepresentable &= ~missing
     if modality.variable:
         kept_lengths = lengths[rows]
         row_of_value = np.repeat(np.arange(len(rows)), kept_lengths)
@@ -250,7 +262,10 @@ def _modality_rows(
         def per_row(flags: np.ndarray) -> np.ndarray:
             return flags.reshape(-1, size).sum(axis=1)
 
-    for count, reason in ((per_row(missing), "null values"), (per_row(unrepresentable), what)):
+    for flags, reason in ((missing, "null values"), (unrepresentable, what)):
+        if not flags.any():
+            continue
+        count = per_row(flags)
         flagged = np.zeros(problems.n_rows, dtype=bool)
         flagged[rows] = count > 0
         problems.add(flagged, name, [f"{n} {reason}" for n in count[count > 0]])
@@ -371,7 +386,7 @@ def validate_rows(
     each modality's fields (``modality_fields``)."""
     n = batch.num_rows
     problems = _RowProblems(n)
-    ids = batch.column(config.id_column).combine_chunks()
+    ids = _one_array(batch.column(config.id_column))
     problems.add(_mask(ids.is_null()), config.id_column, "sample_id is null")
     if len(duplicate_ids):
         duplicated = _mask(pc.is_in(ids, value_set=duplicate_ids.cast(ids.type)))
@@ -379,7 +394,7 @@ def validate_rows(
 
     labels = None
     if config.label_column is not None:
-        labels = batch.column(config.label_column).combine_chunks().cast(pa.int64())
+        labels = _one_array(batch.column(config.label_column)).cast(pa.int64())
         values = labels.fill_null(0).to_numpy()
         null = _mask(labels.is_null())
         for reason in config.label_reasons:
@@ -391,24 +406,28 @@ def validate_rows(
             [f"label {v} outside [0, {config.num_classes})" for v in values[out_of_range]],
         )
 
-    raw = {m.name: batch.column(m.source_column).combine_chunks() for m in config.modalities}
+    raw = {m.name: _one_array(batch.column(m.source_column)) for m in config.modalities}
     if preprocess is not None:
         raw = _preprocessed(preprocess, raw, problems)
     modalities = {m.name: _modality_rows(raw[m.name], m, problems) for m in config.modalities}
 
     keep = ~problems.bad
-    keep_array = pa.array(keep)
-    valid = {SAMPLE_ID: ids.filter(keep_array)}
+    every_row = bool(keep.all())  # then nothing is filtered, so nothing is copied
+
+    def kept_rows(column: pa.Array) -> pa.Array:
+        return column if every_row else column.filter(pa.array(keep))
+
+    valid = {SAMPLE_ID: kept_rows(ids)}
     if labels is not None:
-        valid[LABEL] = labels.filter(keep_array)
+        valid[LABEL] = kept_rows(labels)
     for group in config.group_columns:
-        valid[group] = batch.column(group).combine_chunks().filter(keep_array)
+        valid[group] = kept_rows(_one_array(batch.column(group)))
     for modality in config.modalities:
         found = modalities[modality.name]
         kept = keep[found.rows]
+        values = found.values if every_row else found.values[kept]
         valid[modality.name] = pa.FixedSizeListArray.from_arrays(
-            pa.array(found.values[kept].reshape(-1)),
-            type=modality_type(modality.size, modality.dtype),
+            pa.array(values.reshape(-1)), type=modality_type(modality.size, modality.dtype)
         )
         if found.steps is not None:
             valid[length_column(modality.name)] = pa.array(found.steps[kept])
