@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# the joint PID encoders of tests whose subject is not the codebooks: they stop 100 updates
+# after their best held-out loss instead of 1,600 (a second or two less per pid_cvx fit)
+QUICK_ENCODERS = {"eval_every": 50, "patience": 2}
+
 
 def xor_function_job(input_uri: str | Path, output: str | Path, **settings: Any) -> dict:
     """A config mapping explaining the XOR function of two one-bit modalities; ``settings``

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from jobs import QUICK_ENCODERS  # tests/jobs.py
 
 from intermodal.cli import main
 from intermodal.measures import parse_config
@@ -70,7 +71,7 @@ def all_measures_run(tmp_path_factory: pytest.TempPathFactory) -> str:
                 },
             },
             "intershap": {"background_size": 8},
-            "pid_cvx": {"n_clusters": 4, "fit_rows": 2000},
+            "pid_cvx": {"n_clusters": 4, "fit_rows": 2000, "encoders": QUICK_ENCODERS},
             "lsmi": {
                 "folds": 3,
                 "fit_rows": 2000,

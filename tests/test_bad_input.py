@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from jobs import QUICK_ENCODERS  # tests/jobs.py
 
 from intermodal.measures import parse_config
 from intermodal.pipelines.score import run_score
@@ -41,7 +42,7 @@ def _job(data, run, **extra) -> object:
             "group_columns": ["site"],
             "modalities": [{"name": "a", "shape": [DIMS]}, {"name": "b", "shape": [DIMS]}],
             "measures": ["pid_cvx"],
-            "pid_cvx": {"n_clusters": 3},
+            "pid_cvx": {"n_clusters": 3, "encoders": QUICK_ENCODERS},
             "compute": {"batch_size": 32},
             **extra,
         }

@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 import torch
-from jobs import xor_function_job  # tests/jobs.py
+from jobs import QUICK_ENCODERS, xor_function_job  # tests/jobs.py
 
 from intermodal import storage
 from intermodal.measures import load_config, parse_config
@@ -46,7 +46,9 @@ def test_memory_uris_round_trip_tables_json_arrays_and_states() -> None:
 
 
 def _job(data: str, run: str) -> dict:
-    return xor_function_job(data, run, measures=["pid_cvx"], pid_cvx={"fit_rows": 500})
+    return xor_function_job(
+        data, run, measures=["pid_cvx"], pid_cvx={"fit_rows": 500, "encoders": QUICK_ENCODERS}
+    )
 
 
 def test_a_config_is_read_from_a_memory_uri(tmp_path) -> None:

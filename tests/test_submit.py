@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from jobs import free_port, ray_head_command, xor_function_job  # tests/jobs.py
+from jobs import QUICK_ENCODERS, free_port, ray_head_command, xor_function_job  # tests/jobs.py
 
 from intermodal.cli import main
 from intermodal.measures import parse_config
@@ -69,7 +69,7 @@ def _job(data: Path, run: Path) -> dict:
         run,
         measures=["intershap", "pid_cvx"],
         intershap={"background_size": 16},
-        pid_cvx={"fit_rows": 1000},
+        pid_cvx={"fit_rows": 1000, "encoders": QUICK_ENCODERS},
     )
 
 
