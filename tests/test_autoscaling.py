@@ -25,7 +25,8 @@ def test_a_gpu_pool_waits_for_the_autoscaler_and_grows_with_it(tmp_path) -> None
     assert result["gpus_at_start"] == 0
     assert result["waited"] and "waiting for nodes with a GPU" in result["waited"][0]
     actors = result["actors"]
-    # the nodes alive at the start (2 CPUs, no GPU) would have held one actor at most
-    assert actors["started"] == 2 == actors["with_gpus"] == result["gpu_nodes"]
+    # the nodes alive at the start (2 CPUs, no GPU) would have held one actor at most; on a
+    # busy machine Ray Data may retire an idle actor and start another: each start counts
+    assert actors["started"] == actors["with_gpus"] >= 2 == result["gpu_nodes"]
     assert sorted(actors["nodes"]) == result["actor_nodes_with_gpu"]
     assert result["rows"] == result["distinct"] == result["input_rows"]

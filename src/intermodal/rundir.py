@@ -35,6 +35,12 @@ class RunPaths:
         return storage.join(self.root, ARTIFACTS, "background.npz")
 
     @property
+    def actors(self) -> str:
+        """Where each score actor of the last ``score`` started: a JSON file per start, read
+        into the manifest's ``actors``."""
+        return storage.join(self.root, ARTIFACTS, "actors")
+
+    @property
     def manifest(self) -> str:
         return storage.join(self.root, "manifest.json")
 

@@ -93,6 +93,16 @@ def read_json(uri: str) -> Any:
         return json.load(handle)
 
 
+def read_json_files(uri: str) -> list[Any]:
+    """Every ``*.json`` file directly in the folder ``uri``, in name order; none when it is
+    missing."""
+    fs, path = filesystem(uri)
+    if not fs.isdir(path):
+        return []
+    names = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".json"))
+    return [read_json(fs.unstrip_protocol(name)) for name in names]
+
+
 def write_arrays(arrays: dict[str, np.ndarray], uri: str) -> None:
     """Named arrays as one ``.npz`` file (plain arrays: read back without pickle)."""
     fs, path = filesystem(uri)

@@ -14,10 +14,9 @@ from importlib.metadata import version
 import numpy as np
 import pyarrow as pa
 import ray
-from ray.util.queue import Queue
 
 from intermodal import __version__, storage
-from intermodal.cluster import ensure_ray, on_this_node
+from intermodal.cluster import ensure_ray
 from intermodal.cluster.resources import (
     ClusterReach,
     actor_pool,
@@ -152,12 +151,12 @@ def _score_stage(
     rows: ray.data.Dataset,
     plan: ScorePlan,
     background: str | None,
-    placements: Queue,
+    placements: str,
 ) -> ray.data.Dataset:
     """Validated rows → score rows on one actor pool (``pipelines.score_stage``); the actors
     read the ``background`` rows from the run directory, not from the object store, so an
     actor restarted after its node was lost rebuilds from the constructor's small arguments
-    (ray#53727). Each actor puts where it started on ``placements``."""
+    (ray#53727). Each actor writes where it started into the folder ``placements``."""
     config = plan.config
     compute = config.compute
     pool = actor_pool(compute, plan.reach)
@@ -321,15 +320,11 @@ def stream_scores(
             background_uri = paths.background
         if plan.reach is not None:
             wait_for_pool(config.compute, plan.reach, progress)
-        # on the driver's node, which lives as long as the run; an actor on a lost node is
-        # restarted elsewhere and reports again
-        placements = Queue(actor_options={"num_cpus": 0, **on_this_node()})
-        try:
-            scores = _score_stage(rows, plan, background_uri, placements)
-            scores.write_datasink(ScoreSink(paths.scores))
-            return [placements.get_nowait() for _ in range(placements.qsize())]
-        finally:
-            placements.shutdown()
+        # an actor restarted after its node was lost writes its new start there too
+        storage.remove(paths.actors)
+        scores = _score_stage(rows, plan, background_uri, paths.actors)
+        scores.write_datasink(ScoreSink(paths.scores))
+        return storage.read_json_files(paths.actors)
 
 
 def account(

@@ -9,6 +9,7 @@ model's coalition values and predictions of a batch, between the measures
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +17,6 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
-from ray.util.queue import Queue
 
 from intermodal import storage
 from intermodal.measures import Measure, job_measures
@@ -53,21 +53,22 @@ class ScoreOperator:
         measures: list[Measure] | None = None,
         background: Mapping[str, np.ndarray] | str | None = None,
         device: torch.device | None = None,
-        placements: Queue | None = None,
+        placements: str | None = None,
     ) -> None:
         """``measures``: the job's measures (``job_measures``) unless given; ``background``:
         the rows standing in for masked modalities, or the URI of the ``.npz`` that holds them
         (the pipeline's way: an actor restarted on any node reads them again); ``device``: the
-        actor's GPU or CPU (``SharedModel``) unless given; ``placements``: a queue told this
-        actor's node and GPUs (the run's manifest records them)."""
+        actor's GPU or CPU (``SharedModel``) unless given; ``placements``: a folder where
+        this actor writes its node and GPUs (the run's manifest records them)."""
         if placements is not None:
+            # a file, not a message to an actor: the run keeps no process for this, and a
+            # restarted actor (same actor id) writes one more start
             context = ray.get_runtime_context()
-            placements.put(
-                {
-                    "node": context.get_node_id(),
-                    "gpus": context.get_accelerator_ids().get("GPU", []),
-                }
-            )
+            placement = {
+                "node": context.get_node_id(),
+                "gpus": context.get_accelerator_ids().get("GPU", []),
+            }
+            storage.write_json(placement, storage.join(placements, f"{uuid.uuid4().hex}.json"))
         # every measure allocates and frees the same batch temporaries: keep them for reuse
         keep_freed_memory()
         use_actor_threads(job.compute)
