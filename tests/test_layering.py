@@ -35,6 +35,7 @@ ALLOWED = {
         "synthetic",
     },
     "validation": {
+        "cluster",
         "estimators",
         "measures",
         "models",

@@ -6,13 +6,14 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 
 import polars as pl
 import pyarrow as pa
 
 from intermodal.cluster import RayStartError
 from intermodal.cluster.resources import NodesDidNotArrive
-from intermodal.schemas.config import ConfigError
+from intermodal.schemas.config import ConfigError, JobConfig
 from intermodal.schemas.validation import InputSchemaError
 from intermodal.validation.suites import SUITES
 
@@ -41,11 +42,12 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from intermodal.measures import load_config
+    from intermodal.cluster import beside_ray_start
+
+    config = beside_ray_start(partial(_imported_config, args.config))
     from intermodal.pipelines.aggregate import run_aggregate
     from intermodal.pipelines.score import run_score, too_few_scored
 
-    config = load_config(args.config)
     manifest = run_score(config, restart=args.restart)
     if not args.no_aggregate:
         _print_global(run_aggregate(config.output))
@@ -54,6 +56,16 @@ def _score(args: argparse.Namespace) -> int:
         print(f"intermodal score: error: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _imported_config(uri: str) -> JobConfig:
+    """The job config at ``uri``, read after importing the pipeline (torch and Ray Data take
+    seconds: ``beside_ray_start`` pays them while Ray starts)."""
+    import intermodal.pipelines.aggregate
+    import intermodal.pipelines.score  # noqa: F401
+    from intermodal.measures import load_config
+
+    return load_config(uri)
 
 
 def _submit(args: argparse.Namespace) -> int:

@@ -10,12 +10,18 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import ray
 
 ANNOUNCING_LOGGERS = ("ray.data._internal.execution.streaming_executor", "ray.data.dataset")
 IDLE_WORKERS_BEYOND_CPUS = 2  # embedded local Ray keeps this many more workers warm
 CONNECT_SECONDS = 5.0  # how long the address check waits for the cluster's port to answer
+
+
+T = TypeVar("T")
 
 
 class RayStartError(RuntimeError):
@@ -100,6 +106,27 @@ def ensure_ray(num_cpus: int | None = None) -> None:
             "stale local Ray; Ray needs a writable temporary folder (RAY_TMPDIR, else /tmp)"
         )
         raise RayStartError(f"could not start Ray ({reason}); {hint}") from None
+
+
+def beside_ray_start(work: Callable[[], T]) -> T:
+    """``work()`` (driver work that needs no Ray: imports, reading the config, training a
+    model in the driver) in a thread while this thread starts embedded local Ray, which takes
+    seconds of waiting on its processes; returns what ``work`` returns. ``work``'s error is
+    raised first (it is the one to fix), after Ray has started. Ray already up or a cluster
+    to attach to (``RAY_ADDRESS``): ``work()``, then Ray."""
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        result = work()
+        ensure_ray()
+        return result
+    # Ray must start in the main thread: started from another, its driver hung later
+    with ThreadPoolExecutor(1, thread_name_prefix="beside-ray-start") as pool:
+        done = pool.submit(work)
+        try:
+            ensure_ray()
+        except RayStartError:
+            done.result()
+            raise
+        return done.result()
 
 
 def on_this_node() -> dict:

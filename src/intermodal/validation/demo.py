@@ -10,10 +10,13 @@ held-out classifier's estimate of ``I(x_0, x_1; y)`` on the same inputs (bits)."
 
 from __future__ import annotations
 
+from functools import partial
+
 import polars as pl
 import pyarrow as pa
 
 from intermodal import storage
+from intermodal.cluster import beside_ray_start
 from intermodal.measures.pid_cvx import CODES_INFORMATION, FEATURE_INFORMATION
 from intermodal.models.training import TrainConfig
 from intermodal.pipelines.job import run_job
@@ -65,7 +68,10 @@ def run_demo(
         split = split_hdxor(spec, storage.join(out, "data", f"hdxor_{setting}"))
         fcnn_run = storage.join(out, f"fcnn_{setting}")
         weights = storage.join(RunPaths(fcnn_run).artifacts, "fcnn_early.pt")
-        trained = train_fcnn(split, weights, "early", DEMO_TRAINING, progress)
+        # the first training (seconds, in this process) runs while Ray starts
+        trained = beside_ray_start(
+            partial(train_fcnn, split, weights, "early", DEMO_TRAINING, progress)
+        )
         jobs = [
             (
                 xor_function_job(
