@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from intermodal.measures import MEASURES, load_config, parse_config, register
+from intermodal.measures import MEASURES, load_config, parse_config, register, unregister
+from intermodal.measures.base import Measure
 from intermodal.measures.lsmi import LSMI
 from intermodal.schemas.config import ConfigError, JobConfig, validate_config
 
@@ -193,6 +194,13 @@ def test_a_measure_cannot_take_a_job_key_or_another_measures_section() -> None:
     with pytest.raises(ValueError, match="config key 'lsmi' is taken"):
         register(clash)
     assert "taken" not in MEASURES and "clash" not in MEASURES
+    bare = [type(name, (Measure,), {"name": name})() for name in ("bare_one", "bare_two")]
+    try:
+        for measure in bare:  # no settings, no key: any number of them
+            register(measure)
+    finally:
+        for measure in bare:
+            unregister(measure.name)
 
 
 def test_the_former_pid_section_is_still_read_with_a_warning() -> None:

@@ -25,9 +25,12 @@ MEASURES: dict[str, Measure] = {}
 
 def register(measure: Measure) -> Measure:
     """Add ``measure`` to the registry (replacing one of the same name); returns it. Its
-    settings key must not be a job key or another measure's."""
+    settings key must not be a job key or another measure's; measures without settings have
+    no key to clash."""
     taken = {m.section for m in MEASURES.values() if m.name != measure.name}
-    if measure.section in JobConfig.model_fields or measure.section in taken:
+    if measure.section is not None and (
+        measure.section in JobConfig.model_fields or measure.section in taken
+    ):
         raise ValueError(f"measure '{measure.name}': config key '{measure.section}' is taken")
     MEASURES[measure.name] = measure
     return measure

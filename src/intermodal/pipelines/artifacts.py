@@ -58,6 +58,9 @@ def fitted(job: JobConfig, measure: Measure, shards: list[Shard]) -> bool:
 
 
 RELAY_SECONDS = 0.5  # how often the driver passes on the fits' progress lines
+# how often a fit submits a shared part again after losing it (each time, to a node's death)
+# before it gives up: a bound, so that no loss can keep a fit waiting for ever
+SHARED_PART_RESUBMITS = 3
 
 
 class RelayedProgress:
@@ -76,7 +79,11 @@ class RayFitWorkers:
     threads as CPUs it holds (small models lose more to idle threads than they gain). Parts
     submitted with a key go through the fit round's ``PartMemo``, so measures whose fits
     need the same part (LSMI's and PID BATCH's classifiers on the same sample and settings)
-    share one run of it."""
+    share one run of it.
+
+    A worker node lost while fitting takes its parts and fits with it: Ray runs them again
+    elsewhere (its default ``max_retries``), a fit again from its start. Parts are seeded, so a
+    part run again gives the same result."""
 
     def __init__(
         self, resources: FitResources, progress: Progress, memo: ActorHandle | None
@@ -84,6 +91,8 @@ class RayFitWorkers:
         self.resources = resources
         self.progress = progress
         self.memo = memo
+        # this fit's requests to the memo by the part it got: what to submit again if lost
+        self.shared: dict[ray.ObjectRef, tuple[str, Callable[..., Any], tuple[Any, ...]]] = {}
 
     def share(self, value: Any) -> Any:
         return ray.put(value)
@@ -96,10 +105,27 @@ class RayFitWorkers:
             return self.submit(fn, *args)
         # the arguments travel in a list: Ray would fetch top-level object refs into the memo
         (part,) = ray.get(self.memo.submit.remote(key, self.resources, fn, [*args]))
+        self.shared[part] = (key, fn, args)
         return part
 
     def gather(self, handles: list[Any]) -> list[Any]:
-        return ray.get(list(handles))
+        return [self._result(handle) for handle in handles]
+
+    def _result(self, part: Any) -> Any:
+        """A part's result. A shared part may have been submitted by another fit (another
+        measure's, or an earlier attempt of this one) whose arguments died with its node, so
+        that it fails however often Ray retries it: this fit submits it again with its own."""
+        for _ in range(SHARED_PART_RESUBMITS):
+            try:
+                return ray.get(part)
+            except ray.exceptions.ObjectLostError:  # its owner died, or its lineage did
+                if part not in self.shared:
+                    raise
+                key, fn, args = self.shared.pop(part)
+                resubmit = self.memo.resubmit.remote(key, [part], self.resources, fn, [*args])
+                (part,) = ray.get(resubmit)
+                self.shared[part] = (key, fn, args)
+        return ray.get(part)
 
 
 @ray.remote
@@ -174,9 +200,9 @@ def fit_measures(
             markers[name].write()
         # a refit with other settings leaves classifiers no measure uses; no fit runs now
         prune_classifier_store(job.output)
-        requests, parts = (0, 0) if memo is None else ray.get(memo.counts.remote())
-        if parts < requests:
-            progress(f"[fit] {requests - parts} of {requests} shared parts were reused, not refit")
+        requests, runs = (0, 0) if memo is None else ray.get(memo.counts.remote())
+        if runs < requests:
+            progress(f"[fit] {requests - runs} of {requests} shared parts were reused, not refit")
     finally:
         _relay(lines, progress)
         lines.shutdown()

@@ -31,6 +31,7 @@ class PartMemo:
     def __init__(self) -> None:
         self.parts: dict[str, ray.ObjectRef] = {}
         self.requests = 0
+        self.runs = 0  # parts submitted, resubmitted ones too: those are not reused
 
     def submit(
         self, key: str, resources: FitResources, fn: Callable[..., Any], args: list[Any]
@@ -38,11 +39,29 @@ class PartMemo:
         self.requests += 1
         if key not in self.parts:
             self.parts[key] = submit_part(resources, fn, args)
+            self.runs += 1
+        return [self.parts[key]]
+
+    def resubmit(
+        self,
+        key: str,
+        lost: list[ray.ObjectRef],
+        resources: FitResources,
+        fn: Callable[..., Any],
+        args: list[Any],
+    ) -> list[ray.ObjectRef]:
+        """The part of ``key`` again after ``lost`` (its ref, in a list so Ray does not fetch
+        it) failed for want of an object: the fit that first submitted it owned its arguments
+        and died with its node. Submitted anew with the caller's ``args`` unless another
+        caller already did."""
+        if self.parts[key] == lost[0]:
+            self.parts[key] = submit_part(resources, fn, args)
+            self.runs += 1
         return [self.parts[key]]
 
     def counts(self) -> tuple[int, int]:
         """(requests, parts run)."""
-        return self.requests, len(self.parts)
+        return self.requests, self.runs
 
 
 def threads_of(resources: FitResources) -> int:
