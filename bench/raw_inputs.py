@@ -32,7 +32,8 @@ import torch
 from intermodal.measures import parse_config
 from intermodal.models.image_text import build_image_text
 from intermodal.operators.coalitions import CoalitionValues
-from intermodal.operators.context import as_tensors, modality_arrays
+from intermodal.operators.context import as_tensors
+from intermodal.schemas.tables import modality_arrays
 from intermodal.schemas.validation import validate_rows
 from intermodal.synthetic.image_text import (
     IMAGE_SIZE,

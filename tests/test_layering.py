@@ -1,7 +1,7 @@
 """The package layout of docs/architecture.md: each package imports only the packages its row allows
 (arrows point down the table). ``storage`` (fsspec helpers), ``rundir`` (the run directory's
-layout), ``progress`` (the progress callback) and the package root (``__version__``) import
-nothing above them and serve every layer. Ray stays out of the math: no ``estimators`` or
+layout), ``progress`` (the progress callback), ``entrypoints`` (the user's code by name) and the
+package root (``__version__``) import nothing above them and serve every layer. Ray stays out of the math: no ``estimators`` or
 ``measures`` module imports it."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import intermodal
 
 SOURCE = Path(intermodal.__file__).parent
-UTILITIES = {"storage", "rundir", "progress", ""}
+UTILITIES = {"storage", "rundir", "progress", "entrypoints", ""}
 ALLOWED = {
     "schemas": set(),
     "estimators": {"schemas"},

@@ -14,12 +14,12 @@ import torch
 
 from intermodal import storage
 from intermodal.measures import parse_config
-from intermodal.operators.context import as_tensors, constant_arrays, modality_arrays
+from intermodal.operators.context import as_tensors, constant_arrays
 from intermodal.pipelines.aggregate import run_aggregate
 from intermodal.pipelines.score import run_score
 from intermodal.rundir import RunPaths
 from intermodal.schemas.config import ConfigError
-from intermodal.schemas.tables import PID_TERMS, length_column, mask_key
+from intermodal.schemas.tables import PID_TERMS, length_column, mask_key, modality_arrays
 from intermodal.schemas.validation import validate_rows
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.tokens import MARKER, TokenXORSpec, generate_token_xor

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray.cloudpickle as cloudpickle
 from jobs import xor_function_job  # tests/jobs.py
 
 from intermodal.estimators.intershap import global_intershap, local_intershap
 from intermodal.measures import parse_config
 from intermodal.pipelines.aggregate import run_aggregate
-from intermodal.pipelines.inputs import inspect_shards, sample_rows
+from intermodal.pipelines.inputs import ShardSource, duplicate_ids, inspect_shards, sample_rows
+from intermodal.pipelines.resume import ScoreSink
 from intermodal.pipelines.score import background_inputs, run_score
 from intermodal.schemas.validation import InputSchemaError
 
@@ -238,3 +243,33 @@ def test_all_rows_rejected_and_null_labels(tmp_path) -> None:
     )
     assert sorted(by_label["group"]) == ["0", "1", "null"]
     assert by_label.filter(pl.col("group") == "null")["n"].item() == 10
+
+
+READ_IN_A_FRESH_PROCESS = """
+import sys
+import ray.cloudpickle as cloudpickle
+read_task, sink = cloudpickle.loads(open(sys.argv[1], "rb").read())
+rows = sum(block.num_rows for block in read_task())
+heavy = sorted(m for m in sys.modules if m == "torch" or m.startswith("intermodal.measures"))
+print(rows, heavy)
+"""
+
+
+def test_read_tasks_and_the_score_writer_import_no_measure_and_no_torch(tmp_path) -> None:
+    """A read task's worker imports Ray Data and the input checks, not the measures (whose
+    settings the job carries) nor torch: those cost seconds in every fresh worker."""
+    bits0, bits1 = _clean_bits(40, seed=3)
+    shard = _shard(list(range(40)), bits0, [[b] for b in bits1], [0, 1] * 20)
+    pq.write_table(shard, tmp_path / "part-0.parquet")
+    job = _job(str(tmp_path), str(tmp_path / "run"), measures=["intershap", "pid_cvx"])
+    shards = inspect_shards(job)
+    source = ShardSource(shards, job, duplicate_ids(job, shards), str(tmp_path / "rejects"))
+    payload = tmp_path / "read_task.pkl"
+    payload.write_bytes(cloudpickle.dumps((source.get_read_tasks(1)[0], ScoreSink("unused"))))
+    done = subprocess.run(
+        [sys.executable, "-c", READ_IN_A_FRESH_PROCESS, str(payload)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split("\n")[0] == "40 []"

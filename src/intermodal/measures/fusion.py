@@ -23,9 +23,8 @@ from intermodal.measures.base import (
 from intermodal.models.artifacts import load_state, save_state
 from intermodal.models.fusion_training import FusionTrainConfig, train_fusion_model
 from intermodal.models.training import CPU, fit_device
-from intermodal.operators.context import modality_arrays
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import LABEL
+from intermodal.schemas.tables import LABEL, modality_arrays
 
 # batch statistics (InTense's VBN) need two rows
 MINIMUM_FIT_ROWS = 2

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from intermodal.entrypoints import import_entrypoint
 from intermodal.models.fusion_training import FusionTrainConfig, train_fusion_model
-from intermodal.models.protocol import import_factory
 from intermodal.models.training import TrainConfig, train_classifier
 from intermodal.progress import Progress
 
@@ -81,7 +81,7 @@ def train_family(
     kwargs = family_kwargs(family, modalities, [x.shape[1] for x in inputs.values()], num_classes)
     factory = FACTORIES[family]
     torch.manual_seed(seed)
-    module = import_factory(factory)(**kwargs)
+    module = import_entrypoint(factory)(**kwargs)
     if family in FCNN_FAMILIES:
         train_classifier(module, inputs, labels, TrainConfig(epochs=epochs, seed=seed), progress)
     else:

@@ -16,7 +16,6 @@ that layer's output instead of running it (``W·[x_1; b_2] + c = W_1·x_1 + W_2�
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -25,6 +24,7 @@ import fsspec
 import torch
 from torch import Tensor, nn
 
+from intermodal.entrypoints import import_entrypoint
 from intermodal.schemas.validation import first_line
 
 # one modality's batch: a tensor, or named tensors of the same rows (values and their mask)
@@ -109,26 +109,6 @@ def as_multimodal(module: nn.Module, modalities: Sequence[str]) -> MultimodalMod
     return ForwardModel(module, modalities)
 
 
-def import_factory(entrypoint: str) -> Any:
-    """The callable named ``package.module:function``; only that module is imported."""
-    module_name, _, attribute = entrypoint.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ValueError(
-            f"model.factory '{entrypoint}': cannot import '{module_name}': {error}. The module "
-            "must be importable by the driver and by every Ray worker: install it as a package "
-            "(on every node of a cluster), or put its directory on PYTHONPATH before the run "
-            "starts"
-        ) from None
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise ValueError(
-            f"model.factory '{entrypoint}': '{module_name}' has no '{attribute}'"
-        ) from None
-
-
 def load_state_dict(uri: str) -> dict[str, Tensor]:
     """A checkpoint's tensors; refuses anything that is not a plain state_dict."""
     try:
@@ -152,7 +132,7 @@ def build_model(
 ) -> MultimodalModel:
     """Build the configured model in eval mode, weights loaded when given."""
     try:
-        module = import_factory(factory)(**kwargs)
+        module = import_entrypoint(factory)(**kwargs)
     except TypeError as error:
         raise ValueError(
             f"model.kwargs {dict(kwargs)}: '{factory}' does not take them ({first_line(error)})"

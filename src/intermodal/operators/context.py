@@ -23,20 +23,7 @@ from intermodal.models.training import CPU
 from intermodal.operators.coalitions import CoalitionValues
 from intermodal.operators.device import select_device
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import LABEL, length_column, mask_key, modality_values
-
-
-def modality_arrays(job: JobConfig, rows: pa.Table) -> dict[str, np.ndarray]:
-    """``{modality: [n, size]}`` of normalised rows in each modality's dtype (zero-copy where
-    possible), and for a variable-length modality its ``[n, max_length]`` bool step mask under
-    ``mask_key(modality)``."""
-    arrays = {}
-    for m in job.modalities:
-        arrays[m.name] = modality_values(rows.column(m.name), m.size)
-        if m.variable:
-            steps = rows.column(length_column(m.name)).to_numpy()
-            arrays[mask_key(m.name)] = np.arange(m.max_length or 0) < steps[:, None]
-    return arrays
+from intermodal.schemas.tables import LABEL, mask_key, modality_arrays
 
 
 def constant_arrays(

@@ -19,11 +19,10 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from intermodal import storage
-from intermodal.models.protocol import import_factory
-from intermodal.operators.context import modality_arrays
+from intermodal.entrypoints import import_entrypoint
 from intermodal.pipelines.formats import FORMATS, ShardFormat, detect_format
 from intermodal.schemas.config import JobConfig
-from intermodal.schemas.tables import LABEL, SOURCE_SHARD
+from intermodal.schemas.tables import LABEL, SOURCE_SHARD, modality_arrays
 from intermodal.schemas.validation import (
     InputSchemaError,
     Preprocess,
@@ -49,7 +48,7 @@ def job_preprocess(job: JobConfig) -> Preprocess | None:
 
 @cache
 def _preprocess(entrypoint: str, kwargs: str) -> Preprocess:
-    function = import_factory(entrypoint)
+    function = import_entrypoint(entrypoint, "model.preprocess")
     return partial(function, **json.loads(kwargs)) if kwargs != "{}" else function
 
 
@@ -203,8 +202,10 @@ def _valid_rows(
     not on the driver (before Ray starts, the preflight's few rows do run here)."""
     if job_preprocess(config) is None or not ray.is_initialized():
         return [_read_valid(config, shard, rows, columns, duplicates) for shard, rows in reads]
-    task = ray.remote(_read_valid)
-    return ray.get([task.remote(config, shard, rows, columns, duplicates) for shard, rows in reads])
+    task, reading = ray.remote(_read_valid), config.without_sections()
+    return ray.get(
+        [task.remote(reading, shard, rows, columns, duplicates) for shard, rows in reads]
+    )
 
 
 def labelled_sample(
@@ -312,9 +313,9 @@ class ShardSource(_ShardTasks):
         self, shards: list[Shard], job: JobConfig, duplicates: pa.Array, rejects_uri: str
     ) -> None:
         super().__init__(shards)
-        # the validated config object, not its dump: a worker need not know every measure
-        # the job names to use it (a measure registered in the driver travels with the job)
-        self.job = job
+        # the validated config without the measures' sections: reading needs none of them, and
+        # a read task then imports no measure (nor torch)
+        self.job = job.without_sections()
         self.duplicates = duplicates
         self.rejects_uri = rejects_uri
 

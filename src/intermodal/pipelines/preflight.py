@@ -18,9 +18,10 @@ import ray
 import torch
 
 from intermodal.models.protocol import build_model
-from intermodal.operators.context import as_tensors, modality_arrays
+from intermodal.operators.context import as_tensors
 from intermodal.pipelines.inputs import Shard, job_preprocess
 from intermodal.schemas.config import JobConfig
+from intermodal.schemas.tables import modality_arrays
 from intermodal.schemas.validation import PREPROCESS_COLUMN, first_line, validate_rows
 
 PREFLIGHT_ROWS = 4  # rows of the input the model is tried on

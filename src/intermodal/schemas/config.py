@@ -313,6 +313,16 @@ class JobConfig(BaseModel):
             raise ValueError(f"unknown measure(s) {unknown}; known: {', '.join(known)}")
         return measures
 
+    def without_sections(self) -> JobConfig:
+        """This job without its measures' settings sections: what reading and validating rows
+        needs. A read task that gets it unpickles no measure module (their settings models live
+        there, and the measures import torch: seconds in every fresh worker)."""
+        reading = JobConfig.model_construct(
+            **{name: getattr(self, name) for name in self.model_fields}
+        )
+        reading._label_reasons = list(self._label_reasons)
+        return reading
+
     def section(self, key: str) -> Any:
         """A measure's settings section (its defaults when the job does not set it)."""
         return getattr(self, key)

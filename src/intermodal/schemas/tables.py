@@ -17,10 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import combinations
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:  # the config module's own tables come from here
+    from intermodal.schemas.config import JobConfig
 
 SAMPLE_ID = "sample_id"
 LABEL = "label"
@@ -169,3 +172,16 @@ def modality_values(column: pa.ChunkedArray | pa.Array, size: int) -> np.ndarray
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, size)
+
+
+def modality_arrays(job: JobConfig, rows: pa.Table) -> dict[str, np.ndarray]:
+    """``{modality: [n, size]}`` of normalised rows in each modality's dtype (zero-copy where
+    possible), and for a variable-length modality its ``[n, max_length]`` bool step mask under
+    ``mask_key(modality)``."""
+    arrays = {}
+    for m in job.modalities:
+        arrays[m.name] = modality_values(rows.column(m.name), m.size)
+        if m.variable:
+            steps = rows.column(length_column(m.name)).to_numpy()
+            arrays[mask_key(m.name)] = np.arange(m.max_length or 0) < steps[:, None]
+    return arrays
