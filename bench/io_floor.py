@@ -5,15 +5,15 @@ an older commit; this tree's ``src/`` is the other), interleaved ``--repeats`` t
 fresh process with that tree first on ``PYTHONPATH`` (Ray's local workers inherit it):
 
 * **I/O floor**: ``run_score`` of ``coalition_throughput``'s input (M = 3 modalities of
-  ``--dims`` float32, 65,536-row shards) with a measure that does one sum per row and no model:
+  128 float32, 65,536-row shards) with a measure that does one sum per row and no model:
   read, validate, hand the batch to the actor, write. Ray is started before the timed call.
 * **InterSHAP pipeline**: the same input scored with InterSHAP (background masking, K = 8) of
   the bench's intermediate-fusion FCNN, the pipeline of ``coalition_throughput`` part 1.
 
-Then what the floor implies for a GPU: in-process rates, one core each, of read + validate
-(``read_shard``) and of the operator's CPU work around the model (``ScoreOperator`` with the
-floor's measure on validated batches), and from them how many CPU cores one actor needs to
-keep a model of ``--model-rate`` samples per second busy.
+* **The CPU side in-process** (what the floor implies for a GPU): rates on one core of read +
+  validate (``read_shard``) and of the operator's work around the model (``ScoreOperator``
+  with the floor's measure on validated batches), and from them how many CPU cores one actor
+  needs to keep a model of ``--model-rate`` samples per second busy.
 
     python bench/io_floor.py --baseline-src /tmp/base/src              # 1M rows
     python bench/io_floor.py --baseline-src /tmp/base/src --rows 100000 --repeats 1
@@ -61,7 +61,8 @@ SETTINGS = Settings(
     cpus_per_actor=0.5,
     torch_threads=1,
 )
-RUNS = ("floor", "intershap")
+RUNS = ("floor", "intershap")  # through run_score
+RATES = "rates"  # the in-process CPU side
 
 
 def log(line: str) -> None:
@@ -119,18 +120,21 @@ def in_process_rates(root: Path, rows: int) -> dict[str, float]:
 
 
 def child(args: argparse.Namespace) -> None:
-    seconds = one_run(args.out, args.rows, args.run, args.attempt)
-    print(json.dumps({"seconds": seconds}))
+    if args.run == RATES:
+        print(json.dumps(in_process_rates(args.out, args.rows)))
+    else:
+        print(json.dumps({"seconds": one_run(args.out, args.rows, args.run, args.attempt)}))
 
 
-def timed_in(src: Path, args: argparse.Namespace, run: str, attempt: str) -> float:
+def measured_in(src: Path, args: argparse.Namespace, run: str, attempt: str) -> dict[str, float]:
+    """What the child prints for ``run``, in a fresh process with ``src`` first on the path."""
     environment = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{HERE}"}
     command = [sys.executable, str(Path(__file__).resolve()), "--child", "--run", run]
     command += ["--rows", str(args.rows), "--out", str(args.out), "--attempt", attempt]
     result = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     if result.returncode:
         raise RuntimeError(f"{src} {run}: {result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -147,7 +151,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="samples per second a GPU model would take",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--run", choices=RUNS, help=argparse.SUPPRESS)
+    parser.add_argument("--run", choices=[*RUNS, RATES], help=argparse.SUPPRESS)
     parser.add_argument("--attempt", default="0", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -165,12 +169,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     log(f"[bench] wrote {args.rows} rows in {shards} shards")
     trees = {"baseline": args.baseline_src.resolve(), "this tree": THIS_SRC}
     seconds: dict[tuple[str, str], list[float]] = {}
+    rates: dict[str, list[dict[str, float]]] = {}
     for repeat in range(args.repeats):
+        for name, src in trees.items():
+            rates.setdefault(name, []).append(measured_in(src, args, RATES, str(repeat)))
         for run in RUNS:
             for name, src in trees.items():
-                value = timed_in(src, args, run, f"{name.replace(' ', '_')}-{repeat}")
-                seconds.setdefault((name, run), []).append(value)
-                log(f"[bench] {name} {run}: {value:.1f} s")
+                value = measured_in(src, args, run, f"{name.replace(' ', '_')}-{repeat}")
+                seconds.setdefault((name, run), []).append(value["seconds"])
+                log(f"[bench] {name} {run}: {value['seconds']:.1f} s")
     rows = []
     for run in RUNS:
         base = statistics.median(seconds[("baseline", run)])
@@ -193,24 +200,26 @@ def main(argv: Sequence[str] | None = None) -> None:
             "thread; Ray started before each timed call (its start not included)",
         ],
     )
-    rates = in_process_rates(args.out, args.rows)
-    per_core = 1 / (1 / rates["read+validate/s"] + 1 / rates["operator/s"])
+    table = []
+    for name, measured in rates.items():
+        read = statistics.median(r["read+validate/s"] for r in measured)
+        operate = statistics.median(r["operator/s"] for r in measured)
+        per_core = 1 / (1 / read + 1 / operate)
+        row = {"tree": name, "read+validate/s": read, "operator/s": operate}
+        row["floor/s per core"] = per_core
+        for rate in args.model_rate:
+            row[f"cores per actor at {rate:,.0f}/s"] = rate / per_core
+        table.append(row)
     show(
-        "2. Where a GPU would starve: the CPU side per core (this tree, in-process, 1 thread)",
-        pl.DataFrame(
-            [
-                {
-                    "model samples/s": rate,
-                    "floor rows/s per core": per_core,
-                    "CPU cores per actor to feed it": rate / per_core,
-                }
-                for rate in args.model_rate
-            ]
-        ),
+        "2. Where a GPU would starve: the CPU side per core (in-process, 1 thread, median of "
+        f"{args.repeats})",
+        pl.DataFrame(table),
         [
-            f"read+validate {rates['read+validate/s']:,.0f} rows/s, operator around the model "
-            f"{rates['operator/s']:,.0f} rows/s, one core each; floor per core = both in turn",
-            "cores per actor = model rate ÷ floor per core: fewer and the GPU waits for rows",
+            "read+validate/s: read_shard per shard (Parquet decode and row checks); operator/s: "
+            "ScoreOperator with the floor's measure on validated batches (Arrow → arrays, the "
+            "output table): the CPU work around a model; floor per core: both in turn",
+            "cores per actor at R/s: CPU cores one actor needs to keep a model that takes R "
+            "samples per second busy; fewer and the GPU waits for rows",
         ],
     )
     print_finished(started, load_before)
