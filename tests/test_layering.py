@@ -1,8 +1,8 @@
 """The package layout of docs/architecture.md: each package imports only the packages its row allows
 (arrows point down the table). ``storage`` (fsspec helpers), ``rundir`` (the run directory's
 layout), ``progress`` (the progress callback), ``entrypoints`` (the user's code by name) and the
-package root (``__version__``) import nothing above them and serve every layer. Ray stays out of the math: no ``estimators`` or
-``measures`` module imports it."""
+package root (``__version__``) import nothing above them and serve every layer. Ray stays out
+of the math: no ``estimators`` or ``measures`` module imports it."""
 
 from __future__ import annotations
 
