@@ -166,11 +166,16 @@ def normalised_input_schema(
     return pa.schema(fields)
 
 
+def one_array(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array; a single chunk as it is (``combine_chunks`` would copy it)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def modality_values(column: pa.ChunkedArray | pa.Array, size: int) -> np.ndarray:
     """A normalised modality column as a ``[n, size]`` array of its dtype (zero-copy when
     possible)."""
     if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+        column = one_array(column)
     return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, size)
 
 

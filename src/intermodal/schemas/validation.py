@@ -26,6 +26,7 @@ from intermodal.schemas.tables import (
     length_column,
     modality_type,
     normalised_input_schema,
+    one_array,
 )
 
 
@@ -146,11 +147,6 @@ class _RowProblems:
             self.columns.setdefault(int(row), []).append(column)
             text = reason if isinstance(reason, str) else reason[position]
             self.reasons.setdefault(int(row), []).append(text)
-
-
-def _one_array(column: pa.ChunkedArray) -> pa.Array:
-    """A column as one array; a single chunk as it is (``combine_chunks`` would copy it)."""
-    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _mask(array: pa.Array) -> np.ndarray:
@@ -386,7 +382,7 @@ def validate_rows(
     each modality's fields (``modality_fields``)."""
     n = batch.num_rows
     problems = _RowProblems(n)
-    ids = _one_array(batch.column(config.id_column))
+    ids = one_array(batch.column(config.id_column))
     problems.add(_mask(ids.is_null()), config.id_column, "sample_id is null")
     if len(duplicate_ids):
         duplicated = _mask(pc.is_in(ids, value_set=duplicate_ids.cast(ids.type)))
@@ -394,7 +390,7 @@ def validate_rows(
 
     labels = None
     if config.label_column is not None:
-        labels = _one_array(batch.column(config.label_column)).cast(pa.int64())
+        labels = one_array(batch.column(config.label_column)).cast(pa.int64())
         values = labels.fill_null(0).to_numpy()
         null = _mask(labels.is_null())
         for reason in config.label_reasons:
@@ -406,22 +402,23 @@ def validate_rows(
             [f"label {v} outside [0, {config.num_classes})" for v in values[out_of_range]],
         )
 
-    raw = {m.name: _one_array(batch.column(m.source_column)) for m in config.modalities}
+    raw = {m.name: one_array(batch.column(m.source_column)) for m in config.modalities}
     if preprocess is not None:
         raw = _preprocessed(preprocess, raw, problems)
     modalities = {m.name: _modality_rows(raw[m.name], m, problems) for m in config.modalities}
 
     keep = ~problems.bad
     every_row = bool(keep.all())  # then nothing is filtered, so nothing is copied
+    keep_array = None if every_row else pa.array(keep)
 
     def kept_rows(column: pa.Array) -> pa.Array:
-        return column if every_row else column.filter(pa.array(keep))
+        return column if keep_array is None else column.filter(keep_array)
 
     valid = {SAMPLE_ID: kept_rows(ids)}
     if labels is not None:
         valid[LABEL] = kept_rows(labels)
     for group in config.group_columns:
-        valid[group] = kept_rows(_one_array(batch.column(group)))
+        valid[group] = kept_rows(one_array(batch.column(group)))
     for modality in config.modalities:
         found = modalities[modality.name]
         kept = keep[found.rows]
