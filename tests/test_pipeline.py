@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray.cloudpickle as cloudpickle
 from jobs import xor_function_job  # tests/jobs.py
+from polars.testing import assert_frame_equal
 
 from intermodal.estimators.intershap import global_intershap, local_intershap
 from intermodal.measures import parse_config
@@ -273,3 +274,38 @@ def test_read_tasks_and_the_score_writer_import_no_measure_and_no_torch(tmp_path
         check=True,
     )
     assert done.stdout.split("\n")[0] == "40 []"
+
+
+def _scores(run: str) -> pl.DataFrame:
+    return pl.read_parquet(f"{run}/scores").sort("sample_id")
+
+
+def test_tasks_score_as_actors_do_and_never_with_an_earlier_runs_operator(tmp_path) -> None:
+    """``score_on: tasks`` keeps each worker process's operator for the run's later shards:
+    it must give the actors' scores, build far fewer operators than there are shards, and
+    never score a run with the operator of an earlier one (here: other background rows in
+    the same run directory, which a stale operator would still hold)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for shard in range(8):
+        a, b = _clean_bits(60, seed=shard)
+        ids = list(range(shard * 60, (shard + 1) * 60))
+        pq.write_table(
+            _shard(ids, list(a), [[x] for x in b], [0, 1] * 30), data / f"{shard}.parquet"
+        )
+
+    def run(score_on: str, seed: int, output: str) -> pl.DataFrame:
+        intershap = {"background_size": 3, "seed": seed}
+        job = _job(str(data), output, intershap=intershap, compute={"score_on": score_on})
+        manifest = run_score(job, progress=lambda _: None, restart=True)
+        if score_on == "tasks":  # every process built its operator once for the 8 shards
+            assert 1 <= manifest["actors"]["started"] <= 4
+        return _scores(output)
+
+    shared = str(tmp_path / "tasks")
+    first = run("tasks", 0, shared)
+    second = run("tasks", 1, shared)  # same directory, other background rows
+    on_actors = run("actors", 1, str(tmp_path / "actors"))
+    assert first.height == second.height == 480
+    assert not first.equals(second)  # the background rows matter to these scores
+    assert_frame_equal(second, on_actors, rel_tol=1e-6, abs_tol=1e-7)

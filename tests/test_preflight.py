@@ -28,10 +28,11 @@ from intermodal.cluster.resources import (
     actor_pool,
     check_compute,
     launcher_node_types,
+    task_concurrency,
 )
 from intermodal.models.fcnn import build_fcnn
 from intermodal.pipelines import score
-from intermodal.schemas.config import ComputeConfig
+from intermodal.schemas.config import ActorRange, ComputeConfig
 from intermodal.schemas.tables import REJECT_SCHEMA
 
 ROWS = 64
@@ -181,7 +182,10 @@ def test_a_run_without_rejects_still_has_a_rejects_table(tmp_path, capsys) -> No
     [
         ({"gpus_per_actor": 1}, "compute.gpus_per_actor = 1: this cluster has none"),
         ({"cpus_per_actor": 4}, "compute.cpus_per_actor = 4: the largest node has 2 CPUs"),
-        ({"actors": 2, "cpus_per_actor": 1}, "would leave fewer than 1 for reading and writing"),
+        (
+            {"actors": 2, "cpus_per_actor": 1, "score_on": "actors"},
+            "would leave fewer than 1 for reading and writing",
+        ),
         ({"fit": {"gpus": 1}}, "compute.fit.gpus = 1: this cluster has none; set it to 0 to fit"),
         ({"fit": {"cpus": 3}}, "compute.fit.cpus = 3: the largest node has 2 CPUs"),
     ],
@@ -237,14 +241,27 @@ def test_the_actor_pool_follows_the_cluster() -> None:
     assert actor_pool(ComputeConfig(cpus_per_actor=0.5)) == Pool(1, 2, 1)
     assert actor_pool(ComputeConfig(actors={"min": 1, "max": 3})) == Pool(1, 3, 1)
     assert actor_pool(ComputeConfig(actors=2)) == Pool(2, 2, 2)
-    check_compute(ComputeConfig(actors={"min": 1, "max": 2}, cpus_per_actor=0.5))
+    on_actors = {"score_on": "actors", "cpus_per_actor": 0.5}
+    check_compute(ComputeConfig(actors={"min": 1, "max": 2}, **on_actors))
     with pytest.raises(ValueError, match=r"compute.actors \(at most\)"):
-        check_compute(ComputeConfig(actors={"min": 1, "max": 3}, cpus_per_actor=0.5))
+        check_compute(ComputeConfig(actors={"min": 1, "max": 3}, **on_actors))
+    # score tasks read and write their own shards: as many as Ray runs at once starve nothing
+    check_compute(ComputeConfig(actors={"min": 1, "max": 3}, cpus_per_actor=0.5))
+    assert [
+        task_concurrency(ComputeConfig(actors=actors))
+        for actors in ("auto", 3, ActorRange(min=1, max=4))
+    ] == [None, 3, 4]
+    assert ComputeConfig().scores_on_tasks and not ComputeConfig(gpus_per_actor=1).scores_on_tasks
 
 
 @pytest.mark.usefixtures("ray_session")
 def test_an_elastic_pool_scores_every_row(tmp_path, capsys) -> None:
-    compute = {"actors": {"min": 1, "max": 2}, "cpus_per_actor": 0.5, "torch_threads": 1}
+    compute = {
+        "actors": {"min": 1, "max": 2},
+        "cpus_per_actor": 0.5,
+        "torch_threads": 1,
+        "score_on": "actors",
+    }
     job = xor_function_job(_write_input(tmp_path / "data"), tmp_path / "run", compute=compute)
     code, _ = _run(tmp_path, job, capsys)
     assert code == 0

@@ -1,5 +1,5 @@
 """Production runs: a killed driver resumes without losing or duplicating rows, and a killed
-score actor leaves the output exactly as an undisturbed run writes it."""
+score actor or score task leaves the output exactly as an undisturbed run writes it."""
 
 from __future__ import annotations
 
@@ -26,12 +26,11 @@ N_SHARDS = 8
 ROWS = 8_000
 
 
-def _job(data: Path, run: Path) -> JobConfig:
+def _job(data: Path, run: Path, score_on: str = "auto") -> JobConfig:
     """InterSHAP of the exact XOR function with many background rows: cheap to set up, slow
     enough per shard that a kill lands while shards are still being scored."""
-    job = xor_function_job(
-        data, run, intershap={"background_size": 1024}, compute={"batch_size": 64}
-    )
+    compute = {"batch_size": 64, "score_on": score_on}
+    job = xor_function_job(data, run, intershap={"background_size": 1024}, compute=compute)
     return parse_config(job)
 
 
@@ -110,39 +109,57 @@ def _descends_from_this_process(pid: int) -> bool:
     return False
 
 
-def _score_actor_pids() -> list[int]:
+# what the command line of a process that scores shows (Ray names its workers by their work)
+SCORING = {"actors": b"ScoreOperator", "tasks": b"score_shard_blocks"}
+
+
+def _scoring_pids(score_on: str) -> list[int]:
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             pid = int(cmdline.parent.name)
-            if b"ScoreOperator" in cmdline.read_bytes() and _descends_from_this_process(pid):
+            scoring = SCORING[score_on] in cmdline.read_bytes()
+            if scoring and _descends_from_this_process(pid):
                 pids.append(pid)
         except OSError:  # the process ended while we looked
             continue
     return pids
 
 
-def test_a_killed_score_actor_changes_nothing_in_the_output(data, tmp_path) -> None:
-    undisturbed = tmp_path / "undisturbed"
-    run_score(_job(data, undisturbed), progress=lambda _: None)
+@pytest.fixture(scope="module")
+def undisturbed(data, tmp_path_factory) -> pl.DataFrame:
+    run = tmp_path_factory.mktemp("undisturbed")
+    run_score(_job(data, run), progress=lambda _: None)
+    return _sorted_scores(run)
 
+
+@pytest.mark.parametrize("score_on", ["actors", "tasks"])
+def test_a_killed_scoring_process_changes_nothing_in_the_output(
+    data, undisturbed, tmp_path, score_on
+) -> None:
+    """A score actor killed (Ray restarts it) or a worker killed in a score task (Ray runs
+    the task again, whose shard's files are written again under the same names)."""
     disturbed = tmp_path / "disturbed"
     killed: dict[str, object] = {}
 
-    def kill_the_actor_once_scores_appear() -> None:
-        files = _wait_for_scores(disturbed)
-        pids = _score_actor_pids()
+    def kill_the_scorers_once_scores_appear() -> None:
+        _wait_for_scores(disturbed)
+        deadline = time.monotonic() + 60
+        # a task worker shows its work only while it runs a task: wait for one that does
+        while not (pids := _scoring_pids(score_on)) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        files = _score_files(disturbed)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         killed.update(pids=pids, files=len(files))
 
-    killer = threading.Thread(target=kill_the_actor_once_scores_appear)
+    killer = threading.Thread(target=kill_the_scorers_once_scores_appear)
     killer.start()
-    manifest = run_score(_job(data, disturbed), progress=lambda _: None)
+    manifest = run_score(_job(data, disturbed, score_on), progress=lambda _: None)
     killer.join()
 
-    assert killed["pids"], "no score actor was found to kill"
+    assert killed["pids"], "no scoring process was found to kill"
     assert killed["files"] < N_SHARDS, "the kill must land while shards are still being scored"
-    assert set(_score_actor_pids()).isdisjoint(killed["pids"])
+    assert set(_scoring_pids(score_on)).isdisjoint(killed["pids"])
     assert manifest["rows"] == {"scored": ROWS, "rejected": 0}
-    assert _sorted_scores(disturbed).equals(_sorted_scores(undisturbed))
+    assert _sorted_scores(disturbed).equals(undisturbed)

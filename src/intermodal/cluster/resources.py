@@ -170,6 +170,16 @@ def actor_pool(compute: ComputeConfig, reach: ClusterReach | None = None) -> Poo
     return Pool(1, largest, largest if reach.autoscaling else 1)
 
 
+def task_concurrency(compute: ComputeConfig) -> int | None:
+    """With ``score_on`` tasks: how many score tasks may run at once (``actors`` as a size, or
+    an elastic pool's ``max``); None (``auto``): as many as the cluster's CPUs hold."""
+    if isinstance(compute.actors, int):
+        return compute.actors
+    if isinstance(compute.actors, ActorRange):
+        return compute.actors.max
+    return None
+
+
 def _fits(shape: Mapping[str, float], bundle: Mapping[str, float]) -> bool:
     return all(shape.get(key, 0.0) >= amount for key, amount in bundle.items() if amount > 0)
 
@@ -183,6 +193,8 @@ def check_compute(compute: ComputeConfig, reach: ClusterReach | None = None) -> 
         _check_node_types(compute, reach)
     else:
         _check_alive_nodes(compute, reach)
+    if compute.scores_on_tasks:  # each task reads and writes its own shard: nothing to starve
+        return reach
     largest = actor_pool(compute, reach).largest
     total_cpus = reach.total("CPU")
     held = math.inf if largest is None else largest * compute.cpus_per_actor

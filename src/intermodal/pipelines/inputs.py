@@ -304,10 +304,10 @@ class InputSource(_ShardTasks):
 class ShardSource(_ShardTasks):
     """The input as a Ray Data source: one read task per shard (``read_shard``).
 
-    One task per shard keeps the unit of work, of retry and of resumption the shard, and
-    lets the read fuse into the score actors with one shard per actor task (a shard list
-    mapped with ``map_batches`` reached the actor pool as a single bundle: one task, one
-    busy actor)."""
+    One task per shard keeps the unit of work, of retry and of resumption the shard: score
+    tasks fuse into it (one task reads, scores and writes a shard), and score actors get
+    one shard per actor task (a shard list mapped with ``map_batches`` reached the actor
+    pool as a single bundle: one task, one busy actor)."""
 
     def __init__(
         self, shards: list[Shard], job: JobConfig, duplicates: pa.Array, rejects_uri: str

@@ -29,7 +29,7 @@ from intermodal.schemas.tables import SAMPLE_ID, SOURCE_SHARD
 TEMPORARY_MARK = ".partial-"
 # compute settings that change how fast a run goes, not what it writes: a run may resume
 # with others (e.g. more actors on a bigger machine)
-_RESOURCE_KEYS = ("actors", "cpus_per_actor", "gpus_per_actor", "torch_threads")
+_RESOURCE_KEYS = ("actors", "score_on", "cpus_per_actor", "gpus_per_actor", "torch_threads")
 
 
 def score_file_name(shard_index: int, first_id: object, n_rows: int) -> str:

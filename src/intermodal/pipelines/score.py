@@ -1,5 +1,5 @@
-"""``score``: input shards → validated rows → every measure on an actor pool → scores/, resumable
-by shard."""
+"""``score``: input shards → validated rows → every measure, on tasks or an actor pool → scores/,
+resumable by shard."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import platform
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -23,6 +24,7 @@ from intermodal.cluster.resources import (
     check_compute,
     release_request,
     request_pool,
+    task_concurrency,
     wait_for_pool,
 )
 from intermodal.measures import (
@@ -53,10 +55,10 @@ from intermodal.pipelines.preflight import (
 )
 from intermodal.pipelines.resume import ScoreSink, resume_key, scored_rows, shard_progress
 from intermodal.pipelines.run import ship_measures
-from intermodal.pipelines.score_stage import ScoreOperator, scores_schema
+from intermodal.pipelines.score_stage import ScoreOperator, score_shard_blocks, scores_schema
 from intermodal.progress import Progress, print_progress
 from intermodal.rundir import RunPaths
-from intermodal.schemas.config import JobConfig
+from intermodal.schemas.config import ComputeConfig, JobConfig
 from intermodal.schemas.tables import REJECT_SCHEMA, mask_key
 
 # Rows of score output an actor buffers before handing them on as one block. Ray Data's
@@ -147,27 +149,46 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _task_options(compute: ComputeConfig) -> dict:
+    """Ray options shared by the read, score and write of ``score_on`` tasks: equal options
+    let Ray Data fuse the three into one task per shard."""
+    if not compute.scores_on_tasks:
+        return {}
+    return {"num_cpus": compute.cpus_per_actor, "concurrency": task_concurrency(compute)}
+
+
 def _score_stage(
     rows: ray.data.Dataset,
     plan: ScorePlan,
     background: str | None,
     placements: str,
 ) -> ray.data.Dataset:
-    """Validated rows → score rows on one actor pool (``pipelines.score_stage``); the actors
-    read the ``background`` rows from the run directory, not from the object store, so an
-    actor restarted after its node was lost rebuilds from the constructor's small arguments
-    (ray#53727). Each actor writes where it started into the folder ``placements``."""
+    """Validated rows → score rows (``pipelines.score_stage``), on tasks or on one actor
+    pool. The operator reads the ``background`` rows from the run directory, not from the
+    object store, so an actor restarted after its node was lost rebuilds from the
+    constructor's small arguments (ray#53727). Each process that builds the operator writes
+    where it started into the folder ``placements``."""
     config = plan.config
     compute = config.compute
+    arguments = {
+        "job": config,
+        "measures": plan.measures,
+        "background": background,
+        "placements": placements,
+    }
+    if compute.scores_on_tasks:
+        # whole read blocks (batch_size None, so the read fuses in): the function batches them
+        return rows.map_batches(
+            score_shard_blocks,
+            fn_kwargs={"run": uuid.uuid4().hex, **arguments},
+            batch_size=None,
+            batch_format="pyarrow",
+            **_task_options(compute),
+        )
     pool = actor_pool(compute, plan.reach)
     return rows.map_batches(
         ScoreOperator,
-        fn_constructor_kwargs={
-            "job": config,
-            "measures": plan.measures,
-            "background": background,
-            "placements": placements,
-        },
+        fn_constructor_kwargs=arguments,
         compute=ray.data.ActorPoolStrategy(
             min_size=pool.smallest, max_size=pool.largest, initial_size=pool.initial
         ),
@@ -308,6 +329,7 @@ def stream_scores(
         # one block per read task: Ray would otherwise split each shard's rows into many
         # small blocks to reach its default parallelism (and so many small score files)
         override_num_blocks=len(pending),
+        **_task_options(config.compute),
     )
     rows.context.target_max_block_size = SCORE_BLOCK_BYTES  # this run's datasets only
     with ScoringHeartbeat(paths.scores, plan.total_rows, progress):
@@ -323,7 +345,12 @@ def stream_scores(
         # an actor restarted after its node was lost writes its new start there too
         storage.remove(paths.actors)
         scores = _score_stage(rows, plan, background_uri, paths.actors)
-        scores.write_datasink(ScoreSink(paths.scores))
+        options = _task_options(config.compute)
+        scores.write_datasink(
+            ScoreSink(paths.scores),
+            ray_remote_args={"num_cpus": options["num_cpus"]} if options else None,
+            concurrency=options.get("concurrency"),
+        )
         return storage.read_json_files(paths.actors)
 
 

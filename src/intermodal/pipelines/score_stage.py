@@ -1,16 +1,24 @@
-"""The one actor stage of ``score``: every measure of a job applied to a batch.
+"""The score stage: every measure of a job applied to a batch, on actors or on tasks.
 
-One actor pool for the whole job keeps all per-row work in one process per batch (no Arrow
-hand-offs between pools) and never lets two actor pools hold every CPU while the read tasks
-wait for one (ray#44687). The actor builds the configured model once and shares it, and the
-model's coalition values and predictions of a batch, between the measures
-(``operators.context``); each measure's operator returns only its own columns.
+``ScoreOperator`` builds the configured model once and shares it, and the model's coalition
+values and predictions of a batch, between the measures (``operators.context``); each
+measure's operator returns only its own columns. It runs in one of two forms
+(``compute.score_on``):
+
+* **actors** (GPU jobs): one actor pool for the whole job, fed by read tasks and feeding
+  write tasks; an actor holds its GPU and its model for the run.
+* **tasks** (CPU jobs): ``score_shard_blocks`` in the shard's read task, which then writes its
+  rows, so a shard is read, validated, scored and written in one process with no hand-off.
+  Ray reuses its task workers, so the worker processes that ran the fits (torch and the
+  measures already imported) score too; each keeps the operator it built for the run's next
+  shards (``_built``). An actor is a fresh process that imports everything again: seconds per
+  actor on a small machine, the larger part of a small job's scoring.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -44,8 +52,8 @@ def scores_schema(
 
 
 class ScoreOperator:
-    """Loads what the job's measures need once per actor; ``__call__`` turns a normalised input
-    batch into its score rows."""
+    """Loads what the job's measures need once per actor or task worker; ``__call__`` turns
+    a normalised input batch into its score rows."""
 
     def __init__(
         self,
@@ -100,3 +108,31 @@ class ScoreOperator:
         if SOURCE_SHARD in batch.column_names:  # the pipeline's writer files rows by shard
             scores = scores.append_column(SOURCE_SHARD, batch.column(SOURCE_SHARD))
         return scores
+
+
+# The operator this worker process built for a run of ``score_shard_blocks``, by run id: the
+# run's later shards on this process reuse it, the next run replaces it (its artifacts may
+# have been fitted again in between).
+_built: dict[str, ScoreOperator] = {}
+
+
+def score_shard_blocks(
+    blocks: pa.Table,
+    run: str,
+    job: JobConfig,
+    measures: list[Measure],
+    background: str | None,
+    placements: str,
+) -> Iterator[pa.Table]:
+    """Score rows of a shard (the read task hands on what it read) in batches of
+    ``compute.batch_size``, with the operator this process built for ``run`` (one id per
+    scoring stage) or, the first time, a new one (writing its placement)."""
+    operator = _built.get(run)
+    if operator is None:
+        _built.clear()  # the last run's models go before this run's load
+        operator = _built[run] = ScoreOperator(job, measures, background, placements=placements)
+    else:  # the fit parts this process ran in between set their own threads
+        use_actor_threads(job.compute)
+    size = job.compute.batch_size
+    for start in range(0, blocks.num_rows, size):
+        yield operator(blocks.slice(start, size))

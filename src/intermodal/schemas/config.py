@@ -189,6 +189,10 @@ class ComputeConfig(Strict):
     # actors as the cluster can reach (its autoscaler's node types at their maximum counts, else
     # the nodes alive) hold while one CPU stays free for reading and writing
     actors: int | ActorRange | Literal["auto"] = "auto"
+    # what scores: Ray tasks (each reads, validates, scores and writes one shard in a worker
+    # process that keeps the built operator for the run's next shards), or a pool of actors
+    # fed by separate read and write tasks; auto: actors when they hold GPUs, else tasks
+    score_on: Literal["auto", "tasks", "actors"] = "auto"
     cpus_per_actor: float = Field(default=1, gt=0)
     gpus_per_actor: float = Field(default=0, ge=0)
     # torch threads per actor; default: the actor's CPUs (Ray pins OMP_NUM_THREADS to them)
@@ -200,6 +204,13 @@ class ComputeConfig(Strict):
     # the autoscaler's node types in the cluster launcher's YAML (`available_node_types`),
     # when Ray does not report them itself; default: ~/ray_bootstrap_config.yaml if present
     autoscaler_config: str | None = None
+
+    @property
+    def scores_on_tasks(self) -> bool:
+        """Whether the score stage runs as tasks (``score_on``, ``auto`` resolved)."""
+        if self.score_on == "auto":
+            return self.gpus_per_actor == 0
+        return self.score_on == "tasks"
 
     @field_validator("actors", mode="before")
     @classmethod
