@@ -1,17 +1,22 @@
 """Fits run as Ray work: each measure's fit a task and its parts (one model per modality, pair
 or target) tasks of ``compute.fit``'s resources. The artifacts equal those of the same fit in
 one process, part after part, the parts' progress reaches the driver's callback, and a part
-two measures need (LSMI's and PID BATCH's classifiers) runs once."""
+two measures need (LSMI's and PID BATCH's classifiers) runs once; the fit task runs the first
+part of each round itself."""
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
 from intermodal import storage
-from intermodal.measures import job_measures, parse_config
-from intermodal.measures.base import InlineWorkers
+from intermodal.measures import Measure, job_measures, parse_config, register, unregister
+from intermodal.measures.base import BatchOperator, FitSample, FitWorkers, InlineWorkers
 from intermodal.models.artifacts import load_state
 from intermodal.models.classifiers import CLASSIFIER_INDEX, load_classifier_states
 from intermodal.pipelines.fit import run_fit
@@ -109,3 +114,51 @@ def test_fits_on_ray_equal_fits_in_one_process(tmp_path) -> None:
     assert len(list((tmp_path / "ray" / "artifacts" / "classifiers").iterdir())) == 3
     prior = np.load(f"{tmp_path}/ray/artifacts/lsmi/prior.npz")
     assert np.isfinite(prior["log_prior"]).all()
+
+
+def _process_of_part(index: int) -> int:
+    return os.getpid()
+
+
+class PartProcesses(Measure):
+    """Records the process of its fit task and of each part of two submit-and-gather rounds."""
+
+    name = "part_processes"
+
+    def fit_sample(self, job: JobConfig) -> FitSample:
+        return FitSample(10, 0, 1, "part processes", labelled=False)
+
+    def fit(self, job: JobConfig, sample: pa.Table, progress: Any, workers: FitWorkers) -> None:
+        rounds = [
+            workers.gather([workers.submit(_process_of_part, i) for i in range(size)])
+            for size in (3, 2)
+        ]
+        record = {"fit": os.getpid(), "rounds": rounds}
+        storage.write_json(record, storage.join(self.folder(job), "processes.json"))
+
+    def fields(self, job: JobConfig) -> list[pa.Field]:
+        return []
+
+    def operator(self, job: JobConfig, shared: Any) -> BatchOperator:
+        return lambda context: {}
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_the_fit_task_runs_the_first_part_of_each_round_itself(tmp_path) -> None:
+    """Its CPU would otherwise idle while it waits, and every part in a task of its own made
+    Ray start a worker process more than the CPUs (seconds of imports each)."""
+    table = generate_circuit(CircuitSpec(op="xor", n_samples=40, dims=DIMS, seed=0))
+    data = str(tmp_path / "data")
+    write_table_shards(table.select(["sample_id", "label", "x1", "x2"]), data, 1)
+    register(PartProcesses())
+    try:
+        job = _job(data, str(tmp_path / "run")).model_copy(update={"measures": ["part_processes"]})
+        run_fit(job, progress=quiet)
+    finally:
+        unregister(PartProcesses.name)
+    record = storage.read_json(
+        str(tmp_path / "run" / "artifacts" / "part_processes" / "processes.json")
+    )
+    for own, *submitted in record["rounds"]:
+        assert own == record["fit"]
+        assert record["fit"] not in submitted

@@ -8,6 +8,7 @@ the driver submits and waits."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -74,12 +75,30 @@ class RelayedProgress:
         self.queue.put_nowait(message)
 
 
+@dataclass
+class OwnPart:
+    """A part the fit task runs itself when it gathers it, beside the parts it submitted."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+    def run(self) -> Any:
+        # what a task's arguments get from Ray: shared values (top-level refs) resolved
+        return self.fn(*(ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in self.args))
+
+
 class RayFitWorkers:
     """Fit parts as Ray tasks with ``compute.fit``'s CPUs and GPUs, each with as many torch
     threads as CPUs it holds (small models lose more to idle threads than they gain). Parts
     submitted with a key go through the fit round's ``PartMemo``, so measures whose fits
     need the same part (LSMI's and PID BATCH's classifiers on the same sample and settings)
     share one run of it.
+
+    Without GPUs the fit task, which holds a part's CPUs, runs the first part of each
+    submit-and-gather round itself (``OwnPart``) instead of waiting idle for it: every part
+    in a task of its own needed one worker process more than the CPUs (the waiting fit task
+    keeps its process), and each fresh process pays seconds of imports. Shared parts always
+    run as tasks: another fit may be waiting for them.
 
     A worker node lost while fitting takes its parts and fits with it: Ray runs them again
     elsewhere (its default ``max_retries``), a fit again from its start. Parts are seeded, so a
@@ -93,11 +112,15 @@ class RayFitWorkers:
         self.memo = memo
         # this fit's requests to the memo by the part it got: what to submit again if lost
         self.shared: dict[ray.ObjectRef, tuple[str, Callable[..., Any], tuple[Any, ...]]] = {}
+        self.own: OwnPart | None = None  # the part this task runs at the next gather
 
     def share(self, value: Any) -> Any:
         return ray.put(value)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.own is None and self.resources.gpus == 0:
+            self.own = OwnPart(fn, args)
+            return self.own
         return submit_part(self.resources, fn, args)
 
     def submit_once(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -109,7 +132,11 @@ class RayFitWorkers:
         return part
 
     def gather(self, handles: list[Any]) -> list[Any]:
-        return [self._result(handle) for handle in handles]
+        # this task's own part first, while the submitted ones run
+        own = {id(h): h.run() for h in handles if isinstance(h, OwnPart)}
+        if self.own is not None and id(self.own) in own:
+            self.own = None
+        return [own[id(h)] if isinstance(h, OwnPart) else self._result(h) for h in handles]
 
     def _result(self, part: Any) -> Any:
         """A part's result. A shared part may have been submitted by another fit (another
