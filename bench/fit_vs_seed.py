@@ -23,11 +23,19 @@ over R, U1, U2, S.
 
     python bench/fit_vs_seed.py --lsmi-repo /tmp/seeds/LSMI_Estimator --pid-repo /tmp/seeds/PID
     python bench/fit_vs_seed.py ... --quick    # 2,000 rows, LSMI XOR only
+
+``--cli``: LSMI only, both sides as commands timed whole, interleaved (the seed's entry point in
+a fresh process via ``bench/seeds.py``; ``intermodal score`` of the job, which starts local
+Ray, fits, scores and aggregates):
+
+    python bench/fit_vs_seed.py --cli --lsmi-repo /tmp/seeds/LSMI_Estimator \
+        --seed-lib /tmp/seeds/lib --repeats 2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -53,13 +61,14 @@ from intermodal.measures.base import InlineWorkers, global_table
 from intermodal.pipelines.aggregate import file_state
 from intermodal.pipelines.job import run_job
 from intermodal.pipelines.score_stage import ScoreOperator
-from intermodal.schemas.config import JobConfig
+from intermodal.schemas.config import JobConfig, dump_config
 from intermodal.schemas.tables import modality_values
 from intermodal.synthetic.hdxor import write_table_shards
 from intermodal.synthetic.lsmi_data import CIRCUIT_TRUTH, CircuitSpec, generate_circuit
 from intermodal.synthetic.pid_data import BitwiseSpec, generate_bitwise
 from intermodal.validation.experiments import overall_terms
 
+HERE = Path(__file__).resolve().parent
 DIMS, NOISE = 16, 0.1
 PID_TRUTH = {"xor": {"R": 0.0, "U1": 0.0, "U2": 0.0, "S": 1.0}}  # bits, 003 Table 1
 SPIN = "while True: pass"
@@ -167,6 +176,38 @@ def run_pipeline(task: Task, root: str, attempt: str) -> dict[str, float]:
     return {"seconds": time.perf_counter() - start, **our_terms(task, table)}
 
 
+def run_seed_command(task: Task, root: str, args: argparse.Namespace) -> dict[str, float]:
+    """The seed's entry point as a command of its own (``bench/seeds.py``): wall time of the
+    whole process, its start and imports included, as a user's run of the seed script."""
+    data = Path(root, "seed_data.npz")
+    if not data.exists():
+        x1, x2, y = task.arrays(slice(0, task.table.num_rows))
+        np.savez(data, x1=x1, x2=x2, y=y, held_out=task.held_out)
+    command = [sys.executable, str(HERE / "seeds.py"), "lsmi", "--repo", str(args.lsmi_repo)]
+    command += ["--data", str(data)]
+    if args.seed_lib is not None:
+        command += ["--seed-lib", str(args.seed_lib)]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - start
+    terms = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**{t: terms[t] for t in TERMS}, "seconds": seconds}
+
+
+def run_our_command(task: Task, root: str, attempt: str) -> dict[str, float]:
+    """``intermodal score`` (fit, score, aggregate) as a command: a fresh process that starts
+    its own local Ray, into a new run directory so that it fits."""
+    out = storage.join(root, f"command-{attempt}")
+    config = Path(root, f"command-{attempt}.yaml")
+    config.write_text(dump_config(job(task, storage.join(root, "data"), out)))
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "intermodal.cli", "score", str(config)]
+    subprocess.run(command, capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - start
+    table = storage.read_table(storage.join(out, "global", f"{task.measure}.parquet"))
+    return {"seconds": seconds, **our_terms(task, table)}
+
+
 @contextmanager
 def busy(enabled: bool) -> Iterator[None]:
     """Another CPU-bound process for the duration, when ``enabled``."""
@@ -187,6 +228,11 @@ def compare(task: Task, args: argparse.Namespace) -> list[dict]:
         "ours, 1 thread": lambda _: run_in_process(task, root),
         "ours, pipeline": lambda attempt: run_pipeline(task, root, attempt),
     }
+    if args.cli:
+        runners = {
+            "seed": lambda _: run_seed_command(task, root, args),
+            "ours, intermodal score": lambda attempt: run_our_command(task, root, attempt),
+        }
     runs: dict[tuple[str, bool], list[dict]] = {}
     for loaded in [False, True] if args.busy else [False]:
         for repeat in range(args.repeats):
@@ -243,7 +289,7 @@ def warm_up() -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lsmi-repo", type=Path, required=True, help="LSMI_Estimator checkout")
-    parser.add_argument("--pid-repo", type=Path, required=True, help="pliang279/PID checkout")
+    parser.add_argument("--pid-repo", type=Path, help="pliang279/PID checkout (not for --cli)")
     parser.add_argument(
         "--seed-lib", type=Path, help="folder with hydra-core and omegaconf for LSMI_Estimator"
     )
@@ -251,15 +297,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--busy", action="store_true", help="also time ours next to a CPU hog")
     parser.add_argument("--quick", action="store_true", help="2,000 rows, LSMI XOR only")
+    parser.add_argument(
+        "--cli",
+        action="store_true",
+        help="LSMI only: the seed's entry point and `intermodal score`, each a command of its "
+        "own, timed whole",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.pid_repo is None and not args.cli:
+        raise SystemExit("--pid-repo is needed unless --cli")
     if args.quick:
         args.rows = 2000
     if args.seed_lib is not None:
         sys.path.insert(0, str(args.seed_lib.resolve()))
+    if args.cli:
+        main_cli(args)
+        return
     torch.set_num_threads(1)
     ensure_ray()
     warm_up()
@@ -275,6 +332,27 @@ def main(argv: Sequence[str] | None = None) -> None:
             "  terms of the held-out rows; ours, 1 thread: fit + score of every row in-process;",
             "  ours, pipeline: run_score + run_aggregate on local Ray (fit parts side by side);",
             "  busy: the same next to another CPU-bound process. LSMI nats, PID BATCH bits.",
+        ],
+        float_precision=3,
+    )
+    print_finished(started, load_before)
+
+
+def main_cli(args: argparse.Namespace) -> None:
+    """Both sides as commands, interleaved: what a user waits for, start-up included."""
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    lsmi_tasks = [t for t in tasks(args.rows, args.quick) if t.measure == "lsmi"]
+    rows = [row for task in lsmi_tasks for row in compare(task, args)]
+    show(
+        f"LSMI as commands, ours vs the seed repository, {args.rows} rows, median of "
+        f"{args.repeats}",
+        pl.DataFrame(rows).drop("busy/quiet"),
+        [
+            "seed: a fresh process running its entry point (its defaults, torch's default",
+            "  threads), trained on the first 80 %, terms of the held-out rows;",
+            "  ours: `intermodal score job.yaml` in a fresh process: local Ray started, fit,",
+            "  score, aggregate. Seconds are the whole command's; LSMI nats.",
         ],
         float_precision=3,
     )

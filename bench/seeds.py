@@ -152,3 +152,31 @@ def run_pid_batch_seed(repo: Path, train: tuple, test: tuple, num_labels: int) -
         seconds = time.perf_counter() - start
     bits = [float(v) / math.log(2) for v in results.mean(dim=0)]
     return {"seconds": seconds, **dict(zip(TERMS, bits, strict=True))}
+
+
+def main() -> None:
+    """``python bench/seeds.py lsmi --repo R --data D.npz [--seed-lib L]``: the seed's LSMI
+    entry point as a command of its own (``fit_vs_seed.py --cli`` times this process whole:
+    Python's start, the seed's imports and its run). ``D`` holds ``x1, x2, y`` and
+    ``held_out`` (the last rows the seed reports on). Prints one JSON line."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("estimator", choices=["lsmi"])
+    parser.add_argument("--repo", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--seed-lib", type=Path, help="folder with hydra-core and omegaconf")
+    args = parser.parse_args()
+    if args.seed_lib is not None:
+        sys.path.insert(0, str(args.seed_lib.resolve()))
+    arrays = np.load(args.data)
+    n, held_out = len(arrays["y"]), int(arrays["held_out"])
+    x1, x2, y = arrays["x1"], arrays["x2"], arrays["y"]
+    train = (x1[: n - held_out], x2[: n - held_out], y[: n - held_out])
+    test = (x1[n - held_out :], x2[n - held_out :], y[n - held_out :])
+    print(json.dumps(run_lsmi_seed(args.repo, train, test)))
+
+
+if __name__ == "__main__":
+    main()

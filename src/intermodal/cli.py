@@ -43,8 +43,9 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _score(args: argparse.Namespace) -> int:
     from intermodal.cluster import beside_ray_start
+    from intermodal.pipelines import WORKER_MODULES
 
-    config = beside_ray_start(partial(_imported_config, args.config))
+    config = beside_ray_start(partial(_imported_config, args.config), warm=WORKER_MODULES)
     from intermodal.pipelines.aggregate import run_aggregate
     from intermodal.pipelines.score import run_score, too_few_scored
 

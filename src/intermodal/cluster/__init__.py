@@ -6,11 +6,12 @@ Local Ray by default (a laptop, CI, the demo); the cluster named by ``RAY_ADDRES
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -108,12 +109,14 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         raise RayStartError(f"could not start Ray ({reason}); {hint}") from None
 
 
-def beside_ray_start(work: Callable[[], T]) -> T:
+def beside_ray_start(work: Callable[[], T], warm: Sequence[str] = ()) -> T:
     """``work()`` (driver work that needs no Ray: imports, reading the config, training a
     model in the driver) in a thread while this thread starts embedded local Ray, which takes
-    seconds of waiting on its processes; returns what ``work`` returns. ``work``'s error is
-    raised first (it is the one to fix), after Ray has started. Ray already up or a cluster
-    to attach to (``RAY_ADDRESS``): ``work()``, then Ray."""
+    seconds of waiting on its processes, then has its workers import the modules ``warm``
+    (``warm_workers``); returns what ``work`` returns. ``work``'s error is raised first (it is
+    the one to fix), after Ray has started. Ray already up or a cluster to attach to
+    (``RAY_ADDRESS``): ``work()``, then Ray, and no warming (a cluster's workers are not this
+    job's alone)."""
     if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
         result = work()
         ensure_ray()
@@ -126,7 +129,24 @@ def beside_ray_start(work: Callable[[], T]) -> T:
         except RayStartError:
             done.result()
             raise
+        warm_workers(warm)
         return done.result()
+
+
+@ray.remote(num_cpus=1)
+def _import_modules(modules: Sequence[str]) -> None:
+    for name in modules:
+        importlib.import_module(name)
+
+
+def warm_workers(modules: Sequence[str]) -> None:
+    """One task per CPU of embedded local Ray that imports ``modules`` (not waited for), so
+    the worker processes Ray started with are warm by the time the driver, still importing
+    or planning, submits the job's first tasks: otherwise each of them paid its imports
+    then, one after another (the 10k LSMI job: about 1.5 s less)."""
+    cpus = int(ray.cluster_resources().get("CPU", 0)) if modules else 0
+    for _ in range(cpus):
+        _import_modules.remote(list(modules))
 
 
 def on_this_node() -> dict:
