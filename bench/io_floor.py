@@ -17,6 +17,7 @@ fresh process with that tree first on ``PYTHONPATH`` (Ray's local workers inheri
 
     python bench/io_floor.py --baseline-src /tmp/base/src              # 1M rows
     python bench/io_floor.py --baseline-src /tmp/base/src --rows 100000 --repeats 1
+    python bench/io_floor.py --baseline-src /tmp/base/src --this-cpus 1   # score tasks of 1 CPU
 """
 
 from __future__ import annotations
@@ -73,15 +74,19 @@ def quiet(_: str) -> None:
     """Progress of the timed runs: not printed."""
 
 
-def one_run(root: Path, rows: int, run: str, attempt: str) -> float:
-    """Seconds of one ``run_score`` in this process (Ray started before the clock)."""
+def one_run(root: Path, rows: int, run: str, attempt: str, cpus: float) -> float:
+    """Seconds of one ``run_score`` in this process (Ray started before the clock), with
+    ``cpus`` per score actor or task."""
     config = job_config(
         root, rows, SETTINGS, save_weights(root / "weights.pt", SETTINGS), root / "weights.pt"
     )
     if run == "floor":
         register(IOFloor())
         config = floor_config(config)
-    config = config.model_copy(update={"output": f"{config.output}-{run}-{attempt}"})
+    compute = config.compute.model_copy(update={"cpus_per_actor": cpus})
+    config = config.model_copy(
+        update={"output": f"{config.output}-{run}-{attempt}", "compute": compute}
+    )
     ensure_ray()
     started = time.perf_counter()
     run_score(config, progress=quiet, restart=True)  # a finished run of the name would resume
@@ -123,14 +128,18 @@ def child(args: argparse.Namespace) -> None:
     if args.run == RATES:
         print(json.dumps(in_process_rates(args.out, args.rows)))
     else:
-        print(json.dumps({"seconds": one_run(args.out, args.rows, args.run, args.attempt)}))
+        seconds = one_run(args.out, args.rows, args.run, args.attempt, args.cpus)
+        print(json.dumps({"seconds": seconds}))
 
 
-def measured_in(src: Path, args: argparse.Namespace, run: str, attempt: str) -> dict[str, float]:
+def measured_in(
+    src: Path, args: argparse.Namespace, run: str, attempt: str, cpus: float
+) -> dict[str, float]:
     """What the child prints for ``run``, in a fresh process with ``src`` first on the path."""
     environment = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{HERE}"}
     command = [sys.executable, str(Path(__file__).resolve()), "--child", "--run", run]
     command += ["--rows", str(args.rows), "--out", str(args.out), "--attempt", attempt]
+    command += ["--cpus", str(cpus)]
     result = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     if result.returncode:
         raise RuntimeError(f"{src} {run}: {result.stderr[-2000:]}")
@@ -150,6 +159,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[100_000.0, 1_000_000.0],
         help="samples per second a GPU model would take",
     )
+    parser.add_argument(
+        "--this-cpus",
+        type=float,
+        help="CPUs per score actor or task of this tree (default: the baseline's "
+        f"{SETTINGS.cpus_per_actor}; score tasks, one per CPU: 1)",
+    )
+    parser.add_argument("--cpus", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--run", choices=[*RUNS, RATES], help=argparse.SUPPRESS)
     parser.add_argument("--attempt", default="0", help=argparse.SUPPRESS)
@@ -168,14 +184,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     shards = write_input(args.out / f"input-{args.rows}", args.rows, SETTINGS.dims, seed=args.rows)
     log(f"[bench] wrote {args.rows} rows in {shards} shards")
     trees = {"baseline": args.baseline_src.resolve(), "this tree": THIS_SRC}
+    cpus = {"baseline": SETTINGS.cpus_per_actor, "this tree": args.this_cpus}
+    cpus["this tree"] = cpus["this tree"] or SETTINGS.cpus_per_actor
     seconds: dict[tuple[str, str], list[float]] = {}
     rates: dict[str, list[dict[str, float]]] = {}
     for repeat in range(args.repeats):
         for name, src in trees.items():
-            rates.setdefault(name, []).append(measured_in(src, args, RATES, str(repeat)))
+            rates.setdefault(name, []).append(
+                measured_in(src, args, RATES, str(repeat), cpus[name])
+            )
         for run in RUNS:
             for name, src in trees.items():
-                value = measured_in(src, args, run, f"{name.replace(' ', '_')}-{repeat}")
+                attempt = f"{name.replace(' ', '_')}-{repeat}"
+                value = measured_in(src, args, run, attempt, cpus[name])
                 seconds.setdefault((name, run), []).append(value["seconds"])
                 log(f"[bench] {name} {run}: {value['seconds']:.1f} s")
     rows = []
@@ -197,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         [
             f"baseline: {trees['baseline']}; this tree: {THIS_SRC}",
             f"compute: {SETTINGS.actors} actors of {SETTINGS.cpus_per_actor} CPU, 1 torch "
-            "thread; Ray started before each timed call (its start not included)",
+            f"thread (this tree: {cpus['this tree']:g} CPU per score actor or task); Ray "
+            "started before each timed call (its start not included)",
         ],
     )
     table = []

@@ -170,16 +170,6 @@ def actor_pool(compute: ComputeConfig, reach: ClusterReach | None = None) -> Poo
     return Pool(1, largest, largest if reach.autoscaling else 1)
 
 
-def task_concurrency(compute: ComputeConfig) -> int | None:
-    """With ``score_on`` tasks: how many score tasks may run at once (``actors`` as a size, or
-    an elastic pool's ``max``); None (``auto``): as many as the cluster's CPUs hold."""
-    if isinstance(compute.actors, int):
-        return compute.actors
-    if isinstance(compute.actors, ActorRange):
-        return compute.actors.max
-    return None
-
-
 def _fits(shape: Mapping[str, float], bundle: Mapping[str, float]) -> bool:
     return all(shape.get(key, 0.0) >= amount for key, amount in bundle.items() if amount > 0)
 

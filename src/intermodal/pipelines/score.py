@@ -24,7 +24,6 @@ from intermodal.cluster.resources import (
     check_compute,
     release_request,
     request_pool,
-    task_concurrency,
     wait_for_pool,
 )
 from intermodal.measures import (
@@ -149,12 +148,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _task_options(compute: ComputeConfig) -> dict:
-    """Ray options shared by the read, score and write of ``score_on`` tasks: equal options
-    let Ray Data fuse the three into one task per shard."""
-    if not compute.scores_on_tasks:
-        return {}
-    return {"num_cpus": compute.cpus_per_actor, "concurrency": task_concurrency(compute)}
+def _task_cpus(compute: ComputeConfig) -> float | None:
+    """The CPUs of each read and write task: with ``score_on`` tasks those of a score task,
+    so that Ray Data fuses the three into one task per shard (equal resources, and no
+    ``concurrency`` cap, which stops the read from fusing); else Ray Data's default."""
+    return compute.cpus_per_actor if compute.scores_on_tasks else None
 
 
 def _score_stage(
@@ -183,7 +181,7 @@ def _score_stage(
             fn_kwargs={"run": uuid.uuid4().hex, **arguments},
             batch_size=None,
             batch_format="pyarrow",
-            **_task_options(compute),
+            num_cpus=compute.cpus_per_actor,
         )
     pool = actor_pool(compute, plan.reach)
     return rows.map_batches(
@@ -329,7 +327,7 @@ def stream_scores(
         # one block per read task: Ray would otherwise split each shard's rows into many
         # small blocks to reach its default parallelism (and so many small score files)
         override_num_blocks=len(pending),
-        **_task_options(config.compute),
+        num_cpus=_task_cpus(config.compute),
     )
     rows.context.target_max_block_size = SCORE_BLOCK_BYTES  # this run's datasets only
     with ScoringHeartbeat(paths.scores, plan.total_rows, progress):
@@ -345,11 +343,9 @@ def stream_scores(
         # an actor restarted after its node was lost writes its new start there too
         storage.remove(paths.actors)
         scores = _score_stage(rows, plan, background_uri, paths.actors)
-        options = _task_options(config.compute)
+        cpus = _task_cpus(config.compute)
         scores.write_datasink(
-            ScoreSink(paths.scores),
-            ray_remote_args={"num_cpus": options["num_cpus"]} if options else None,
-            concurrency=options.get("concurrency"),
+            ScoreSink(paths.scores), ray_remote_args=None if cpus is None else {"num_cpus": cpus}
         )
         return storage.read_json_files(paths.actors)
 
