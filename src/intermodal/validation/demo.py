@@ -19,7 +19,6 @@ from intermodal import storage
 from intermodal.cluster import beside_ray_start
 from intermodal.measures.pid_cvx import CODES_INFORMATION, FEATURE_INFORMATION
 from intermodal.models.training import TrainConfig
-from intermodal.pipelines import WORKER_MODULES
 from intermodal.pipelines.job import run_job
 from intermodal.pipelines.run import Progress, RunPaths
 from intermodal.report import write_combined_report
@@ -71,8 +70,7 @@ def run_demo(
         weights = storage.join(RunPaths(fcnn_run).artifacts, "fcnn_early.pt")
         # the first training (seconds, in this process) runs while Ray starts
         trained = beside_ray_start(
-            partial(train_fcnn, split, weights, "early", DEMO_TRAINING, progress),
-            warm=WORKER_MODULES,
+            partial(train_fcnn, split, weights, "early", DEMO_TRAINING, progress)
         )
         jobs = [
             (
