@@ -294,18 +294,21 @@ def test_tasks_score_as_actors_do_and_never_with_an_earlier_runs_operator(tmp_pa
             _shard(ids, list(a), [[x] for x in b], [0, 1] * 30), data / f"{shard}.parquet"
         )
 
-    def run(score_on: str, seed: int, output: str) -> pl.DataFrame:
+    lines: list[str] = []
+
+    def run(compute: dict, seed: int, output: str) -> pl.DataFrame:
         intershap = {"background_size": 3, "seed": seed}
-        job = _job(str(data), output, intershap=intershap, compute={"score_on": score_on})
-        manifest = run_score(job, progress=lambda _: None, restart=True)
-        if score_on == "tasks":  # every process built its operator once for the 8 shards
+        job = _job(str(data), output, intershap=intershap, compute=compute)
+        manifest = run_score(job, progress=lines.append, restart=True)
+        if job.compute.scores_on_tasks:  # every process built its operator once for 8 shards
             assert 1 <= manifest["actors"]["started"] <= 4
         return _scores(output)
 
     shared = str(tmp_path / "tasks")
-    first = run("tasks", 0, shared)
-    second = run("tasks", 1, shared)  # same directory, other background rows
-    on_actors = run("actors", 1, str(tmp_path / "actors"))
+    first = run({"actors": 2}, 0, shared)  # auto, no GPU: tasks, which a pool size does not size
+    assert any("compute.actors = 2 sizes score actors" in line for line in lines)
+    second = run({"score_on": "tasks"}, 1, shared)  # same directory, other background rows
+    on_actors = run({"score_on": "actors"}, 1, str(tmp_path / "actors"))
     assert first.height == second.height == 480
     assert not first.equals(second)  # the background rows matter to these scores
     assert_frame_equal(second, on_actors, rel_tol=1e-6, abs_tol=1e-7)

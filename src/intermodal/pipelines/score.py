@@ -259,6 +259,14 @@ def plan_score(config: JobConfig, progress: Progress) -> ScorePlan:
         f"measures {', '.join(config.measures)}; model {config.model_name}"
     )
     duplicates = duplicate_ids(config, shards)
+    compute = config.compute
+    if compute.scores_on_tasks and compute.actors != "auto":
+        actors = compute.actors
+        size = actors if isinstance(actors, int) else f"{{min: {actors.min}, max: {actors.max}}}"
+        progress(
+            f"[score] compute.actors = {size} sizes score actors; this job scores on tasks, "
+            "one per cpus_per_actor CPUs (compute.score_on: actors for a pool)"
+        )
     measures = job_measures(config)
     background_needed = needs_background(config)
     background = None
