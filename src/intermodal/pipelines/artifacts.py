@@ -94,33 +94,42 @@ class RayFitWorkers:
     need the same part (LSMI's and PID BATCH's classifiers on the same sample and settings)
     share one run of it.
 
-    Without GPUs the fit task, which holds a part's CPUs, runs the first part of each
-    submit-and-gather round itself (``OwnPart``) instead of waiting idle for it: every part
-    in a task of its own needed one worker process more than the CPUs (the waiting fit task
-    keeps its process), and each fresh process pays seconds of imports. Shared parts always
-    run as tasks: another fit may be waiting for them.
+    Without GPUs the fit task, which holds a part's CPUs, runs parts itself (``OwnPart``)
+    instead of waiting idle: the first of each submit-and-gather round, and those beyond
+    what the cluster's CPUs run at once (``slots`` parts, its own included), one after
+    another when it gathers them. Every part in a task of its own needed worker processes
+    beyond the CPUs (the waiting fit task keeps its process, and a queued part took the CPU
+    it lent, in a fresh process), and each fresh process pays seconds of imports. Shared
+    parts always run as tasks: another fit may be waiting for them.
 
     A worker node lost while fitting takes its parts and fits with it: Ray runs them again
     elsewhere (its default ``max_retries``), a fit again from its start. Parts are seeded, so a
     part run again gives the same result."""
 
     def __init__(
-        self, resources: FitResources, progress: Progress, memo: ActorHandle | None
+        self,
+        resources: FitResources,
+        progress: Progress,
+        memo: ActorHandle | None,
+        slots: int = 1,
     ) -> None:
         self.resources = resources
         self.progress = progress
         self.memo = memo
+        self.slots = slots
         # this fit's requests to the memo by the part it got: what to submit again if lost
         self.shared: dict[ray.ObjectRef, tuple[str, Callable[..., Any], tuple[Any, ...]]] = {}
-        self.own: OwnPart | None = None  # the part this task runs at the next gather
+        self.own = 0  # parts this task runs itself in the current round
+        self.submitted = 0  # parts of the current round submitted as tasks
 
     def share(self, value: Any) -> Any:
         return ray.put(value)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self.own is None and self.resources.gpus == 0:
-            self.own = OwnPart(fn, args)
-            return self.own
+        if self.resources.gpus == 0 and (self.own == 0 or self.submitted + 1 >= self.slots):
+            self.own += 1
+            return OwnPart(fn, args)
+        self.submitted += 1
         return submit_part(self.resources, fn, args)
 
     def submit_once(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -129,13 +138,13 @@ class RayFitWorkers:
         # the arguments travel in a list: Ray would fetch top-level object refs into the memo
         (part,) = ray.get(self.memo.submit.remote(key, self.resources, fn, [*args]))
         self.shared[part] = (key, fn, args)
+        self.submitted += 1
         return part
 
     def gather(self, handles: list[Any]) -> list[Any]:
-        # this task's own part first, while the submitted ones run
+        self.own = self.submitted = 0  # the next submit starts a new round
+        # this task's own parts first, while the submitted ones run
         own = {id(h): h.run() for h in handles if isinstance(h, OwnPart)}
-        if self.own is not None and id(self.own) in own:
-            self.own = None
         return [own[id(h)] if isinstance(h, OwnPart) else self._result(h) for h in handles]
 
     def _result(self, part: Any) -> Any:
@@ -167,14 +176,17 @@ def fit(
 ) -> None:
     """A measure's fit: read its sample on this worker, fit (parts as further tasks), save.
     It waits on its parts in ``ray.get``, where Ray lends its CPU to them."""
-    torch.set_num_threads(threads_of(job.compute.fit))
+    resources = job.compute.fit
+    torch.set_num_threads(threads_of(resources))
+    # parts the cluster runs at once (this task's own included); a part's CPUs, at least one
+    slots = int(ray.cluster_resources().get("CPU", 1) // max(resources.cpus, 1e-9))
     if plan.labelled:
         sample = labelled_sample(
             job, shards, plan.rows, plan.seed, duplicates, plan.minimum, plan.purpose
         )
     else:
         sample = sample_table(job, shards, plan.rows, plan.seed, duplicates)
-    measure.fit(job, sample, progress, RayFitWorkers(job.compute.fit, progress, memo))
+    measure.fit(job, sample, progress, RayFitWorkers(resources, progress, memo, max(slots, 1)))
 
 
 def fit_measures(
