@@ -174,19 +174,20 @@ def fit(
     progress: Progress,
     memo: ActorHandle | None,
 ) -> None:
-    """A measure's fit: read its sample on this worker, fit (parts as further tasks), save.
-    It waits on its parts in ``ray.get``, where Ray lends its CPU to them."""
+    """A measure's fit: read its sample on this worker, fit (parts as further tasks, some in
+    this task: ``RayFitWorkers``), save. It waits on its parts in ``ray.get``, where Ray
+    lends its CPU to them."""
     resources = job.compute.fit
     torch.set_num_threads(threads_of(resources))
-    # parts the cluster runs at once (this task's own included); a part's CPUs, at least one
-    slots = int(ray.cluster_resources().get("CPU", 1) // max(resources.cpus, 1e-9))
+    # parts the cluster runs at once, this task's own included (a part holds >= 1 CPU)
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // resources.cpus))
     if plan.labelled:
         sample = labelled_sample(
             job, shards, plan.rows, plan.seed, duplicates, plan.minimum, plan.purpose
         )
     else:
         sample = sample_table(job, shards, plan.rows, plan.seed, duplicates)
-    measure.fit(job, sample, progress, RayFitWorkers(resources, progress, memo, max(slots, 1)))
+    measure.fit(job, sample, progress, RayFitWorkers(resources, progress, memo, slots))
 
 
 def fit_measures(

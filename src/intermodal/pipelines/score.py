@@ -326,16 +326,18 @@ def pending_shards(
 def stream_scores(
     plan: ScorePlan, pending: list[Shard], paths: RunPaths, progress: Progress
 ) -> list[dict]:
-    """Read, validate and score the pending shards on the actor pool, writing scores/ and
-    rejects/ as blocks finish; returns where each score actor started (its node and GPUs)."""
+    """Read, validate and score the pending shards on tasks or the actor pool, writing
+    scores/ and rejects/ as blocks finish; returns where each process that built the
+    operator started (its node and GPUs)."""
     config = plan.config
+    cpus = _task_cpus(config.compute)
     ship_measures(plan.measures)  # before anything that pickles the job or its measures
     rows = ray.data.read_datasource(
         ShardSource(pending, config, plan.duplicates, paths.rejects),
         # one block per read task: Ray would otherwise split each shard's rows into many
         # small blocks to reach its default parallelism (and so many small score files)
         override_num_blocks=len(pending),
-        num_cpus=_task_cpus(config.compute),
+        num_cpus=cpus,
     )
     rows.context.target_max_block_size = SCORE_BLOCK_BYTES  # this run's datasets only
     with ScoringHeartbeat(paths.scores, plan.total_rows, progress):
@@ -351,7 +353,6 @@ def stream_scores(
         # an actor restarted after its node was lost writes its new start there too
         storage.remove(paths.actors)
         scores = _score_stage(rows, plan, background_uri, paths.actors)
-        cpus = _task_cpus(config.compute)
         scores.write_datasink(
             ScoreSink(paths.scores), ray_remote_args=None if cpus is None else {"num_cpus": cpus}
         )
