@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+import ray
 import torch
 
 from intermodal import storage
@@ -19,6 +20,7 @@ from intermodal.measures import Measure, job_measures, parse_config, register, u
 from intermodal.measures.base import BatchOperator, FitSample, FitWorkers, InlineWorkers
 from intermodal.models.artifacts import load_state
 from intermodal.models.classifiers import CLASSIFIER_INDEX, load_classifier_states
+from intermodal.pipelines.artifacts import RELAY_NAME
 from intermodal.pipelines.fit import run_fit
 from intermodal.pipelines.inputs import duplicate_ids, inspect_shards, labelled_sample
 from intermodal.schemas.config import JobConfig
@@ -135,6 +137,7 @@ class PartProcesses(Measure):
         ]
         record = {"fit": os.getpid(), "rounds": rounds}
         storage.write_json(record, storage.join(self.folder(job), "processes.json"))
+        progress(f"[part_processes] {len(rounds)} rounds in process {os.getpid()}")
 
     def fields(self, job: JobConfig) -> list[pa.Field]:
         return []
@@ -161,3 +164,25 @@ def test_the_fit_task_runs_the_parts_the_cpus_have_no_room_for_itself(tmp_path) 
     # of a round in the fit task too, after its first
     in_fit = [[pid == record["fit"] for pid in parts] for parts in record["rounds"]]
     assert in_fit == [[True, False, True], [True, False]]
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_the_fits_of_one_driver_share_one_progress_relay(tmp_path) -> None:
+    """Each fit started a queue actor of its own before: a fresh process of seconds a fit."""
+    table = generate_circuit(CircuitSpec(op="xor", n_samples=40, dims=DIMS, seed=0))
+    data = str(tmp_path / "data")
+    write_table_shards(table.select(["sample_id", "label", "x1", "x2"]), data, 1)
+    register(PartProcesses())
+    relays, lines = [], []
+    try:
+        for run in ("first", "second"):
+            job = _job(data, str(tmp_path / run)).model_copy(
+                update={"measures": ["part_processes"]}
+            )
+            run_fit(job, progress=lines.append)
+            relays.append(ray.get_actor(RELAY_NAME)._actor_id)
+    finally:
+        unregister(PartProcesses.name)
+    assert relays[0] == relays[1]
+    # each run's fit line reached its own callback, once
+    assert sum(line.startswith("[part_processes] 2 rounds") for line in lines) == 2

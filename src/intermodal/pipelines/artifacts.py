@@ -7,6 +7,9 @@ the driver submits and waits."""
 
 from __future__ import annotations
 
+import threading
+import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +18,6 @@ import pyarrow as pa
 import ray
 import torch
 from ray.actor import ActorHandle
-from ray.util.queue import Queue
 
 from intermodal import __version__, storage
 from intermodal.cluster import on_this_node
@@ -64,15 +66,54 @@ RELAY_SECONDS = 0.5  # how often the driver passes on the fits' progress lines
 SHARED_PART_RESUBMITS = 3
 
 
-class RelayedProgress:
-    """A progress callback for Ray tasks: lines go to a queue the driver empties into its own
-    callback, so they read as the driver's (no worker prefix) and reach any callback."""
+@ray.remote(num_cpus=0)
+class ProgressRelay:
+    """The progress lines of the fits under way in one driver's Ray session, kept by the run
+    that reads them until it takes them."""
 
-    def __init__(self, queue: Queue) -> None:
-        self.queue = queue
+    def __init__(self) -> None:
+        self.lines: defaultdict[str, list[str]] = defaultdict(list)
+
+    def put(self, run: str, line: str) -> None:
+        self.lines[run].append(line)
+
+    def take(self, run: str) -> list[str]:
+        return self.lines.pop(run, [])
+
+
+RELAY_NAME = "intermodal-progress-relay"
+_relay_lock = threading.Lock()  # Ray refuses to create one named actor from two threads at once
+# the driver's handle: Ray stops an actor, named or not, that no handle refers to any more
+_relay_held: list[ActorHandle] = []
+
+
+def progress_relay() -> ActorHandle:
+    """The driver's relay, started by its first fit and reused by the later ones (named in the
+    driver's namespace and held here, it lives as long as the driver's Ray session): one
+    process for all of them, where each fit started a queue actor of its own, a fresh process
+    of seconds each time."""
+    with _relay_lock:
+        relay = ProgressRelay.options(
+            name=RELAY_NAME, get_if_exists=True, **on_this_node()
+        ).remote()
+        # the handle that created it is the one that keeps it: a found one only borrows it
+        if not _relay_held or _relay_held[0]._actor_id != relay._actor_id:
+            _relay_held[:] = [relay]  # the first fit, or the first of a new Ray session
+        return _relay_held[0]
+
+
+class RelayedProgress:
+    """A progress callback for Ray tasks: lines go to the relay under the fit's run, and the
+    driver passes them to its own callback, so they read as the driver's (no worker prefix)
+    and reach any callback. Each line waits for the relay: the driver's last take comes after
+    the fit's last line."""
+
+    def __init__(self, relay: ActorHandle, run: str) -> None:
+        self.relay = relay
+        self.run = run
 
     def __call__(self, message: str) -> None:
-        self.queue.put_nowait(message)
+        ray.get(self.relay.put.remote(self.run, message))
 
 
 @dataclass
@@ -215,11 +256,11 @@ def fit_measures(
         f"{resources.gpus:g} GPU per part"
     )
     # both on the driver's node: a worker node lost while fitting must not take them along
-    lines = Queue(actor_options={"num_cpus": 0, **on_this_node()})
+    relay = progress_relay()
     # only fits of two or more measures can share parts (an actor costs a process to start)
     sharing = share_parts and len(learning) > 1
     memo = PartMemo.options(**on_this_node()).remote() if sharing else None
-    relayed = RelayedProgress(lines)
+    relayed = RelayedProgress(relay, uuid.uuid4().hex)
     tasks = {
         m.name: fit.options(num_cpus=resources.cpus, name=f"fit {m.name}").remote(
             job, m, plans[m.name], shards, duplicates, relayed, memo
@@ -230,7 +271,7 @@ def fit_measures(
         pending = list(tasks.values())
         while pending:
             _, pending = ray.wait(pending, timeout=RELAY_SECONDS)
-            _relay(lines, progress)
+            _relay(relayed, progress)
         for name, task in tasks.items():
             try:
                 ray.get(task)
@@ -244,13 +285,12 @@ def fit_measures(
         if runs < requests:
             progress(f"[fit] {requests - runs} of {requests} shared parts were reused, not refit")
     finally:
-        _relay(lines, progress)
-        lines.shutdown()
+        _relay(relayed, progress)
         if memo is not None:
             ray.kill(memo)
     return list(tasks)
 
 
-def _relay(lines: Queue, progress: Progress) -> None:
-    while not lines.empty():
-        progress(lines.get_nowait())
+def _relay(relayed: RelayedProgress, progress: Progress) -> None:
+    for line in ray.get(relayed.relay.take.remote(relayed.run)):
+        progress(line)

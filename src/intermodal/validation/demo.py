@@ -38,7 +38,13 @@ from intermodal.validation.experiments import (
 DEMO_SETTINGS = ("synergy", "uniqueness")
 DEMO_MEASURES = ("intershap", "pid_cvx")
 PID_MEASURE = DEMO_MEASURES[1]  # of the labels and of the model's predictions
-DEMO_TRAINING = TrainConfig(epochs=30, batch_size=256, lr=1e-3)
+# The demo shows what the tool reports; its settings are for a run of about half a minute,
+# not for the figures the validation suites hold to (docs/choices.md): the FCNN's validation
+# accuracy is within 0.005 of its 30-epoch value by epoch 10, and the PID encoders stop 600
+# steps after their best held-out loss (the default waits 1,600 for an XOR-like plateau to end;
+# on the demo's data the best comes within the first 1,000).
+DEMO_TRAINING = TrainConfig(epochs=10, batch_size=256, lr=1e-3)
+DEMO_SECTIONS = {PID_MEASURE: {"encoders": {"patience": 3}}}
 
 
 def pid_inputs(job: JobConfig) -> str:
@@ -75,12 +81,18 @@ def run_demo(
         jobs = [
             (
                 xor_function_job(
-                    split, storage.join(out, f"xor_{setting}"), background_size, DEMO_MEASURES
+                    split,
+                    storage.join(out, f"xor_{setting}"),
+                    background_size,
+                    DEMO_MEASURES,
+                    DEMO_SECTIONS,
                 ),
                 None,
             ),
             (
-                fcnn_job(split, fcnn_run, weights, "early", background_size, DEMO_MEASURES),
+                fcnn_job(
+                    split, fcnn_run, weights, "early", background_size, DEMO_MEASURES, DEMO_SECTIONS
+                ),
                 trained.validation_accuracy,
             ),
         ]

@@ -4,7 +4,7 @@ XOR function and FCNN models, training, and a run's headline numbers."""
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -50,9 +50,13 @@ def _job(
     model: dict,
     background_size: int,
     measures: tuple[str, ...] = ("intershap",),
+    sections: Mapping[str, dict] | None = None,
 ) -> JobConfig:
+    """The job of one model on the split's test shards; ``sections`` adds measures' settings
+    sections (``{"pid_cvx": {...}}``)."""
     return parse_config(
         {
+            **(sections or {}),
             "dataset": f"hdxor_{split.spec.setting}_m{split.spec.n_modalities}",
             "input": split.test_uri,
             "output": run_uri,
@@ -70,6 +74,7 @@ def xor_function_job(
     run_uri: str,
     background_size: int,
     measures: tuple[str, ...] = ("intershap",),
+    sections: Mapping[str, dict] | None = None,
 ) -> JobConfig:
     """The controlled XOR function, evaluated on the clean ``m<i>_bits`` columns."""
     spec = split.spec
@@ -83,7 +88,9 @@ def xor_function_job(
         "unique_modality": spec.unique_modality,
     }
     model = {"factory": XOR_FACTORY, "kwargs": kwargs}
-    return _job(split, run_uri, "xor_function", modalities, model, background_size, measures)
+    return _job(
+        split, run_uri, "xor_function", modalities, model, background_size, measures, sections
+    )
 
 
 def fcnn_job(
@@ -93,6 +100,7 @@ def fcnn_job(
     fusion: str,
     background_size: int,
     measures: tuple[str, ...] = ("intershap",),
+    sections: Mapping[str, dict] | None = None,
 ) -> JobConfig:
     spec = split.spec
     modalities = [
@@ -106,7 +114,9 @@ def fcnn_job(
         "fusion": fusion,
     }
     model = {"factory": FCNN_FACTORY, "kwargs": kwargs, "weights": weights_uri}
-    return _job(split, run_uri, f"fcnn_{fusion}", modalities, model, background_size, measures)
+    return _job(
+        split, run_uri, f"fcnn_{fusion}", modalities, model, background_size, measures, sections
+    )
 
 
 def train_fcnn(
