@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from intermodal.synthetic import HDXORSpec, generate, write_shards, xor_function_model
+from intermodal.synthetic.hdxor import HDXORSpec, generate, write_shards, xor_function_model
 
 SETTINGS = ["uniqueness", "synergy", "redundancy", "random"]
 

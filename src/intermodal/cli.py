@@ -34,10 +34,10 @@ def _demo(args: argparse.Namespace) -> None:
     from intermodal.validation.demo import demo_report, run_demo
 
     started = time.perf_counter()
-    table = run_demo(args.out, n_samples=args.samples)
-    _print_table(f"HD-XOR (M = 2): InterSHAP and exact PID, runs under {args.out}", table)
+    result = run_demo(args.out, n_samples=args.samples)
+    _print_table(f"HD-XOR (M = 2): InterSHAP and exact PID, runs under {args.out}", result.table)
     print("pid_*: R/U1/U2/S in bits of (m0, m1) with the labels and with the model's predictions")
-    print(f"\nreport of every run: {demo_report(args.out, table['run'].to_list())}")
+    print(f"\nreport of every run: {demo_report(args.out, result.chapters)}")
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
 
 

@@ -17,7 +17,11 @@ from typing import TypeVar
 
 import ray
 
-ANNOUNCING_LOGGERS = ("ray.data._internal.execution.streaming_executor", "ray.data.dataset")
+ANNOUNCING_LOGGERS = (
+    "ray.data._internal.execution.streaming_executor",
+    "ray.data.dataset",
+    "ray.data._internal.logging",  # that a dataset started while another runs (the demo's runs)
+)
 IDLE_WORKERS_BEYOND_CPUS = 2  # embedded local Ray keeps this many more workers warm
 CONNECT_SECONDS = 5.0  # how long the address check waits for the cluster's port to answer
 
@@ -144,9 +148,13 @@ def warm_workers(modules: Sequence[str]) -> None:
     the worker processes Ray started with are warm by the time the driver, still importing
     or planning, submits the job's first tasks: otherwise each of them paid its imports
     then, one after another (the 10k LSMI job: about 1.5 s less)."""
-    cpus = int(ray.cluster_resources().get("CPU", 0)) if modules else 0
-    for _ in range(cpus):
+    for _ in range(int(cluster_cpus()) if modules else 0):
         _import_modules.remote(list(modules))
+
+
+def cluster_cpus() -> float:
+    """The CPUs of the cluster Ray is attached to (those of nodes alive now)."""
+    return ray.cluster_resources().get("CPU", 0.0)
 
 
 def on_this_node() -> dict:

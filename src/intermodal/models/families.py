@@ -18,12 +18,11 @@ import torch
 from torch import nn
 
 from intermodal.entrypoints import import_entrypoint
+from intermodal.models import FAMILIES, FCNN_FAMILIES
 from intermodal.models.fusion_training import FusionTrainConfig, train_fusion_model
 from intermodal.models.training import TrainConfig, train_classifier
 from intermodal.progress import Progress
 
-FCNN_FAMILIES = ("early", "intermediate", "late")
-FAMILIES = (*FCNN_FAMILIES, "i2moe", "intense")
 FACTORIES = {
     **dict.fromkeys(FCNN_FAMILIES, "intermodal.models.fcnn:build_fcnn"),
     "i2moe": "intermodal.models.i2moe:I2MoE",

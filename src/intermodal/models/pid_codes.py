@@ -58,7 +58,7 @@ from intermodal.estimators.discretize import (
     fit_codebook,
     fit_preprocessing,
 )
-from intermodal.models.training import fit_device
+from intermodal.models.training import adam, fit_device
 from intermodal.progress import Heartbeat, Progress
 
 MIN_IMPROVEMENT = 1e-4  # nats of held-out loss that count as progress
@@ -264,10 +264,7 @@ def train_joint(
     torch.manual_seed(training.seed)
     dims = [v.shape[1] for v in inputs.values()]
     model = JointEncoders(dims, len(names), num_classes, training).to(device)
-    # the plain (foreach) Adam: for a model this small the fused kernel is slower on a CPU
-    optimiser = torch.optim.Adam(
-        model.parameters(), lr=training.lr, weight_decay=training.weight_decay
-    )
+    optimiser = adam(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     generator = torch.Generator(device="cpu").manual_seed(training.seed)
     batch = min(training.batch_size, len(train))
     best_loss, best_state, stale, step = math.inf, None, 0, 0

@@ -130,7 +130,7 @@ def train_classifier(
     def subset(rows: torch.Tensor) -> dict[str, ModalityInput]:
         return {name: map_rows(lambda t: t[rows], x) for name, x in tensors.items()}
 
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(1, config.epochs + 1):
         model.train()

@@ -20,7 +20,7 @@ import torch
 from ray.actor import ActorHandle
 
 from intermodal import __version__, storage
-from intermodal.cluster import on_this_node
+from intermodal.cluster import cluster_cpus, on_this_node
 from intermodal.measures import Measure
 from intermodal.measures.base import FitSample
 from intermodal.models.classifiers import prune_classifier_store
@@ -221,7 +221,7 @@ def fit(
     resources = job.compute.fit
     torch.set_num_threads(threads_of(resources))
     # parts the cluster runs at once, this task's own included (a part holds >= 1 CPU)
-    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // resources.cpus))
+    slots = max(1, int(cluster_cpus() // resources.cpus))
     if plan.labelled:
         sample = labelled_sample(
             job, shards, plan.rows, plan.seed, duplicates, plan.minimum, plan.purpose

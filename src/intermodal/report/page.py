@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from intermodal import storage
@@ -63,36 +64,50 @@ def run_sections(run: RunData) -> list[Section]:
     return [section for section in sections if section is not None]
 
 
+@dataclass(frozen=True)
+class Chapter:
+    """One run's part of a page: its name and its sections, drawn."""
+
+    run: str
+    sections: list[Section]
+
+
+def chapter(run_dir: str) -> Chapter:
+    """The run at ``run_dir`` drawn (its figures take most of a page's time)."""
+    run = RunData(run_dir)
+    return Chapter(run.name, run_sections(run))
+
+
 def _anchor(*parts: str) -> str:
     return "-".join("".join(c if c.isalnum() else "-" for c in p.lower()) for p in parts)
 
 
-def render(runs: Sequence[RunData], title: str) -> str:
+def render(chapters: Sequence[Chapter], title: str) -> str:
     """The page of one run (its sections) or of several (one chapter per run)."""
-    several = len(runs) > 1
-    links, chapters = [], []
-    for run in runs:
+    several = len(chapters) > 1
+    links, parts_of_page = [], []
+    for run in chapters:
         parts = []
         if several:
-            anchor = _anchor(run.name)
-            links.append(f'<li><a href="#{anchor}">{html.escape(run.name)}</a></li>')
-            parts.append(f'<h2 id="{anchor}">{html.escape(run.name)}</h2>')
-        for section in run_sections(run):
-            anchor = _anchor(run.name, section.title)
+            anchor = _anchor(run.run)
+            links.append(f'<li><a href="#{anchor}">{html.escape(run.run)}</a></li>')
+            parts.append(f'<h2 id="{anchor}">{html.escape(run.run)}</h2>')
+        for section in run.sections:
+            anchor = _anchor(run.run, section.title)
             level = "h3" if several else "h2"
             if not several:
                 links.append(f'<li><a href="#{anchor}">{html.escape(section.title)}</a></li>')
             parts.append(
                 f'<{level} id="{anchor}">{html.escape(section.title)}</{level}>{section.body}'
             )
-        chapters.append(f"<section>{''.join(parts)}</section>")
+        parts_of_page.append(f"<section>{''.join(parts)}</section>")
     return PAGE.format(
         title=html.escape(title),
         policy=POLICY,
         style=STYLE,
         written=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         contents=f"<nav><ul>{''.join(links)}</ul></nav>",
-        body="\n".join(chapters),
+        body="\n".join(parts_of_page),
     )
 
 
@@ -107,10 +122,10 @@ def _write(page: str, directory: str) -> str:
 
 def write_report(run_dir: str) -> str:
     """``RUN_DIR/report/index.html``; returns its URI."""
-    run = RunData(run_dir)
-    return _write(render([run], f"intermodal report: {run.name}"), run_dir)
+    drawn = chapter(run_dir)
+    return _write(render([drawn], f"intermodal report: {drawn.run}"), run_dir)
 
 
-def write_combined_report(run_dirs: Sequence[str], out: str, title: str) -> str:
-    """One page for several runs (the demo's), at ``OUT/report/index.html``."""
-    return _write(render([RunData(r) for r in run_dirs], title), out)
+def write_combined_report(chapters: Sequence[Chapter], out: str, title: str) -> str:
+    """One page of several runs' chapters (the demo's), at ``OUT/report/index.html``."""
+    return _write(render(chapters, title), out)

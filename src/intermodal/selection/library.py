@@ -30,8 +30,9 @@ from intermodal.estimators.pid_cvx import pid_from_joint
 from intermodal.estimators.stats import JointCounts
 from intermodal.measures import parse_config
 from intermodal.measures.pid_cvx import PIDCVX, code_column
+from intermodal.models import FAMILIES
 from intermodal.models.artifacts import save_state
-from intermodal.models.families import FAMILIES, predict_classes, train_family
+from intermodal.models.families import predict_classes, train_family
 from intermodal.pipelines.job import run_job
 from intermodal.progress import Progress, print_progress
 from intermodal.rundir import RunPaths

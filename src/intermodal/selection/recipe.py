@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from intermodal.models.families import FAMILIES
+from intermodal.models import FAMILIES
 from intermodal.synthetic.pid_data import Interaction, LatentSpec, share_mix
 
 PAIR = ("x1", "x2")

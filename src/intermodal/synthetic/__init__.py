@@ -1,5 +1,3 @@
-"""Synthetic data sets with known multimodal interactions."""
-
-from intermodal.synthetic.hdxor import HDXORSpec, generate, write_shards, xor_function_model
-
-__all__ = ["HDXORSpec", "generate", "write_shards", "xor_function_model"]
+"""Synthetic data sets with known multimodal interactions, a module each (``hdxor``,
+``pid_data``, ``lsmi_data``, ...); nothing is imported here, so that reading one imports no
+other (``hdxor``'s XOR function is a torch module)."""

@@ -10,18 +10,21 @@ held-out classifier's estimate of ``I(x_0, x_1; y)`` on the same inputs (bits)."
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 
 import polars as pl
 import pyarrow as pa
 
 from intermodal import storage
-from intermodal.cluster import beside_ray_start
+from intermodal.cluster import beside_ray_start, cluster_cpus
 from intermodal.measures.pid_cvx import CODES_INFORMATION, FEATURE_INFORMATION
 from intermodal.models.training import TrainConfig
 from intermodal.pipelines.job import run_job
 from intermodal.pipelines.run import Progress, RunPaths
-from intermodal.report import write_combined_report
+from intermodal.report import Chapter, chapter, write_combined_report
 from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, PRED
 from intermodal.synthetic.hdxor import HDXORSpec
@@ -45,6 +48,8 @@ PID_MEASURE = DEMO_MEASURES[1]  # of the labels and of the model's predictions
 # on the demo's data the best comes within the first 1,000).
 DEMO_TRAINING = TrainConfig(epochs=10, batch_size=256, lr=1e-3)
 DEMO_SECTIONS = {PID_MEASURE: {"encoders": {"patience": 3}}}
+# one run draws its report chapter at a time: matplotlib does not promise more
+DRAWING = threading.Lock()
 
 
 def pid_inputs(job: JobConfig) -> str:
@@ -65,58 +70,95 @@ def information_headline(table: pa.Table, pair: tuple[str, str]) -> str:
     return "/".join(f"{value:.2f}" for value in values)
 
 
-def run_demo(
-    out: str, n_samples: int = 20_000, background_size: int = 128, progress: Progress = print
-) -> pl.DataFrame:
-    rows = []
+@dataclass(frozen=True)
+class DemoRun:
+    """One of the demo's runs: its job and, for a model it trained, the validation accuracy."""
+
+    job: JobConfig
+    validation_accuracy: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.job.output.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """The summary table, a row per run, and each run's report chapter."""
+
+    table: pl.DataFrame
+    chapters: list[Chapter]
+
+
+def prepare_runs(
+    out: str, n_samples: int, background_size: int, progress: Progress
+) -> list[DemoRun]:
+    """Both data sets written and both FCNNs trained (in this process); the four runs."""
+    runs = []
     for seed, setting in enumerate(DEMO_SETTINGS):
         spec = HDXORSpec(setting=setting, n_modalities=2, n_samples=n_samples, seed=seed)
         split = split_hdxor(spec, storage.join(out, "data", f"hdxor_{setting}"))
         fcnn_run = storage.join(out, f"fcnn_{setting}")
         weights = storage.join(RunPaths(fcnn_run).artifacts, "fcnn_early.pt")
-        # the first training (seconds, in this process) runs while Ray starts
-        trained = beside_ray_start(
-            partial(train_fcnn, split, weights, "early", DEMO_TRAINING, progress)
-        )
-        jobs = [
-            (
-                xor_function_job(
-                    split,
-                    storage.join(out, f"xor_{setting}"),
-                    background_size,
-                    DEMO_MEASURES,
-                    DEMO_SECTIONS,
-                ),
-                None,
+        trained = train_fcnn(split, weights, "early", DEMO_TRAINING, progress)
+        xor_run = storage.join(out, f"xor_{setting}")
+        runs += [
+            DemoRun(
+                xor_function_job(split, xor_run, background_size, DEMO_MEASURES, DEMO_SECTIONS)
             ),
-            (
+            DemoRun(
                 fcnn_job(
                     split, fcnn_run, weights, "early", background_size, DEMO_MEASURES, DEMO_SECTIONS
                 ),
                 trained.validation_accuracy,
             ),
         ]
-        for job, accuracy in jobs:
-            table = run_job(job, progress)
-            scores = headline(table)
-            pair = (job.modality_names[0], job.modality_names[1])
-            rows.append(
-                {
-                    "run": job.output.rstrip("/").rsplit("/", 1)[-1],
-                    "model": job.model_name,
-                    "val_acc": accuracy,
-                    "intershap_global_%": round(100 * scores["global"], 1),
-                    "local_mean_%": round(100 * scores["local_mean"], 1),
-                    "pid_on": pid_inputs(job),
-                    "pid_labels": pid_headline(table, PID_MEASURE, LABEL, pair),
-                    "pid_model": pid_headline(table, PID_MEASURE, PRED, pair),
-                    "labels_I_codes/features": information_headline(table, pair),
-                }
-            )
-    return pl.DataFrame(rows)
+    return runs
 
 
-def demo_report(out: str, runs: list[str]) -> str:
+def run_demo(
+    out: str, n_samples: int = 20_000, background_size: int = 128, progress: Progress = print
+) -> DemoResult:
+    # the data and the training (seconds, in this process) while Ray starts
+    runs = beside_ray_start(partial(prepare_runs, out, n_samples, background_size, progress))
+    # runs side by side, one per CPU: a run's PID fit trains its encoders on one CPU while
+    # another run scores, aggregates or draws its report chapter
+    printing = threading.Lock()
+
+    def one_run(run: DemoRun) -> tuple[dict, Chapter]:
+        def prefixed(line: str) -> None:
+            with printing:  # one print is a write of the line and one of its newline
+                progress(f"{run.name} | {line}")
+
+        table = run_job(run.job, prefixed)
+        with DRAWING:
+            drawn = chapter(run.job.output)
+        return summary_row(run, table), drawn
+
+    at_once = max(1, min(len(runs), int(cluster_cpus())))
+    with ThreadPoolExecutor(at_once, thread_name_prefix="demo-run") as pool:
+        done = list(pool.map(one_run, runs))
+    return DemoResult(pl.DataFrame([row for row, _ in done]), [drawn for _, drawn in done])
+
+
+def summary_row(run: DemoRun, table: pa.Table) -> dict:
+    """The run's row of the summary table (its columns: the module docstring)."""
+    job = run.job
+    scores = headline(table)
+    pair = (job.modality_names[0], job.modality_names[1])
+    return {
+        "run": run.name,
+        "model": job.model_name,
+        "val_acc": run.validation_accuracy,
+        "intershap_global_%": round(100 * scores["global"], 1),
+        "local_mean_%": round(100 * scores["local_mean"], 1),
+        "pid_on": pid_inputs(job),
+        "pid_labels": pid_headline(table, PID_MEASURE, LABEL, pair),
+        "pid_model": pid_headline(table, PID_MEASURE, PRED, pair),
+        "labels_I_codes/features": information_headline(table, pair),
+    }
+
+
+def demo_report(out: str, chapters: list[Chapter]) -> str:
     """One report page for all of the demo's runs, ``OUT/report/index.html``."""
-    run_dirs = [storage.join(out, run) for run in runs]
-    return write_combined_report(run_dirs, out, "intermodal demo: HD-XOR synergy and uniqueness")
+    return write_combined_report(chapters, out, "intermodal demo: HD-XOR synergy and uniqueness")
