@@ -29,6 +29,7 @@ from intermodal.schemas.config import JobConfig
 from intermodal.schemas.tables import LABEL, PRED
 from intermodal.synthetic.hdxor import HDXORSpec
 from intermodal.validation.experiments import (
+    SplitData,
     fcnn_job,
     headline,
     overall_terms,
@@ -90,14 +91,24 @@ class DemoResult:
     chapters: list[Chapter]
 
 
-def prepare_runs(
-    out: str, n_samples: int, background_size: int, progress: Progress
+def write_data(out: str, n_samples: int) -> list[SplitData]:
+    """Both data sets, their test rows written as shards."""
+    return [
+        split_hdxor(
+            HDXORSpec(setting=setting, n_modalities=2, n_samples=n_samples, seed=seed),
+            storage.join(out, "data", f"hdxor_{setting}"),
+        )
+        for seed, setting in enumerate(DEMO_SETTINGS)
+    ]
+
+
+def train_runs(
+    out: str, splits: list[SplitData], background_size: int, progress: Progress
 ) -> list[DemoRun]:
-    """Both data sets written and both FCNNs trained (in this process); the four runs."""
+    """Both FCNNs trained (in this process); the four runs."""
     runs = []
-    for seed, setting in enumerate(DEMO_SETTINGS):
-        spec = HDXORSpec(setting=setting, n_modalities=2, n_samples=n_samples, seed=seed)
-        split = split_hdxor(spec, storage.join(out, "data", f"hdxor_{setting}"))
+    for split in splits:
+        setting = split.spec.setting
         fcnn_run = storage.join(out, f"fcnn_{setting}")
         weights = storage.join(RunPaths(fcnn_run).artifacts, "fcnn_early.pt")
         trained = train_fcnn(split, weights, "early", DEMO_TRAINING, progress)
@@ -119,8 +130,11 @@ def prepare_runs(
 def run_demo(
     out: str, n_samples: int = 20_000, background_size: int = 128, progress: Progress = print
 ) -> DemoResult:
-    # the data and the training (seconds, in this process) while Ray starts
-    runs = beside_ray_start(partial(prepare_runs, out, n_samples, background_size, progress))
+    # the data before Ray starts: numpy's matrix products must not run while Ray forks its
+    # processes (OpenBLAS's fork handler waits for a product in flight: the demo hung there)
+    splits = write_data(out, n_samples)
+    # the training (seconds, torch, in this process) while Ray starts
+    runs = beside_ray_start(partial(train_runs, out, splits, background_size, progress))
     # runs side by side, one per CPU: a run's PID fit trains its encoders on one CPU while
     # another run scores, aggregates or draws its report chapter
     printing = threading.Lock()
