@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import polars as pl
 import pytest
 from scored_runs import demo_run  # tests/scored_runs.py
@@ -27,6 +31,17 @@ def test_bad_config_exits_with_a_message(tmp_path, capsys) -> None:
     assert main(["score", str(config)]) == 2
     error = capsys.readouterr().err
     assert f"{config}: invalid configuration" in error and "modalitys: unknown key" in error
+
+
+def test_the_installed_command_exits_with_mains_code(tmp_path) -> None:
+    """``intermodal`` (the console entry point, which skips the interpreter's last garbage
+    collection) in a fresh process: the message and the exit code of ``main``."""
+    config = tmp_path / "job.yaml"
+    config.write_text("dataset: x\nmodalitys: []\n")
+    command = Path(sys.executable).parent / "intermodal"
+    done = subprocess.run([command, "score", config], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "modalitys: unknown key" in done.stderr
 
 
 @pytest.mark.slow
