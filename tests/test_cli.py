@@ -36,12 +36,11 @@ def test_bad_config_exits_with_a_message(tmp_path, capsys) -> None:
 def test_the_installed_command_exits_with_mains_code(tmp_path) -> None:
     """``intermodal`` (the console entry point, which skips the interpreter's last garbage
     collection) in a fresh process: the message and the exit code of ``main``."""
-    config = tmp_path / "job.yaml"
-    config.write_text("dataset: x\nmodalitys: []\n")
     command = Path(sys.executable).parent / "intermodal"
-    done = subprocess.run([command, "score", config], capture_output=True, text=True, timeout=120)
+    missing = tmp_path / "no_run"
+    done = subprocess.run([command, "report", missing], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert "modalitys: unknown key" in done.stderr
+    assert f"{missing}/manifest.json: missing" in done.stderr
 
 
 @pytest.mark.slow
