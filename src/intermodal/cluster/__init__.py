@@ -122,7 +122,7 @@ def beside_ray_start(work: Callable[[], T], warm: Sequence[str] = ()) -> T:
     (``RAY_ADDRESS``): ``work()``, then Ray, and no warming (a cluster's workers are not this
     job's alone). ``work`` must not run numpy's matrix products: OpenBLAS's fork handler waits
     for a product in flight in another thread, and Ray's start forks (the demo hung there when
-    it generated its data beside it; torch's training and imports are safe)."""
+    it generated its data beside it; torch's training and imports never hung it)."""
     if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
         result = work()
         ensure_ray()

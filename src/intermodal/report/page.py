@@ -68,7 +68,7 @@ def run_sections(run: RunData) -> list[Section]:
 class Chapter:
     """One run's part of a page: its name and its sections, drawn."""
 
-    run: str
+    name: str
     sections: list[Section]
 
 
@@ -86,14 +86,14 @@ def render(chapters: Sequence[Chapter], title: str) -> str:
     """The page of one run (its sections) or of several (one chapter per run)."""
     several = len(chapters) > 1
     links, parts_of_page = [], []
-    for run in chapters:
+    for drawn in chapters:
         parts = []
         if several:
-            anchor = _anchor(run.run)
-            links.append(f'<li><a href="#{anchor}">{html.escape(run.run)}</a></li>')
-            parts.append(f'<h2 id="{anchor}">{html.escape(run.run)}</h2>')
-        for section in run.sections:
-            anchor = _anchor(run.run, section.title)
+            anchor = _anchor(drawn.name)
+            links.append(f'<li><a href="#{anchor}">{html.escape(drawn.name)}</a></li>')
+            parts.append(f'<h2 id="{anchor}">{html.escape(drawn.name)}</h2>')
+        for section in drawn.sections:
+            anchor = _anchor(drawn.name, section.title)
             level = "h3" if several else "h2"
             if not several:
                 links.append(f'<li><a href="#{anchor}">{html.escape(section.title)}</a></li>')
@@ -123,7 +123,7 @@ def _write(page: str, directory: str) -> str:
 def write_report(run_dir: str) -> str:
     """``RUN_DIR/report/index.html``; returns its URI."""
     drawn = chapter(run_dir)
-    return _write(render([drawn], f"intermodal report: {drawn.run}"), run_dir)
+    return _write(render([drawn], f"intermodal report: {drawn.name}"), run_dir)
 
 
 def write_combined_report(chapters: Sequence[Chapter], out: str, title: str) -> str:
